@@ -1,0 +1,26 @@
+//! The `rein` binary: parse the command line, set up logging, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use controller::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr so that stdout stays clean for `--json` and completions.
+    // REIN_LOG takes a tracing filter such as `debug` or `rein::ebpf=debug`.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REIN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("rein: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

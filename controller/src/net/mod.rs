@@ -1,0 +1,6 @@
+//! Loading, pinning and feeding the eBPF programs, and the network-side kernel probes.
+//!
+//! `programs` owns the embedded object; `qdisc` talks rtnetlink to the traffic-control layer.
+
+pub mod programs;
+pub mod qdisc;

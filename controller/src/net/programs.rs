@@ -1,0 +1,242 @@
+//! The embedded eBPF object (built from `controller-ebpf` by `build.rs`) and its programs.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf,
+    maps::PerCpuHashMap,
+    programs::{CgroupSkb, TestRun as _, TestRunOptions},
+};
+use aya_log::EbpfLogger;
+use controller_common::{PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, TRAFFIC_MAP, Traffic};
+
+/// The eBPF object file, aligned as aya's ELF parser needs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rein-ebpf"));
+
+/// What went wrong with the programs, naming the program or map and the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("loading rein's eBPF object into the kernel failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name} is missing from the embedded object")]
+    Missing { name: &'static str },
+    #[error("eBPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {TRAFFIC_MAP}: {0}")]
+    Map(#[source] aya::maps::MapError),
+    #[error("self-test of {name}: {problem}")]
+    SelfTest { name: &'static str, problem: String },
+}
+
+/// The loaded counting programs (cgroup_skb egress and ingress) and their traffic map.
+/// Loaded, not attached: attaching is the caller's decision (a cgroup, a mode).
+pub struct Counting {
+    ebpf: Ebpf,
+    /// Forwards the programs' aya-log records to `tracing` (target `rein::ebpf`).
+    logger: Option<EbpfLogger<Box<dyn log::Log>>>,
+}
+
+/// Result of [`Counting::self_test`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SelfTest {
+    pub packets: u64,
+    /// Mean run time of one program invocation as measured by the kernel.
+    pub ns_per_packet: u64,
+}
+
+impl Counting {
+    /// Loads the object and both programs with the default log bridge to `tracing`.
+    pub fn load() -> Result<Self, ProgramError> {
+        Self::load_with_logger(Box::new(TracingBridge))
+    }
+
+    /// Loads the object and both programs; eBPF log records go to `logger`.
+    pub fn load_with_logger(logger: Box<dyn log::Log>) -> Result<Self, ProgramError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(ProgramError::Load)?;
+        // A missing log map only costs the programs' messages; it does not stop counting.
+        let logger = match EbpfLogger::init_with_logger(&mut ebpf, logger) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("eBPF log forwarding unavailable: {e}");
+                None
+            }
+        };
+        let mut this = Self { ebpf, logger };
+        for name in [PROG_COUNT_EGRESS, PROG_COUNT_INGRESS] {
+            this.program(name)?
+                .load()
+                .map_err(|source| ProgramError::Program { name, source })?;
+        }
+        Ok(this)
+    }
+
+    /// A loaded program by name ([`PROG_COUNT_EGRESS`] or [`PROG_COUNT_INGRESS`]).
+    pub fn program(&mut self, name: &'static str) -> Result<&mut CgroupSkb, ProgramError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(ProgramError::Missing { name })?
+            .try_into()
+            .map_err(|source| ProgramError::Program { name, source })
+    }
+
+    /// Counters of every cgroup seen so far, summed over CPUs.
+    pub fn traffic(&self) -> Result<Vec<(u64, Traffic)>, ProgramError> {
+        let map = self.ebpf.map(TRAFFIC_MAP).ok_or_else(|| {
+            ProgramError::Map(aya::maps::MapError::InvalidName {
+                name: TRAFFIC_MAP.into(),
+            })
+        })?;
+        let map: PerCpuHashMap<_, u64, Traffic> =
+            PerCpuHashMap::try_from(map).map_err(ProgramError::Map)?;
+        map.iter()
+            .map(|entry| {
+                let (id, per_cpu) = entry.map_err(ProgramError::Map)?;
+                let sum = per_cpu.iter().fold(Traffic::default(), |a, t| a.merged(*t));
+                Ok((id, sum))
+            })
+            .collect()
+    }
+
+    /// Delivers pending eBPF log records to the logger.
+    pub fn flush_logs(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
+    }
+
+    /// Runs both programs on a synthetic packet with BPF_PROG_TEST_RUN and checks that they
+    /// pass it and count it: proof that the object is valid for the running kernel.
+    pub fn self_test(&mut self, repeat: u32) -> Result<SelfTest, ProgramError> {
+        let frame = test_frame();
+        let before = total(&self.traffic()?);
+        let mut ns = Duration::ZERO;
+        for name in [PROG_COUNT_EGRESS, PROG_COUNT_INGRESS] {
+            let opts = TestRunOptions {
+                data_in: Some(&frame),
+                repeat,
+                ..TestRunOptions::new()
+            };
+            let run = self
+                .program(name)?
+                .test_run(opts)
+                .map_err(|source| ProgramError::Program { name, source })?;
+            if run.return_value != 1 {
+                return Err(ProgramError::SelfTest {
+                    name,
+                    problem: format!("verdict {} instead of 1 (pass)", run.return_value),
+                });
+            }
+            ns += run.duration;
+        }
+        let after = total(&self.traffic()?);
+        let (n, len) = (u64::from(repeat), (frame.len() - ETH_HLEN) as u64);
+        let want = Traffic {
+            tx_bytes: before.tx_bytes + n * len,
+            tx_packets: before.tx_packets + n,
+            rx_bytes: before.rx_bytes + n * len,
+            rx_packets: before.rx_packets + n,
+        };
+        if after != want {
+            return Err(ProgramError::SelfTest {
+                name: PROG_COUNT_EGRESS,
+                problem: format!("counted {after:?}, expected {want:?}"),
+            });
+        }
+        self.flush_logs();
+        let nanos = u64::try_from(ns.as_nanos()).unwrap_or(u64::MAX);
+        Ok(SelfTest {
+            packets: n,
+            ns_per_packet: nanos / 2,
+        })
+    }
+}
+
+fn total(all: &[(u64, Traffic)]) -> Traffic {
+    all.iter()
+        .fold(Traffic::default(), |a, (_, t)| a.merged(*t))
+}
+
+const ETH_HLEN: usize = 14;
+
+/// A 1514-byte Ethernet frame carrying an IPv4/UDP packet (the kernel's test runner strips
+/// the Ethernet header, so the programs see a 1500-byte `skb->len`).
+fn test_frame() -> Vec<u8> {
+    let mut f = vec![0u8; ETH_HLEN + 1500];
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes()); // ETH_P_IP
+    f[14] = 0x45; // IPv4, 20-byte header
+    f[16..18].copy_from_slice(&1500u16.to_be_bytes()); // total length
+    f[22] = 64; // TTL
+    f[23] = 17; // UDP
+    f[26..30].copy_from_slice(&[127, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[127, 0, 0, 1]);
+    f
+}
+
+/// Sends aya-log records (which use the `log` crate) into `tracing`, so the programs'
+/// messages appear in the agent's own log with its filters and format.
+struct TracingBridge;
+
+impl log::Log for TracingBridge {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let msg = record.args();
+        match record.level() {
+            log::Level::Error => tracing::error!(target: "rein::ebpf", "{msg}"),
+            log::Level::Warn => tracing::warn!(target: "rein::ebpf", "{msg}"),
+            log::Level::Info => tracing::info!(target: "rein::ebpf", "{msg}"),
+            log::Level::Debug => tracing::debug!(target: "rein::ebpf", "{msg}"),
+            log::Level::Trace => tracing::trace!(target: "rein::ebpf", "{msg}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    //! These load real programs into the running kernel, so they need root (or CAP_BPF and
+    //! CAP_NET_ADMIN). They attach nothing.
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            self.0.lock().unwrap().push(record.args().to_string());
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn programs_load_count_and_log_on_this_kernel() {
+        let capture = Capture::default();
+        let mut counting = Counting::load_with_logger(Box::new(capture.clone())).unwrap();
+        let result = counting.self_test(1000).unwrap();
+        assert_eq!(result.packets, 1000);
+        // A second run adds to the same entry instead of creating a new one.
+        counting.self_test(10).unwrap();
+        let traffic = counting.traffic().unwrap();
+        assert_eq!(traffic.len(), 1, "one cgroup id expected, got {traffic:?}");
+        assert_eq!(traffic[0].1.tx_packets, 1010);
+        assert_eq!(traffic[0].1.rx_bytes, 1010 * 1500);
+        let logs = capture.0.lock().unwrap();
+        assert!(
+            logs.iter()
+                .any(|l| l.starts_with("rein: counting traffic of cgroup")),
+            "the first packet of a cgroup is logged through aya-log; got {logs:?}"
+        );
+    }
+}
