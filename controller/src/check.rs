@@ -180,17 +180,7 @@ pub fn run() -> Report {
     caps.push(test);
     caps.push(cgroup_skb_attach(cgroup2.as_deref()));
 
-    caps.push(cap(
-        "tcx",
-        at_least(6, 6),
-        "kernel >= 6.6 has TCX links for tc programs".into(),
-        "tc programs are attached through a clsact qdisc instead (no behavioural difference)",
-    ));
-    caps.push(qdisc_cap(
-        "clsact",
-        "clsact",
-        "without TCX or clsact, no tc classifier can run: HTB fallback shaping is unavailable",
-    ));
+    caps.push(tc_attach(at_least(6, 6)));
     caps.push(qdisc_cap(
         "sch_fq",
         "fq",
@@ -372,6 +362,23 @@ fn cgroup_skb_attach(root: Option<&std::path::Path>) -> Capability {
     }
 }
 
+/// TC programs attach through TCX links (kernel >= 6.6) or, before that, a clsact qdisc.
+fn tc_attach(tcx: bool) -> Capability {
+    const NAME: &str = "tc attach";
+    if tcx {
+        return cap(NAME, true, "TCX links (kernel >= 6.6)".into(), "");
+    }
+    let mut c = qdisc_cap(
+        NAME,
+        "clsact",
+        "no tc classifier can run: the HTB fallback for egress shaping is unavailable",
+    );
+    if c.status == Status::Ok {
+        c.detail = format!("clsact qdisc (no TCX before kernel 6.6): {}", c.detail);
+    }
+    c
+}
+
 fn qdisc_cap(name: &'static str, kind: &'static str, impact: &str) -> Capability {
     match qdisc::probe(kind) {
         qdisc::Support::Available => cap(
@@ -461,8 +468,7 @@ garbage line
             "bpf programs",
             "bpf test run",
             "cgroup_skb attach",
-            "tcx",
-            "clsact",
+            "tc attach",
             "sch_fq",
             "mono delivery time",
         ] {

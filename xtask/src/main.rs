@@ -4,8 +4,9 @@ mod paths;
 mod setup;
 mod test;
 mod toolchain;
+mod vm;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -22,22 +23,50 @@ enum Command {
     /// the musl target, bpf-linker built against the eBPF nightly's LLVM, and the Debian
     /// packages the tests use. Idempotent: a second run only checks.
     Setup,
-    /// Run every test: formatting and clippy, the workspace's unit and host tests.
+    /// Run every test: formatting and clippy, the host tests, then the VM suite on every
+    /// test kernel. Ends with one `N passed, N failed` line.
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy` (for a quick local loop).
         #[arg(long)]
         no_lint: bool,
+        /// Skip the VM suite.
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Run the VM suite: build rein and the tests for musl, boot each kernel in qemu (TCG)
+    /// and run the tests inside as root.
+    VmTest {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// Run only tests whose name contains this (libtest filter).
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Boot the test VM and run a shell script in it as root, with rein, busybox, ip, tc,
+    /// iperf3, runc, crun and promtool on PATH, the agent not started, and /dev/vdb as a
+    /// scratch disk. Exits with the script's status.
+    VmRun {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// The script to run.
+        #[arg(long)]
+        script: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup => setup::run(),
-        Command::Test { no_lint } => test::run(!no_lint),
+        Command::Setup => setup::run().map(|()| 0),
+        Command::Test { no_lint, no_vm } => test::run(!no_lint, !no_vm).map(|()| 0),
+        Command::VmTest { vm, filter } => vm::test(&vm, filter.as_deref()).map(|t| {
+            println!("{} passed, {} failed", t.passed, t.failed);
+            0
+        }),
+        Command::VmRun { vm, script } => vm::run_script(&vm, &script),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("xtask: error: {e:#}");
             ExitCode::FAILURE

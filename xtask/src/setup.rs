@@ -87,6 +87,13 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `cargo` (the one running xtask) in the workspace root.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
 fn rustup() -> Command {
     let mut c = Command::new("rustup");
     c.current_dir(workspace_root());
@@ -175,10 +182,8 @@ fn bpf_linker() -> anyhow::Result<String> {
     eprintln!(
         "      building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (about 2 minutes)"
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_checked(
-        Command::new(cargo)
-            .current_dir(workspace_root())
+        cargo()
             .env("LLVM_PREFIX", &prefix)
             .args([
                 "install",

@@ -8,13 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{paths::workspace_root, setup::run_checked};
-
-fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(workspace_root());
-    c
-}
+use crate::setup::{cargo, run_checked};
 
 /// Pass/fail counts summed over test binaries.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,21 +57,59 @@ pub fn run_counting(cmd: &mut Command) -> anyhow::Result<(Tally, bool)> {
     Ok((tally, ok))
 }
 
-pub fn run(lint: bool) -> anyhow::Result<()> {
+pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
     if lint {
         eprintln!("== lint: cargo fmt --check, cargo clippy -D warnings");
         run_checked(cargo().args(["fmt", "--all", "--check"]))?;
         run_checked(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+        // The VM tests are not a default member (they only run in the guest): lint them for
+        // the guest target explicitly.
+        run_checked(cargo().args([
+            "clippy",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-p",
+            "integration-tests",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     // Host tests: unit tests, property tests, and the tests that load rein's programs into
     // this kernel (they need root; they attach nothing and change no limit).
     eprintln!("== host tests: cargo test");
-    let (host, ok) =
-        run_counting(cargo().args(["test", "--workspace", "--exclude", "controller-ebpf"]))?;
-    let total = host;
+    let (host, ok) = run_counting(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "controller-ebpf",
+        "--exclude",
+        "integration-tests",
+    ]))?;
     println!("host tests: {} passed, {} failed", host.passed, host.failed);
+    if !ok || host.failed > 0 {
+        println!("{} passed, {} failed", host.passed, host.failed.max(1));
+        bail!("host tests failed");
+    }
+    let mut total = host;
+    if vm {
+        eprintln!("== VM suite on every test kernel");
+        let args = crate::vm::VmArgs {
+            kernel: crate::vm::KernelChoice(crate::vm::kernel::Series::ALL.to_vec()),
+            timeout: 900,
+            memory: 1536,
+        };
+        let guest = crate::vm::test(&args, None)?;
+        total.passed += guest.passed;
+        total.failed += guest.failed;
+        eprintln!("== VM harness self-test: a panicking and a hanging guest must fail the run");
+        let harness = crate::vm::self_test(crate::vm::kernel::Series::V6_12)?;
+        total.passed += harness.passed;
+        total.failed += harness.failed;
+    }
     println!("{} passed, {} failed", total.passed, total.failed);
-    if !ok || total.failed > 0 {
+    if total.failed > 0 {
         bail!("tests failed");
     }
     Ok(())

@@ -1,0 +1,7 @@
+//! rein's VM suite: one module per feature. Run with `cargo xtask vm-test`; each test makes
+//! its own cgroups through `CgroupGuard`, which cleans up even when the test fails.
+#![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
+
+mod cgroup_limits;
+mod check;
+mod ebpf;

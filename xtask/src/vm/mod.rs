@@ -1,0 +1,408 @@
+//! `cargo xtask vm-test` and `cargo xtask vm-run`: boot rein and its tests in a throwaway
+//! qemu VM on real Debian kernels.
+//!
+//! `kernel` fetches and caches the kernels, `initramfs` packs the guest, `qemu` boots it and
+//! reads the verdict, `init.sh` is the guest's PID 1. See README "Writing a VM test".
+
+mod initramfs;
+pub mod kernel;
+mod qemu;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use self::{initramfs::Initramfs, kernel::Series};
+use crate::{paths::workspace_root, setup::cargo, test::Tally};
+
+/// Target of the binaries that run in the guest: static, so they need no guest libc.
+const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
+/// Kernel modules the tests need (dependencies are added from modules.dep).
+const MODULES: &[&str] = &[
+    "veth",
+    "sch_fq",
+    "sch_ingress",
+    "cls_bpf",
+    "act_bpf",
+    "sch_htb",
+    "sch_tbf",
+    "sch_netem",
+    "virtio_pci",
+    "virtio_blk",
+];
+/// Host tools copied into the guest with their shared libraries: (guest path, host path).
+/// iproute2's ip and tc go to /usr/local/sbin, ahead of busybox's weaker applets on PATH.
+const TOOLS: &[(&str, &str)] = &[
+    ("/usr/local/sbin/ip", "/sbin/ip"),
+    ("/usr/local/sbin/tc", "/sbin/tc"),
+    ("/usr/local/bin/iperf3", "/usr/bin/iperf3"),
+    ("/usr/local/sbin/runc", "/usr/sbin/runc"),
+    ("/usr/local/bin/crun", "/usr/bin/crun"),
+    ("/usr/local/bin/promtool", "/usr/bin/promtool"),
+];
+/// Size of each scratch disk (sparse files): /dev/vda and /dev/vdb in the guest.
+const DISK_BYTES: u64 = 64 << 20;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct VmArgs {
+    /// Kernel series to boot; `all` runs each in turn.
+    #[arg(long, default_value = "6.12", value_parser = parse_kernels)]
+    pub kernel: KernelChoice,
+    /// Give up on a VM (and kill it) after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1536)]
+    pub memory: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct KernelChoice(pub Vec<Series>);
+
+fn parse_kernels(s: &str) -> Result<KernelChoice, String> {
+    if s == "all" {
+        return Ok(KernelChoice(Series::ALL.to_vec()));
+    }
+    Series::ALL
+        .into_iter()
+        .find(|k| k.name() == s)
+        .map(|k| KernelChoice(vec![k]))
+        .ok_or_else(|| format!("unknown kernel {s:?}; accepted: 6.12, 6.1 or all"))
+}
+
+/// The guest binaries built for [`GUEST_TARGET`].
+struct GuestBinaries {
+    rein: PathBuf,
+    helper: PathBuf,
+    tests: PathBuf,
+}
+
+/// Builds rein, the test helper and the VM test binary for the guest, and finds them in
+/// cargo's JSON messages (the test binary's name carries a hash).
+fn build_guest_binaries() -> anyhow::Result<GuestBinaries> {
+    eprintln!("== building guest binaries for {GUEST_TARGET}");
+    // Two invocations: `cargo test` would build `rein` as a test harness, not the binary.
+    // Neither selects a crate for testing whose dev-dependencies would change the feature
+    // set of `controller`, so both share one build of it (and of its eBPF object).
+    let mut artifacts = cargo_artifacts(&[
+        "build",
+        "-p",
+        "controller",
+        "-p",
+        "integration-tests",
+        "--bins",
+    ])?;
+    artifacts.extend(cargo_artifacts(&[
+        "test",
+        "--no-run",
+        "-p",
+        "integration-tests",
+        "--test",
+        "vm",
+    ])?);
+    let find = |name: &str, kind: &str| {
+        artifacts
+            .iter()
+            .find(|(n, k, _)| n == name && k == kind)
+            .map(|(_, _, p)| p.clone())
+            .ok_or_else(|| anyhow!("cargo built no {kind} {name}"))
+    };
+    Ok(GuestBinaries {
+        rein: find("rein", "bin")?,
+        helper: find("rein-test-helper", "bin")?,
+        tests: find("vm", "test")?,
+    })
+}
+
+/// Runs cargo for the guest target and returns (target name, target kind, executable) of
+/// every executable it produced, read from its JSON messages (test binaries carry a hash).
+fn cargo_artifacts(args: &[&str]) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
+    let out = cargo()
+        .args(args)
+        .args([
+            "--target",
+            GUEST_TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo")?;
+    if !out.status.success() {
+        bail!("cargo {} for {GUEST_TARGET} failed", args.join(" "));
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let (Some(exe), Some(name), Some(kind)) = (
+            msg["executable"].as_str(),
+            msg["target"]["name"].as_str(),
+            msg["target"]["kind"][0].as_str(),
+        ) {
+            found.push((name.to_owned(), kind.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    Ok(found)
+}
+
+/// What the guest runs after setup.
+enum Payload<'a> {
+    Tests { filter: Option<&'a str> },
+    Script(&'a Path),
+}
+
+/// Assembles the guest for one kernel and boots it.
+fn boot(
+    series: Series,
+    bins: &GuestBinaries,
+    payload: &Payload<'_>,
+    args: &VmArgs,
+) -> anyhow::Result<qemu::Outcome> {
+    let kernel = kernel::fetch(series)?;
+    let label = format!("vm-{}", series.name());
+    eprintln!("[{label}] kernel {} ({})", kernel.release, kernel.package);
+    let work = workspace_root()
+        .join("target")
+        .join("vm")
+        .join(series.name());
+    std::fs::create_dir_all(&work)?;
+
+    let mut img = Initramfs::default();
+    img.bytes("/init", include_bytes!("init.sh").to_vec(), 0o755);
+    img.file("/bin/busybox", Path::new("/bin/busybox"), 0o755)?;
+    // busybox --install needs its applet directories to exist.
+    for dir in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/run",
+        "/root",
+        "/etc",
+        "/rein",
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+    ] {
+        img.dir(dir);
+    }
+    img.bytes(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        0o644,
+    );
+    img.bytes("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    for (guest, host) in TOOLS {
+        img.executable_with_libs(guest, Path::new(host))?;
+    }
+    // Debug builds carry ~150 MB of debug info the guest never reads: strip it when packing.
+    img.stripped("/usr/local/bin/rein", &bins.rein)?;
+    img.stripped(integration_tests_helper_path(), &bins.helper)?;
+    img.stripped("/usr/local/bin/rein-vm-tests", &bins.tests)?;
+
+    let order = kernel::module_load_order(&kernel, MODULES)?;
+    let mut load_order = String::new();
+    for m in order.iter() {
+        img.bytes(
+            &format!("/lib/modules/rein/{}", m.file_name),
+            m.data.clone(),
+            0o644,
+        );
+        load_order.push_str(&m.file_name);
+        load_order.push('\n');
+    }
+    img.bytes(
+        "/lib/modules/rein/load-order",
+        load_order.into_bytes(),
+        0o644,
+    );
+
+    let cmd = match payload {
+        // One thread: tests share the cgroup root and the CPU; the harness prints its summary.
+        Payload::Tests { filter } => format!(
+            "/usr/local/bin/rein-vm-tests --test-threads=1 {}\n",
+            filter.map(shell_quote).unwrap_or_default()
+        ),
+        Payload::Script(path) => {
+            img.file("/rein/script.sh", path, 0o755)?;
+            "sh /rein/script.sh\n".to_owned()
+        }
+    };
+    img.bytes("/rein/cmd", cmd.into_bytes(), 0o755);
+    let initrd = work.join("initramfs.cpio");
+    let size = img.write(&initrd)?;
+    eprintln!(
+        "[{label}] initramfs {} MiB, modules: {}",
+        size >> 20,
+        order.len()
+    );
+
+    let disks = [work.join("vda.img"), work.join("vdb.img")];
+    for d in &disks {
+        // Fresh, sparse scratch disks for every boot.
+        let f = std::fs::File::create(d)?;
+        f.set_len(DISK_BYTES)?;
+    }
+    let record = work.join("kernel.txt");
+    std::fs::write(&record, format!("{}\n{}\n", kernel.package, kernel.release))?;
+    qemu::boot(&qemu::Boot {
+        label,
+        kernel: &kernel.vmlinuz,
+        initrd: &initrd,
+        disks: disks.iter().map(PathBuf::as_path).collect(),
+        timeout: Duration::from_secs(args.timeout),
+        memory_mib: args.memory,
+    })
+}
+
+fn integration_tests_helper_path() -> &'static str {
+    // Must match integration_tests::HELPER.
+    "/usr/local/bin/rein-test-helper"
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Runs the VM suite on each chosen kernel; returns the summed pass/fail counts.
+pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
+    let bins = build_guest_binaries()?;
+    let mut total = Tally::default();
+    let mut failed_kernels = Vec::new();
+    for series in &args.kernel.0 {
+        let outcome = boot(*series, &bins, &Payload::Tests { filter }, args)?;
+        let mut tally = Tally::default();
+        for l in &outcome.lines {
+            tally.add_line(l);
+        }
+        println!(
+            "vm {}: {} passed, {} failed (boot {:.1}s, total {:.1}s)",
+            series.name(),
+            tally.passed,
+            tally.failed,
+            outcome.boot_time.as_secs_f64(),
+            outcome.total_time.as_secs_f64()
+        );
+        if outcome.status != 0 || tally.failed > 0 {
+            failed_kernels.push(series.name());
+        }
+        if tally.passed + tally.failed == 0 && outcome.status == 0 {
+            bail!(
+                "the VM suite on {} ran no test (filter {filter:?})",
+                series.name()
+            );
+        }
+        total.passed += tally.passed;
+        total.failed += tally.failed;
+    }
+    if !failed_kernels.is_empty() {
+        println!("{} passed, {} failed", total.passed, total.failed);
+        bail!("VM tests failed on kernel {}", failed_kernels.join(", "));
+    }
+    Ok(total)
+}
+
+/// Boots the VM once per chosen kernel and runs `script` as root; returns its exit status.
+pub fn run_script(args: &VmArgs, script: &Path) -> anyhow::Result<i32> {
+    if !script.is_file() {
+        bail!("script {} not found", script.display());
+    }
+    let bins = build_guest_binaries()?;
+    let mut status = 0;
+    for series in &args.kernel.0 {
+        let outcome = boot(*series, &bins, &Payload::Script(script), args)?;
+        if outcome.status != 0 {
+            status = outcome.status;
+        }
+    }
+    Ok(status)
+}
+
+/// Proves the harness's own guarantees on one kernel: a guest that panics, and one that
+/// hangs, each make the boot fail (with the last serial lines) within the timeout, and leave
+/// no qemu process behind. Returns the pass/fail tally of these two checks.
+pub fn self_test(series: Series) -> anyhow::Result<Tally> {
+    let bins = build_guest_binaries()?;
+    let dir = workspace_root().join("target").join("vm");
+    std::fs::create_dir_all(&dir)?;
+    let cases = [
+        (
+            "panic",
+            "echo c > /proc/sysrq-trigger\nsleep 600\n",
+            "the guest kernel died",
+            120,
+        ),
+        ("hang", "sleep 600\n", "timed out", 40),
+    ];
+    let mut tally = Tally::default();
+    for (name, script, expected, timeout) in cases {
+        let path = dir.join(format!("self-test-{name}.sh"));
+        std::fs::write(&path, script)?;
+        let args = VmArgs {
+            kernel: KernelChoice(vec![series]),
+            timeout,
+            memory: 512,
+        };
+        let started = std::time::Instant::now();
+        let result = boot(series, &bins, &Payload::Script(&path), &args);
+        let left = qemu_processes_using(&dir)?;
+        let verdict = match &result {
+            Ok(o) => Err(format!(
+                "the guest exited with status {} instead of failing",
+                o.status
+            )),
+            Err(e) if !format!("{e:#}").contains(expected) => {
+                Err(format!("expected an error saying {expected:?}, got: {e:#}"))
+            }
+            Err(_) if started.elapsed() > Duration::from_secs(timeout + 30) => Err(format!(
+                "failing took {:.0}s",
+                started.elapsed().as_secs_f64()
+            )),
+            Err(_) if !left.is_empty() => Err(format!("qemu processes left behind: {left:?}")),
+            Err(e) => Ok(format!("{e:#}").lines().count()),
+        };
+        match verdict {
+            Ok(lines) => {
+                println!(
+                    "test harness::{name}_guest_fails_the_run ... ok ({lines} lines of report)"
+                );
+                tally.passed += 1;
+            }
+            Err(why) => {
+                println!("test harness::{name}_guest_fails_the_run ... FAILED: {why}");
+                tally.failed += 1;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// Pids of running qemu processes whose command line mentions `dir`.
+fn qemu_processes_using(dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("qemu-system") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}

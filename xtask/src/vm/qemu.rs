@@ -1,0 +1,187 @@
+//! Boots qemu (TCG: this machine has no usable hardware virtualisation) under a hard timeout,
+//! streams the serial console, and reads the guest's verdict from its markers.
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Printed by /init when the guest is set up, before the payload runs.
+pub const READY: &str = "REIN-VM-READY";
+/// Printed by /init with the payload's exit status.
+pub const EXIT: &str = "REIN-VM-EXIT ";
+/// Lines that mean the guest kernel is dead; qemu is stopped at once.
+const FATAL: [&str; 3] = [
+    "Kernel panic",
+    "BUG: kernel NULL pointer",
+    "Attempted to kill init",
+];
+/// Serial lines kept to show when the guest fails.
+const TAIL: usize = 40;
+
+pub struct Boot<'a> {
+    pub label: String,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub disks: Vec<&'a Path>,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+}
+
+/// What the guest reported.
+pub struct Outcome {
+    /// The payload's exit status.
+    pub status: i32,
+    /// Every serial line (for the caller's own parsing, e.g. test summaries).
+    pub lines: Vec<String>,
+    pub boot_time: Duration,
+    pub total_time: Duration,
+}
+
+/// Kills qemu (the process this module started, by its handle) when dropped, so that no
+/// error path leaves a VM behind.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m"])
+        .arg(b.memory_mib.to_string())
+        .args([
+            "-display",
+            "none",
+            "-no-reboot",
+            "-nodefaults",
+            "-serial",
+            "stdio",
+            "-kernel",
+        ])
+        .arg(b.kernel)
+        .arg("-initrd")
+        .arg(b.initrd)
+        .arg("-append")
+        .arg("console=ttyS0 rdinit=/init panic=-1 oops=panic loglevel=4 mitigations=off");
+    for disk in &b.disks {
+        cmd.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,cache=unsafe",
+            disk.display()
+        ));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    eprintln!(
+        "[{}] booting qemu (timeout {}s)",
+        b.label,
+        b.timeout.as_secs()
+    );
+    let start = Instant::now();
+    let mut vm = Vm(cmd
+        .spawn()
+        .context("cannot start qemu-system-x86_64: run `cargo xtask setup`")?);
+
+    // Both pipes feed one channel so the watchdog below sees every line as it comes.
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        vm.0.stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        vm.0.stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut lines = Vec::new();
+    let mut tail = VecDeque::with_capacity(TAIL);
+    let mut status = None;
+    let mut boot_time = None;
+    let deadline = start + b.timeout;
+    let failure = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                println!("  {}| {line}", b.label);
+                if line.starts_with(READY) && boot_time.is_none() {
+                    boot_time = Some(start.elapsed());
+                    eprintln!(
+                        "[{}] guest ready after {:.1}s",
+                        b.label,
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                if let Some(code) = line.strip_prefix(EXIT) {
+                    status = code.trim().parse().ok();
+                }
+                if FATAL.iter().any(|f| line.contains(f)) {
+                    tail.push_back(line);
+                    break Some("the guest kernel died");
+                }
+                if tail.len() == TAIL {
+                    tail.pop_front();
+                }
+                tail.push_back(line.clone());
+                lines.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => break Some("timed out"),
+            // Both pipes closed: qemu has exited.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+        }
+    };
+    drop(vm);
+    let total_time = start.elapsed();
+    let show_tail = || tail.iter().cloned().collect::<Vec<_>>().join("\n");
+    if let Some(why) = failure {
+        bail!(
+            "[{}] {why} after {:.0}s; last serial lines:\n{}",
+            b.label,
+            total_time.as_secs_f64(),
+            show_tail()
+        );
+    }
+    let Some(status) = status else {
+        bail!(
+            "[{}] qemu exited without the guest's {EXIT:?} marker; last serial lines:\n{}",
+            b.label,
+            show_tail()
+        );
+    };
+    eprintln!(
+        "[{}] guest exited with status {status} after {:.1}s",
+        b.label,
+        total_time.as_secs_f64()
+    );
+    Ok(Outcome {
+        status,
+        lines,
+        boot_time: boot_time.unwrap_or(total_time),
+        total_time,
+    })
+}
