@@ -27,6 +27,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "promtool and the Prometheus server for the metrics tests",
     ),
+    (
+        "xz-utils",
+        "decompresses the 6.12 kernel's modules for the test VM",
+    ),
+    (
+        "binutils",
+        "strip: drops debug info from the binaries packed into the test VM",
+    ),
 ];
 /// qemu comes from bookworm-backports: bookworm's own qemu-system-x86 conflicts with the
 /// qemu-utils from backports that machines of this kind have preinstalled.
@@ -39,12 +47,13 @@ type Step = fn() -> anyhow::Result<String>;
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 5] = [
+    let steps: [(&str, Step); 6] = [
         ("userspace toolchain", stable_toolchain),
         ("eBPF nightly toolchain", ebpf_toolchain),
         ("bpf-linker", bpf_linker),
         ("apt source for bookworm-backports", backports_source),
         ("Debian packages", debian_packages),
+        ("test VM kernels", vm_kernels),
     ];
     let total = steps.len();
     for (i, (name, step)) in steps.into_iter().enumerate() {
@@ -366,6 +375,15 @@ fn debian_packages() -> anyhow::Result<String> {
         done.push(QEMU_PACKAGE);
     }
     Ok(format!("installed {}", done.join(" ")))
+}
+
+/// Fetches and unpacks every test kernel into the cache (a no-op when cached).
+fn vm_kernels() -> anyhow::Result<String> {
+    let mut got = Vec::new();
+    for series in crate::vm::kernel::Series::ALL {
+        got.push(crate::vm::kernel::fetch(series)?.release);
+    }
+    Ok(format!("cached: {}", got.join(", ")))
 }
 
 #[cfg(test)]
