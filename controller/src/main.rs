@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     // REIN_LOG takes a tracing filter such as `debug` or `rein::ebpf=debug`.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("REIN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("rein: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
 }

@@ -123,3 +123,116 @@ pub fn device_number(dev: &str) -> String {
         .rdev();
     format!("{}:{}", libc::major(rdev), libc::minor(rdev))
 }
+
+/// A `rein agent` started for one test with its own managed root and socket; on drop it is
+/// stopped and every container under its root is killed and removed.
+pub struct AgentGuard {
+    child: Option<std::process::Child>,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl AgentGuard {
+    pub fn start(name: &str) -> Self {
+        require_vm();
+        let root = Path::new(CGROUP_ROOT).join(format!("{name}.slice"));
+        let socket = PathBuf::from(format!("/run/{name}/rein.sock"));
+        let mut g = Self {
+            child: None,
+            root,
+            socket,
+        };
+        g.restart();
+        g
+    }
+
+    /// Starts the agent (again) and waits until its socket answers.
+    pub fn restart(&mut self) {
+        self.stop(libc::SIGTERM);
+        let child = Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["agent", "--root"])
+            .arg(&self.root)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the agent with `signal` (SIGKILL simulates a crash) and reaps it.
+    pub fn stop(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), signal) };
+            c.wait().unwrap();
+        }
+    }
+
+    /// Runs `rein --socket <ours> ARGS` to completion.
+    pub fn rein(&self, args: &[&str]) -> std::process::Output {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`AgentGuard::rein`] but panics unless it succeeds; returns stdout.
+    pub fn rein_ok(&self, args: &[&str]) -> String {
+        let out = self.rein(args);
+        assert!(
+            out.status.success(),
+            "rein {args:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `rein --socket <ours> ARGS` without waiting.
+    pub fn rein_spawn(&self, args: &[&str]) -> Child {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .spawn()
+            .unwrap()
+    }
+
+    /// A file of a container's cgroup.
+    pub fn cgroup_file(&self, container: &str, file: &str) -> String {
+        let p = self.root.join(container).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+}
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_cgroup(&e.path());
+                }
+            }
+        }
+        remove_cgroup(&self.root);
+    }
+}
+
+/// Usage in microseconds from a cgroup directory's cpu.stat.
+pub fn cpu_usage_usec(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("cpu.stat")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+        .unwrap()
+}

@@ -144,6 +144,9 @@ pub enum LimitError {
         first: String,
         second: String,
     },
+    /// Two flags that cannot be combined.
+    #[error("{a} and {b} cannot be combined: {why}")]
+    Conflict { a: Flag, b: Flag, why: &'static str },
     /// A name that is not a limit (API field or annotation key).
     #[error("unknown limit {name:?}; known limits: {}", known_names())]
     UnknownFlag { name: String },
@@ -307,6 +310,13 @@ impl Limits {
                     });
                 }
             }
+        }
+        if self.priority == Some(Priority::Idle) && self.cpu_weight.is_some() {
+            return Err(LimitError::Conflict {
+                a: Flag::Priority,
+                b: Flag::CpuWeight,
+                why: "an idle cgroup runs only when no other wants the CPU, so it has no weight",
+            });
         }
         for (i, a) in self.io_max.iter().enumerate() {
             if self.io_max[..i].iter().any(|b| b.device == a.device) {

@@ -234,9 +234,13 @@ impl Memory {
     pub const ACCEPTED: &'static str = "bytes with an optional binary unit K, M, G, T (also Ki, \
          KiB, k, ...; 1K = 1024 bytes, as docker counts), such as 256M or 1.5G, or max";
 
-    /// The value as the cgroup file wants it (`memory.max` and friends).
+    /// The value as rein writes it to `memory.max` and friends: plain bytes or `max` (the
+    /// kernel would take "256M" too, but plain numbers read back unambiguously).
     pub fn cgroup_value(self) -> String {
-        self.to_string()
+        match self {
+            Self::Max => "max".into(),
+            Self::Bytes(b) => b.to_string(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! its own cgroups through `CgroupGuard`, which cleans up even when the test fails.
 #![allow(clippy::unwrap_used, reason = "tests: a panic is the failure report")]
 
+mod agent;
 mod cgroup_limits;
 mod check;
 mod ebpf;

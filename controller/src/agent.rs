@@ -1,0 +1,184 @@
+//! `rein agent`: wires configuration, the cgroup tree and the API server together.
+//!
+//! The agent keeps no state of its own: on start it opens its managed cgroup root, adopts
+//! every container directory it finds (their limits are in the kernel's files), and serves
+//! the API. Stopping or crashing loses nothing; limits stay enforced while it is down.
+
+use std::{
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::{
+    api::{self, server::Access},
+    cgroup::Tree,
+};
+
+pub const DEFAULT_CONFIG: &str = "/etc/rein/rein.toml";
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/rein.slice";
+
+/// The agent's configuration file (TOML). Every key is optional; flags override it.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// API socket path (default /run/rein/rein.sock).
+    pub socket: Option<PathBuf>,
+    /// Managed cgroup root (default /sys/fs/cgroup/rein.slice).
+    pub root: Option<PathBuf>,
+    /// Uids besides root that may use the API.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
+}
+
+impl Config {
+    /// Reads `path`; a missing default config file is not an error, a missing explicit one is.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Self::default());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| {
+            format!(
+                "config {} is not valid; accepted keys: socket (path), root (path), \
+                 allowed_uids (list of numbers)",
+                path.display()
+            )
+        })
+    }
+}
+
+/// Settled settings after config and flags.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub allowed_uids: Vec<u32>,
+}
+
+/// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
+/// second agent refuses to start instead of fighting over the socket and the tree.
+struct InstanceLock {
+    _file: std::fs::File,
+}
+
+impl InstanceLock {
+    fn acquire(socket: &Path) -> anyhow::Result<Self> {
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("rein.lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another rein agent is already running (lock {} held{}); stop it first",
+                path.display(),
+                if holder.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(" by pid {}", holder.trim())
+                }
+            );
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let _lock = InstanceLock::acquire(&settings.socket)?;
+    let tree = Tree::open(&settings.root).with_context(|| {
+        format!(
+            "opening the managed cgroup root {}",
+            settings.root.display()
+        )
+    })?;
+    let adopted = tree.list()?;
+    for name in &adopted {
+        match tree.limits(name) {
+            Ok(l) => tracing::info!(container = %name, limits = %l, "adopted"),
+            Err(e) => {
+                tracing::warn!(container = %name, "adopted, but its limits are unreadable: {e}")
+            }
+        }
+    }
+    tracing::info!(root = %settings.root.display(), containers = adopted.len(), "agent started");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping; limits stay in the kernel");
+        };
+        api::server::serve(
+            &settings.socket,
+            Arc::new(tree),
+            Access { allowed_uids: settings.allowed_uids.clone() },
+            shutdown,
+        )
+        .await
+        .with_context(|| format!("serving the API on {}", settings.socket.display()))
+    })?;
+    let _ = std::fs::remove_file(&settings.socket);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_and_rejects_unknown_keys() {
+        let c: Config =
+            toml::from_str("socket = \"/tmp/r.sock\"\nallowed_uids = [1000]\n").unwrap();
+        assert_eq!(c.socket, Some(PathBuf::from("/tmp/r.sock")));
+        assert_eq!(c.allowed_uids, vec![1000]);
+        assert!(toml::from_str::<Config>("sokcet = \"x\"").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("rein.toml");
+        std::fs::write(&bad, "root = 5").unwrap();
+        let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
+        assert!(err.contains("accepted keys"), "{err}");
+        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn a_second_instance_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("rein.sock");
+        let first = InstanceLock::acquire(&socket).unwrap();
+        let err = InstanceLock::acquire(&socket).err().unwrap().to_string();
+        assert!(
+            err.contains("already running") && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        drop(first);
+        InstanceLock::acquire(&socket).unwrap();
+    }
+}

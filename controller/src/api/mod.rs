@@ -1,0 +1,141 @@
+//! The agent's HTTP/JSON API on a Unix socket: `server` (axum) and `client` (hyper).
+//!
+//! | method and path                 | body            | answer                    |
+//! |---------------------------------|-----------------|---------------------------|
+//! | `GET /v1/containers`            |                 | `[Container]`             |
+//! | `POST /v1/containers`           | `CreateRequest` | 201 `Container`           |
+//! | `GET /v1/containers/{name}`     |                 | `Stats`                   |
+//! | `PATCH /v1/containers/{name}`   | `LimitsBody`    | `Container`               |
+//! | `DELETE /v1/containers/{name}?force=true` |       | 204                       |
+//!
+//! Errors are `{"error": "..."}` with 400 (bad input), 403 (peer not allowed), 404, 409
+//! (exists / busy) or 500. Limits travel as `{"cpus": "1.5", "io-max": ["8:0 wbps=1M"]}`:
+//! the same names and texts as the CLI flags, parsed by the same parser.
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cgroup::Usage,
+    limits::{Flag, LimitError, Limits},
+};
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/rein/rein.sock";
+/// Largest request body accepted (limits are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// One limit's text, or several for the repeatable `io-max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LimitText {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Limits as JSON: flag name -> text.
+pub type LimitMap = BTreeMap<String, LimitText>;
+
+/// Parses a JSON limit map with the shared parser (unknown names are errors).
+pub fn limits_from_map(map: &LimitMap) -> Result<Limits, LimitError> {
+    let pairs: Vec<(&str, &str)> = map
+        .iter()
+        .flat_map(|(k, v)| match v {
+            LimitText::One(s) => vec![(k.as_str(), s.as_str())],
+            LimitText::Many(list) => list.iter().map(|s| (k.as_str(), s.as_str())).collect(),
+        })
+        .collect();
+    Limits::from_named_pairs(pairs)
+}
+
+/// The JSON form of a set of limits.
+pub fn limits_to_map(l: &Limits) -> LimitMap {
+    let mut map = LimitMap::new();
+    for (flag, value) in l.to_pairs() {
+        match (flag, map.get_mut(flag.name())) {
+            (Flag::IoMax, Some(LimitText::Many(list))) => list.push(value),
+            (Flag::IoMax, _) => {
+                map.insert(flag.name().into(), LimitText::Many(vec![value]));
+            }
+            _ => {
+                map.insert(flag.name().into(), LimitText::One(value));
+            }
+        }
+    }
+    map
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub name: String,
+    #[serde(default)]
+    pub limits: LimitMap,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LimitsBody {
+    #[serde(default)]
+    pub limits: LimitMap,
+}
+
+/// A container as `rein ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    /// Its cgroup directory.
+    pub path: String,
+    pub limits: LimitMap,
+}
+
+/// `rein stats`: limits and current usage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    #[serde(flatten)]
+    pub container: Container,
+    pub usage: UsageJson,
+}
+
+/// [`Usage`] on the wire.
+pub type UsageJson = BTreeMap<String, u64>;
+
+pub fn usage_to_json(u: &Usage) -> UsageJson {
+    let v = serde_json::to_value(u).unwrap_or_default();
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_maps_round_trip_through_the_shared_parser() {
+        let json =
+            r#"{"cpus": "1.5", "io-max": ["8:0 wbps=1M", "8:16 riops=10"], "memory": "256M"}"#;
+        let map: LimitMap = serde_json::from_str(json).unwrap();
+        let l = limits_from_map(&map).unwrap();
+        assert_eq!(l.io_max.len(), 2);
+        assert_eq!(limits_from_map(&limits_to_map(&l)).unwrap(), l);
+        let bad: LimitMap = serde_json::from_str(r#"{"cpu": "1"}"#).unwrap();
+        assert!(
+            limits_from_map(&bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("unknown limit \"cpu\"")
+        );
+    }
+}

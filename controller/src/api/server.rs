@@ -1,0 +1,273 @@
+//! The API server: axum on a Unix socket, with each connection's peer credentials checked.
+
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{
+        ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State, connect_info,
+    },
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    serve::IncomingStream,
+};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+
+use super::{
+    Container, CreateRequest, ErrorBody, LimitsBody, MAX_BODY, Stats, limits_from_map,
+    limits_to_map, usage_to_json,
+};
+use crate::cgroup::{CgroupError, ContainerName, Tree};
+
+/// Who may talk to the agent: root always, plus these uids.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub allowed_uids: Vec<u32>,
+}
+
+impl Access {
+    fn allows(&self, uid: u32) -> bool {
+        uid == 0 || self.allowed_uids.contains(&uid)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    tree: Arc<Tree>,
+    access: Arc<Access>,
+}
+
+/// The connecting process's uid, from SO_PEERCRED (None if the kernel would not say).
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: Option<u32>,
+}
+
+impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+/// An API error: status and message.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<CgroupError> for ApiError {
+    fn from(e: CgroupError) -> Self {
+        let status = match &e {
+            CgroupError::BadName { .. } | CgroupError::Limit(_) => StatusCode::BAD_REQUEST,
+            CgroupError::NotFound(_) => StatusCode::NOT_FOUND,
+            CgroupError::Exists(_) | CgroupError::Busy { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+async fn check_peer(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match peer.uid {
+        Some(uid) if st.access.allows(uid) => next.run(req).await,
+        uid => {
+            tracing::warn!(
+                ?uid,
+                "refused an API request from a peer that is not allowed"
+            );
+            ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "uid {} may not use the rein API: root only, unless the agent's \
+                     allowed_uids lists it",
+                    uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Runs a cgroup operation off the async threads (file IO, and `rm --force` may wait).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("worker failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+fn parse_name(name: &str) -> Result<ContainerName, ApiError> {
+    name.parse().map_err(ApiError::from)
+}
+
+fn info(tree: &Tree, name: &ContainerName) -> Result<Container, CgroupError> {
+    Ok(Container {
+        name: name.to_string(),
+        path: tree.path(name).display().to_string(),
+        limits: limits_to_map(&tree.limits(name)?),
+    })
+}
+
+async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiError> {
+    let tree = st.tree.clone();
+    let all = blocking(move || {
+        tree.list()?
+            .iter()
+            .map(|n| info(&tree, n))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
+    Ok(Json(all))
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Json(req): Json<CreateRequest>,
+) -> Result<(StatusCode, Json<Container>), ApiError> {
+    let name = parse_name(&req.name)?;
+    let limits = limits_from_map(&req.limits)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let tree = st.tree.clone();
+    let c = blocking(move || {
+        tree.create(&name, &limits)?;
+        tracing::info!(container = %name, limits = %limits, "created");
+        info(&tree, &name)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+async fn stats(
+    State(st): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Stats>, ApiError> {
+    let name = parse_name(&name)?;
+    let tree = st.tree.clone();
+    let s = blocking(move || {
+        Ok(Stats {
+            container: info(&tree, &name)?,
+            usage: usage_to_json(&tree.usage(&name)?),
+        })
+    })
+    .await?;
+    Ok(Json(s))
+}
+
+async fn set(
+    State(st): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<LimitsBody>,
+) -> Result<Json<Container>, ApiError> {
+    let name = parse_name(&name)?;
+    let limits = limits_from_map(&body.limits)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let tree = st.tree.clone();
+    let c = blocking(move || {
+        tree.set(&name, &limits)?;
+        tracing::info!(container = %name, limits = %limits, "changed");
+        info(&tree, &name)
+    })
+    .await?;
+    Ok(Json(c))
+}
+
+#[derive(Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let name = parse_name(&name)?;
+    let tree = st.tree.clone();
+    blocking(move || {
+        tree.remove(&name, q.force)?;
+        tracing::info!(container = %name, force = q.force, "removed");
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// JSON extraction failures (bad JSON, wrong content type) as our JSON error bodies.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if (status.is_client_error())
+        && resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|c| c.as_bytes().starts_with(b"text/plain"))
+    {
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_BODY)
+            .await
+            .unwrap_or_default();
+        return ApiError(status, String::from_utf8_lossy(&bytes).into_owned()).into_response();
+    }
+    resp
+}
+
+pub fn router(tree: Arc<Tree>, access: Access) -> Router {
+    let st = AppState {
+        tree,
+        access: Arc::new(access),
+    };
+    Router::new()
+        .route("/v1/containers", get(list).post(create))
+        .route(
+            "/v1/containers/{name}",
+            get(stats).patch(set).delete(remove),
+        )
+        .layer(middleware::from_fn(json_errors))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(st.clone(), check_peer))
+        .with_state(st)
+}
+
+/// Binds the socket (mode 0600, parent directory created) and serves until `shutdown`.
+pub async fn serve(
+    socket: &Path,
+    tree: Arc<Tree>,
+    access: Access,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // The caller holds the agent lock, so a socket file here is a stale one.
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %socket.display(), "API listening");
+    axum::serve(
+        listener,
+        router(tree, access).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,533 @@
+//! rein's cgroup v2 tree: one directory per container under the managed root.
+//!
+//! The kernel is the database: limits are read back from the cgroup files (and the priority
+//! class from an extended attribute on the directory), never from the agent's memory.
+//!
+//! rein writes the v2 interface files itself instead of going through cgroups-rs 0.5: that
+//! crate hard-codes `/sys/fs/cgroup` as the hierarchy root (so it cannot be pointed at a
+//! managed subtree, nor at a temporary directory in tests), picks cgroup v1 on hybrid hosts
+//! (where v1 hierarchies are not rein's to touch), and maps v1 notions (shares, memsw) onto v2
+//! files. Each controller is one small file here with its file names as constants; all writes
+//! go through `files::write`.
+
+mod cpu;
+mod cpuset;
+pub mod files;
+mod io;
+mod memory;
+mod pids;
+
+use std::{
+    ffi::CString,
+    fmt,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+pub use self::files::FileError;
+use crate::limits::{LimitError, Limits, Priority};
+
+/// Controllers rein enables for its containers.
+pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
+/// Extended attribute holding the priority class (cgroupfs supports `trusted.*`).
+const PRIORITY_XATTR: &str = "trusted.rein.priority";
+/// `statfs` magic of cgroup2 (include/uapi/linux/magic.h).
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// A container name: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`. It is a single path component that
+/// cannot be `.` or `..`, so joining it to the managed root never leaves the root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ContainerName(String);
+
+impl ContainerName {
+    pub const ACCEPTED: &'static str =
+        "1 to 128 characters: letters, digits, '_', '.', '-', starting with a letter or digit";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ContainerName {
+    type Err = CgroupError;
+    fn from_str(s: &str) -> Result<Self, CgroupError> {
+        let ok = s.len() <= 128
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(CgroupError::BadName {
+                name: s.chars().take(200).collect(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for ContainerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("invalid container name {name:?}: {}", ContainerName::ACCEPTED)]
+    BadName { name: String },
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("container {0} does not exist (see `rein ls`)")]
+    NotFound(ContainerName),
+    #[error("container {0} already exists; change it with `rein set {0}`")]
+    Exists(ContainerName),
+    #[error("container {name} still runs {procs} processes; use --force to kill them")]
+    Busy { name: ContainerName, procs: usize },
+    #[error("{path} is not inside a cgroup2 filesystem: rein only manages cgroup v2{hint}")]
+    NotCgroup2 { path: PathBuf, hint: &'static str },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{failed}; rolled back the earlier writes of this request{rollback_note}")]
+    RolledBack {
+        failed: FileError,
+        rollback_note: String,
+    },
+    #[error("processes of {name} did not exit within {secs}s after cgroup.kill")]
+    KillTimeout { name: ContainerName, secs: u64 },
+}
+
+/// What a change will write, computed (and validated) before anything is written.
+#[derive(Debug, Default)]
+pub struct Plan {
+    steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+struct Step {
+    file: &'static str,
+    value: String,
+    /// For `io.max`: the device whose previous line restores on rollback.
+    device: Option<String>,
+}
+
+impl Plan {
+    fn file(&mut self, file: &'static str, value: String) {
+        self.steps.push(Step {
+            file,
+            value,
+            device: None,
+        });
+    }
+
+    fn device_file(&mut self, file: &'static str, value: String, device: String) {
+        self.steps.push(Step {
+            file,
+            value,
+            device: Some(device),
+        });
+    }
+
+    /// The writes as `(file, value)`, in order (for display and tests).
+    pub fn writes(&self) -> Vec<(&'static str, &str)> {
+        self.steps
+            .iter()
+            .map(|s| (s.file, s.value.as_str()))
+            .collect()
+    }
+
+    /// Builds the plan for a validated set of limits. Fails (writing nothing) when a device
+    /// path does not resolve, or a limit has no cgroup file yet (network shaping).
+    pub fn for_limits(l: &Limits) -> Result<Self, LimitError> {
+        if let Some((flag, v)) = [
+            (crate::limits::Flag::Egress, l.egress),
+            (crate::limits::Flag::Ingress, l.ingress),
+        ]
+        .into_iter()
+        .find_map(|(f, v)| v.map(|v| (f, v)))
+        {
+            return Err(LimitError::Value {
+                flag,
+                value: v.to_string(),
+                problem: "network shaping is not available in this version of rein yet".into(),
+            });
+        }
+        let mut plan = Self::default();
+        cpuset::plan(l, &mut plan);
+        cpu::plan(l, &mut plan);
+        memory::plan(l, &mut plan);
+        pids::plan(l, &mut plan);
+        io::plan(l, &mut plan)?;
+        Ok(plan)
+    }
+}
+
+/// The managed subtree. All paths rein touches are `root/<ContainerName>/<file>`.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    root: PathBuf,
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_owned();
+    move |source| CgroupError::Io { op, path, source }
+}
+
+/// True when `path` is on a cgroup2 filesystem.
+pub fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is a plain-old-data out parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    #[allow(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on glibc, c_ulong on musl"
+    )]
+    let fs_type = i64::try_from(st.f_type).unwrap_or(-1);
+    rc == 0 && fs_type == CGROUP2_SUPER_MAGIC
+}
+
+impl Tree {
+    /// Opens (creating it if needed) the managed root, which must be inside a cgroup2 mount,
+    /// and enables rein's controllers from the mount root down to it.
+    pub fn open(root: &Path) -> Result<Self, CgroupError> {
+        let parent = root.parent().unwrap_or(root);
+        if !is_cgroup2(parent) {
+            return Err(CgroupError::NotCgroup2 {
+                path: parent.to_owned(),
+                hint: "; on a hybrid host, run rein in the test VM (see README)",
+            });
+        }
+        // Enable controllers on every ancestor inside the mount, then create the root.
+        let mut chain: Vec<&Path> = root
+            .ancestors()
+            .skip(1)
+            .take_while(|p| is_cgroup2(p))
+            .collect();
+        chain.reverse();
+        for dir in chain {
+            enable_controllers(dir)?;
+        }
+        if !root.exists() {
+            std::fs::create_dir(root).map_err(io_err("creating", root))?;
+        }
+        enable_controllers(root)?;
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    /// A tree over any directory, without the cgroup2 checks: for tests with fake files.
+    #[cfg(test)]
+    pub fn unchecked(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, name: &ContainerName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
+
+    fn existing(&self, name: &ContainerName) -> Result<PathBuf, CgroupError> {
+        let p = self.path(name);
+        if p.is_dir() {
+            Ok(p)
+        } else {
+            Err(CgroupError::NotFound(name.clone()))
+        }
+    }
+
+    /// Every container (directory with a valid name) under the root, sorted.
+    pub fn list(&self) -> Result<Vec<ContainerName>, CgroupError> {
+        let mut names: Vec<ContainerName> = std::fs::read_dir(&self.root)
+            .map_err(io_err("listing", &self.root))?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates a container with `limits`; on any failure the directory is removed again.
+    pub fn create(&self, name: &ContainerName, limits: &Limits) -> Result<PathBuf, CgroupError> {
+        let plan = Plan::for_limits(limits)?;
+        let path = self.path(name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(CgroupError::Exists(name.clone()));
+            }
+            Err(e) => return Err(io_err("creating", &path)(e)),
+        }
+        if let Err(e) = self.apply_plan(&path, &plan, limits.priority) {
+            let _ = std::fs::remove_dir(&path);
+            return Err(e);
+        }
+        Ok(path)
+    }
+
+    /// Changes a running container's limits (only the ones given). All or nothing.
+    pub fn set(&self, name: &ContainerName, limits: &Limits) -> Result<(), CgroupError> {
+        let plan = Plan::for_limits(limits)?;
+        let path = self.existing(name)?;
+        self.apply_plan(&path, &plan, limits.priority)
+    }
+
+    /// Writes the plan in order; if a write fails, restores the files already written (in
+    /// reverse) and reports the failed file with the kernel's error.
+    fn apply_plan(
+        &self,
+        dir: &Path,
+        plan: &Plan,
+        priority: Option<Priority>,
+    ) -> Result<(), CgroupError> {
+        let mut undo: Vec<(PathBuf, String)> = Vec::new();
+        let mut result = Ok(());
+        for step in &plan.steps {
+            let path = dir.join(step.file);
+            // What to restore if a later write fails. A file that cannot be read is not
+            // skipped: its write below fails too and reports the file and the value.
+            let previous = files::read(&path).ok().map(|text| match &step.device {
+                Some(dev) => text
+                    .lines()
+                    .find(|l| l.starts_with(&format!("{dev} ")))
+                    .map_or_else(|| io::unlimited_line(dev), str::to_owned),
+                None => text,
+            });
+            if let Err(e) = files::write(&path, &step.value) {
+                result = Err(e);
+                break;
+            }
+            if let Some(previous) = previous {
+                undo.push((path, previous));
+            }
+        }
+        if let Err(failed) = result {
+            let mut notes = Vec::new();
+            for (path, previous) in undo.iter().rev() {
+                if let Err(e) = files::write(path, previous) {
+                    notes.push(e.to_string());
+                }
+            }
+            let rollback_note = if notes.is_empty() {
+                String::new()
+            } else {
+                format!(" (rollback failed too: {})", notes.join("; "))
+            };
+            return Err(CgroupError::RolledBack {
+                failed,
+                rollback_note,
+            });
+        }
+        if let Some(p) = priority {
+            set_xattr(dir, PRIORITY_XATTR, p.name())?;
+        }
+        Ok(())
+    }
+
+    /// The container's limits as the kernel holds them; kernel defaults read as "not set".
+    pub fn limits(&self, name: &ContainerName) -> Result<Limits, CgroupError> {
+        let dir = self.existing(name)?;
+        let mut l = Limits {
+            priority: get_xattr(&dir, PRIORITY_XATTR).and_then(|p| p.parse().ok()),
+            ..Limits::default()
+        };
+        cpu::read(&dir, &mut l)?;
+        cpuset::read(&dir, &mut l)?;
+        memory::read(&dir, &mut l)?;
+        pids::read(&dir, &mut l)?;
+        io::read(&dir, &mut l)?;
+        Ok(l)
+    }
+
+    /// Current usage from the cgroup files.
+    pub fn usage(&self, name: &ContainerName) -> Result<Usage, CgroupError> {
+        let dir = self.existing(name)?;
+        let read = |f: &str| files::read(&dir.join(f));
+        let cpu = read("cpu.stat")?;
+        let events = read("memory.events")?;
+        let (mut rbytes, mut wbytes) = (0, 0);
+        for line in read("io.stat").unwrap_or_default().lines() {
+            for kv in line.split_whitespace().skip(1) {
+                match kv.split_once('=') {
+                    Some(("rbytes", v)) => rbytes += v.parse::<u64>().unwrap_or(0),
+                    Some(("wbytes", v)) => wbytes += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Usage {
+            processes: read("cgroup.procs")?.lines().count(),
+            cpu_usage_usec: files::flat_key(&cpu, "usage_usec").unwrap_or(0),
+            cpu_nr_periods: files::flat_key(&cpu, "nr_periods").unwrap_or(0),
+            cpu_nr_throttled: files::flat_key(&cpu, "nr_throttled").unwrap_or(0),
+            cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
+            memory_current_bytes: read("memory.current")?.parse().unwrap_or(0),
+            memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
+            pids_current: read("pids.current")?.parse().unwrap_or(0),
+            io_read_bytes: rbytes,
+            io_write_bytes: wbytes,
+        })
+    }
+
+    /// Removes a container. With processes still inside, refuses unless `force`, which kills
+    /// the whole tree through `cgroup.kill` (kernel >= 5.14) and waits for it to empty.
+    pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), CgroupError> {
+        let dir = self.existing(name)?;
+        let procs = count_procs(&dir);
+        if procs > 0 {
+            if !force {
+                return Err(CgroupError::Busy {
+                    name: name.clone(),
+                    procs,
+                });
+            }
+            files::write(&dir.join("cgroup.kill"), "1")?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while populated(&dir) {
+                if Instant::now() > deadline {
+                    return Err(CgroupError::KillTimeout {
+                        name: name.clone(),
+                        secs: 10,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        remove_tree(&dir)
+    }
+}
+
+/// Processes in the cgroup and its descendants.
+fn count_procs(dir: &Path) -> usize {
+    let own = files::read(&dir.join("cgroup.procs")).map_or(0, |t| t.lines().count());
+    let children: usize = std::fs::read_dir(dir)
+        .map(|it| {
+            it.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| count_procs(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0);
+    own + children
+}
+
+fn populated(dir: &Path) -> bool {
+    files::read(&dir.join("cgroup.events")).map_or(count_procs(dir) > 0, |t| {
+        files::flat_key(&t, "populated") == Some(1)
+    })
+}
+
+/// Removes a cgroup directory and any child cgroups (a runtime may have nested some),
+/// deepest first; cgroupfs only allows rmdir, never unlinking its files.
+fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    for e in std::fs::read_dir(dir)
+        .map_err(io_err("listing", dir))?
+        .flatten()
+    {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path())?;
+        }
+    }
+    // A killed task can take a moment to leave; retry EBUSY briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(io_err("removing", dir)(e)),
+        }
+    }
+}
+
+/// Enables rein's controllers in `dir/cgroup.subtree_control` (those the kernel offers there).
+fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
+    let available = files::read(&dir.join("cgroup.controllers"))?;
+    let enabled = files::read(&dir.join("cgroup.subtree_control"))?;
+    let missing: Vec<String> = CONTROLLERS
+        .iter()
+        .filter(|c| available.split_whitespace().any(|a| a == **c))
+        .filter(|c| !enabled.split_whitespace().any(|a| a == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !missing.is_empty() {
+        files::write(&dir.join("cgroup.subtree_control"), &missing.join(" "))?;
+    }
+    Ok(())
+}
+
+fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Io {
+        op: "setting xattr on",
+        path: dir.to_owned(),
+        source,
+    };
+    let p = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    let k = CString::new(key)
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    // SAFETY: p and k are NUL-terminated; value points to value.len() readable bytes.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn get_xattr(dir: &Path, key: &str) -> Option<String> {
+    let p = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let k = CString::new(key).ok()?;
+    let mut buf = [0u8; 64];
+    // SAFETY: p and k are NUL-terminated; buf is writable for buf.len() bytes.
+    let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).ok()?;
+    String::from_utf8(buf.get(..n)?.to_vec()).ok()
+}
+
+/// Usage counters read from the cgroup files (cumulative since the cgroup was created).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Usage {
+    pub processes: usize,
+    pub cpu_usage_usec: u64,
+    pub cpu_nr_periods: u64,
+    pub cpu_nr_throttled: u64,
+    pub cpu_throttled_usec: u64,
+    pub memory_current_bytes: u64,
+    pub memory_oom_kills: u64,
+    pub pids_current: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+//! `rein agent` and the CLI against the real kernel: limits are applied and enforced, changed
+//! live, survive an agent crash, and bad input changes nothing.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use integration_tests::{AgentGuard, cpu_usage_usec};
+
+fn busy(agent: &AgentGuard, name: &str, limits: &[&str]) -> std::process::Child {
+    let mut args = vec!["run", "--name", name];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--", "busybox", "sh", "-c", "while :; do :; done"]);
+    let child = agent.rein_spawn(&args);
+    wait_for_process(agent, name);
+    child
+}
+
+/// Waits until the container has a process (`rein run` has created it and started the
+/// command inside).
+fn wait_for_process(agent: &AgentGuard, name: &str) {
+    let procs = agent.root.join(name).join("cgroup.procs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
+        assert!(Instant::now() < deadline, "{name} never got a process");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own unreaped child (the `rein run` process).
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    child.wait().unwrap()
+}
+
+#[test]
+fn cpu_max_from_rein_run_throttles_near_the_quota() {
+    let agent = AgentGuard::start("rein-cpu");
+    let child = busy(&agent, "q", &["--cpus", "0.25"]);
+    let dir = agent.root.join("q");
+    let (u0, t0) = (cpu_usage_usec(&dir), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let share = (cpu_usage_usec(&dir) - u0) as f64 / t0.elapsed().as_micros() as f64;
+    let throttled = agent.cgroup_file("q", "cpu.stat");
+    assert_eq!(agent.cgroup_file("q", "cpu.max").trim(), "25000 100000");
+    assert!(
+        (0.15..0.35).contains(&share),
+        "expected ~0.25 CPU, used {share:.3}"
+    );
+    assert!(
+        !throttled.contains("nr_throttled 0\n"),
+        "no throttling seen:\n{throttled}"
+    );
+    assert_eq!(stop(child).code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn cpu_weights_share_one_cpu_near_one_to_three() {
+    let agent = AgentGuard::start("rein-weight");
+    let a = busy(&agent, "light", &["--cpuset", "0", "--cpu-weight", "100"]);
+    let b = busy(&agent, "heavy", &["--cpuset", "0", "--cpu-weight", "300"]);
+    let (la, ha) = (
+        cpu_usage_usec(&agent.root.join("light")),
+        cpu_usage_usec(&agent.root.join("heavy")),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let light = cpu_usage_usec(&agent.root.join("light")) - la;
+    let heavy = cpu_usage_usec(&agent.root.join("heavy")) - ha;
+    let ratio = heavy as f64 / light.max(1) as f64;
+    assert!(
+        (2.2..4.0).contains(&ratio),
+        "expected ~3:1, got {heavy}us : {light}us = {ratio:.2}"
+    );
+    stop(a);
+    stop(b);
+}
+
+#[test]
+fn oom_group_kills_the_whole_container() {
+    let agent = AgentGuard::start("rein-oom");
+    let started = Instant::now();
+    // A sleeper beside the allocation: with oom.group the OOM kill takes it too, so the
+    // shell's `wait` returns at once instead of after 60 s.
+    let out = agent.rein(&[
+        "run",
+        "--name",
+        "oomg",
+        "--memory",
+        "32M",
+        "--swap",
+        "0",
+        "--oom-group",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 60 & rein-test-helper alloc 64; wait",
+    ]);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the sleeper survived the OOM kill"
+    );
+    assert!(
+        !agent.root.join("oomg").exists(),
+        "rein run must remove its container"
+    );
+}
+
+#[test]
+fn pids_max_stops_a_fork_bomb() {
+    let agent = AgentGuard::start("rein-pids");
+    let out = agent.rein(&[
+        "run",
+        "--keep",
+        "--name",
+        "bomb",
+        "--pids",
+        "20",
+        "--",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 60 ]; do sleep 2 & i=$((i+1)); done; wait",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fork"),
+        "{out:?}"
+    );
+    let events = agent.cgroup_file("bomb", "pids.events");
+    let refused: u64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("max ")?.trim().parse().ok())
+        .unwrap();
+    assert!(refused > 0, "pids.events shows no refused fork:\n{events}");
+    agent.rein_ok(&["rm", "--force", "bomb"]);
+}
+
+#[test]
+fn io_max_by_device_path_limits_direct_writes() {
+    let agent = AgentGuard::start("rein-io");
+    let out = agent.rein_ok(&[
+        "run",
+        "--io-max",
+        "/dev/vdb wbps=1M",
+        "--",
+        "rein-test-helper",
+        "write-direct",
+        "/dev/vdb",
+        "3",
+    ]);
+    let secs: f64 = out.trim().parse().unwrap();
+    assert!(
+        (2.0..6.0).contains(&secs),
+        "3 MiB at 1 MiB/s took {secs:.2}s"
+    );
+}
+
+#[test]
+fn rein_set_changes_a_running_container() {
+    let agent = AgentGuard::start("rein-set");
+    let child = busy(&agent, "live", &["--cpus", "0.1", "--memory", "64M"]);
+    let dir = agent.root.join("live");
+    let window = |d: Duration| {
+        let (u, t) = (cpu_usage_usec(&dir), Instant::now());
+        std::thread::sleep(d);
+        (cpu_usage_usec(&dir) - u) as f64 / t.elapsed().as_micros() as f64
+    };
+    let before = window(Duration::from_secs(2));
+    agent.rein_ok(&[
+        "set", "live", "--cpus", "0.5", "--memory", "128M", "--pids", "100",
+    ]);
+    assert_eq!(agent.cgroup_file("live", "cpu.max").trim(), "50000 100000");
+    assert_eq!(agent.cgroup_file("live", "memory.max").trim(), "134217728");
+    assert_eq!(agent.cgroup_file("live", "pids.max").trim(), "100");
+    let after = window(Duration::from_secs(2));
+    assert!(
+        after > before * 2.5,
+        "usage {before:.3} -> {after:.3} CPU after raising the quota 5x"
+    );
+    // A bad change is refused whole: nothing of it is written.
+    let out = agent.rein(&[
+        "set",
+        "live",
+        "--cpus",
+        "0.3",
+        "--io-max",
+        "/dev/null wbps=1M",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a block device"),
+        "{out:?}"
+    );
+    assert_eq!(agent.cgroup_file("live", "cpu.max").trim(), "50000 100000");
+    stop(child);
+}
+
+#[test]
+fn rein_run_reports_exit_codes_and_forwards_signals() {
+    let agent = AgentGuard::start("rein-run");
+    let code = |args: &[&str]| agent.rein(args).status.code();
+    assert_eq!(
+        code(&["run", "--", "busybox", "sh", "-c", "exit 7"]),
+        Some(7)
+    );
+    assert_eq!(
+        code(&["run", "--", "busybox", "sh", "-c", "kill -TERM $$"]),
+        Some(143)
+    );
+    assert_eq!(code(&["run", "--", "/nonexistent"]), Some(1));
+    // The command runs inside its container from its first instruction.
+    let cg = agent.rein_ok(&["run", "--name", "me", "--", "cat", "/proc/self/cgroup"]);
+    assert_eq!(cg.trim(), "0::/rein-run.slice/me");
+    // SIGINT to rein reaches the command; the container is removed afterwards.
+    let child = agent.rein_spawn(&["run", "--name", "sleeper", "--", "sleep", "30"]);
+    wait_for_process(&agent, "sleeper");
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(128 + libc::SIGINT));
+    assert!(!agent.root.join("sleeper").exists());
+    assert_eq!(agent.rein_ok(&["ls", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn agent_restart_adopts_every_container_with_unchanged_limits() {
+    let mut agent = AgentGuard::start("rein-adopt");
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "a", "--cpus", "1.5", "--memory", "256M", "--", "true",
+    ]);
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "b",
+        "--priority",
+        "idle",
+        "--pids",
+        "99",
+        "--io-max",
+        "/dev/vdb rbps=2M wiops=100",
+        "--",
+        "true",
+    ]);
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "c",
+        "--memory-low",
+        "16M",
+        "--oom-group",
+        "--cpuset",
+        "1",
+        "--",
+        "true",
+    ]);
+    let before = agent.rein_ok(&["ls", "--json"]);
+    let files_before = agent.cgroup_file("b", "io.max");
+    agent.stop(libc::SIGKILL);
+    // The limits are enforced by the kernel while the agent is down.
+    assert_eq!(agent.cgroup_file("a", "cpu.max").trim(), "150000 100000");
+    agent.restart();
+    let after = agent.rein_ok(&["ls", "--json"]);
+    assert_eq!(after, before);
+    assert_eq!(agent.cgroup_file("b", "io.max"), files_before);
+    assert!(
+        after.contains("\"priority\": \"idle\"") && after.contains("\"cpus\": \"1.5\""),
+        "{after}"
+    );
+    // A second agent on the same socket refuses to start.
+    let second = agent.rein(&["agent", "--root", agent.root.to_str().unwrap()]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{second:?}"
+    );
+}
+
+fn cgroup_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_names_and_values_are_refused_and_change_nothing() {
+    let agent = AgentGuard::start("rein-bad");
+    let top_before = cgroup_entries();
+    let long = "x".repeat(200);
+    for name in ["../x", "a/b", "", long.as_str(), "..", ".x"] {
+        let out = agent.rein(&["run", "--name", name, "--", "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "name {name:?}: {out:?}");
+        assert!(
+            err.contains("invalid container name"),
+            "name {name:?}: {err}"
+        );
+    }
+    for (args, expect) in [
+        (
+            vec!["run", "--memory", "12Q", "--", "true"],
+            "unknown unit \"Q\"",
+        ),
+        (vec!["run", "--cpus", "0", "--", "true"], "outside 10m"),
+        (
+            vec![
+                "run",
+                "--memory",
+                "256M",
+                "--memory-low",
+                "1G",
+                "--",
+                "true",
+            ],
+            "is larger than",
+        ),
+        (
+            vec!["run", "--io-max", "/dev/nope wbps=1M", "--", "true"],
+            "cannot stat",
+        ),
+        (vec!["set", "ghost", "--pids", "5"], "does not exist"),
+    ] {
+        let out = agent.rein(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in {err}"
+        );
+    }
+    assert_eq!(
+        cgroup_entries(),
+        top_before,
+        "something was created outside the managed root"
+    );
+    let inside: Vec<_> = std::fs::read_dir(&agent.root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "refused requests left containers behind: {inside:?}"
+    );
+    // The agent is not running on the default socket: the CLI says how to start it.
+    let out = std::process::Command::new("rein")
+        .args(["--socket", "/run/nowhere/rein.sock", "ls"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Start it with `rein agent`"),
+        "{out:?}"
+    );
+}
