@@ -32,6 +32,8 @@ pub struct Config {
     /// Uids besides root that may use the API.
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
+    /// Prometheus endpoint address (default 127.0.0.1:9798).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -51,7 +53,7 @@ impl Config {
         toml::from_str(&text).with_context(|| {
             format!(
                 "config {} is not valid; accepted keys: socket (path), root (path), \
-                 allowed_uids (list of numbers)",
+                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\")",
                 path.display()
             )
         })
@@ -64,6 +66,7 @@ pub struct Settings {
     pub socket: PathBuf,
     pub root: PathBuf,
     pub allowed_uids: Vec<u32>,
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 /// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
@@ -122,28 +125,52 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!(root = %settings.root.display(), containers = adopted.len(), "agent started");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: requests are short file operations; a single thread avoids cross-CPU
+    // wake-ups per request (see api::server::inline).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let tree = Arc::new(tree);
     rt.block_on(async {
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        // One stop signal for both servers.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
             tracing::info!("stopping; limits stay in the kernel");
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
-        api::server::serve(
-            &settings.socket,
-            Arc::new(tree),
-            Access { allowed_uids: settings.allowed_uids.clone() },
-            shutdown,
-        )
-        .await
-        .with_context(|| format!("serving the API on {}", settings.socket.display()))
+        let api = async {
+            api::server::serve(
+                &settings.socket,
+                tree.clone(),
+                Access {
+                    allowed_uids: settings.allowed_uids.clone(),
+                },
+                stopped(stop_rx.clone()),
+            )
+            .await
+            .with_context(|| format!("serving the API on {}", settings.socket.display()))
+        };
+        let metrics = crate::metrics::serve(
+            settings.metrics_addr,
+            tree.clone(),
+            stopped(stop_rx.clone()),
+        );
+        tokio::try_join!(api, metrics).map(|_| ())
     })?;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())

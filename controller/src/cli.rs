@@ -134,6 +134,9 @@ pub enum Command {
         /// Allow this uid to use the API besides root (repeatable).
         #[arg(long = "allow-uid", value_name = "UID")]
         allow_uids: Vec<u32>,
+        /// Prometheus endpoint, IP:PORT (default 127.0.0.1:9798: loopback only).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Run a command in a new limited container and wait for it, like `systemd-run --scope`:
     /// `rein run --cpus 0.5 --memory 256M -- make -j4`. Exits with the command's status.
@@ -231,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             config,
             root,
             allow_uids,
+            metrics_addr,
         } => {
             let cfg = agent::Config::load(config.as_deref())?;
             let mut allowed_uids = cfg.allowed_uids;
@@ -246,6 +250,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     .or(cfg.root)
                     .unwrap_or_else(|| PathBuf::from(agent::DEFAULT_ROOT)),
                 allowed_uids,
+                metrics_addr: metrics_addr
+                    .or(cfg.metrics_addr)
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9798))),
             })?;
             Ok(0)
         }

@@ -10,4 +10,5 @@ pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod limits;
+pub mod metrics;
 pub mod net;

@@ -130,17 +130,25 @@ pub struct AgentGuard {
     child: Option<std::process::Child>,
     pub root: PathBuf,
     pub socket: PathBuf,
+    extra: Vec<String>,
 }
 
 impl AgentGuard {
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    /// Like [`AgentGuard::start`] with extra `rein agent` arguments.
+    pub fn start_with(name: &str, extra: &[&str]) -> Self {
         require_vm();
         let root = Path::new(CGROUP_ROOT).join(format!("{name}.slice"));
         let socket = PathBuf::from(format!("/run/{name}/rein.sock"));
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut g = Self {
             child: None,
             root,
             socket,
+            extra,
         };
         g.restart();
         g
@@ -154,6 +162,7 @@ impl AgentGuard {
             .arg(&self.socket)
             .args(["agent", "--root"])
             .arg(&self.root)
+            .args(&self.extra)
             .spawn()
             .unwrap();
         self.child = Some(child);

@@ -1,5 +1,6 @@
 //! `cargo xtask`: rein's development tasks. Each subcommand lives in its own module.
 
+mod bench;
 mod paths;
 mod setup;
 mod test;
@@ -42,6 +43,9 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Benchmarks that print figures beside the alternative (see `cargo xtask bench --help`).
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Boot the test VM and run a shell script in it as root, with rein, busybox, ip, tc,
     /// iperf3, runc, crun and promtool on PATH, the agent not started, and /dev/vdb as a
     /// scratch disk. Exits with the script's status.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             0
         }),
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
+        Command::Bench(b) => bench::run(&b),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

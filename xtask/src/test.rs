@@ -99,6 +99,7 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
             kernel: crate::vm::KernelChoice(crate::vm::kernel::Series::ALL.to_vec()),
             timeout: 900,
             memory: 1536,
+            release: false,
         };
         let guest = crate::vm::test(&args, None)?;
         total.passed += guest.passed;

@@ -20,6 +20,15 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "not allowed to use the rein agent's socket {socket}: {source}. The API is root-only \
+         unless the agent's allowed_uids (or --allow-uid) lists your uid"
+    )]
+    Denied {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The agent answered with an error.
     #[error("{message}")]
     Api { status: u16, message: String },
@@ -51,9 +60,13 @@ impl Client {
     ) -> Result<Option<T>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::AgentDown {
-                socket: self.socket.clone(),
-                source,
+            .map_err(|source| {
+                let socket = self.socket.clone();
+                if source.kind() == std::io::ErrorKind::PermissionDenied {
+                    ClientError::Denied { socket, source }
+                } else {
+                    ClientError::AgentDown { socket, source }
+                }
             })?;
         let proto = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -177,6 +177,8 @@ impl Plan {
 #[derive(Debug, Clone)]
 pub struct Tree {
     root: PathBuf,
+    /// The cgroup2 mount the root lives in (for cgroup paths as the kernel names them).
+    mount: PathBuf,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -219,6 +221,9 @@ impl Tree {
             .take_while(|p| is_cgroup2(p))
             .collect();
         chain.reverse();
+        let mount = chain
+            .first()
+            .map_or_else(|| parent.to_owned(), |m| m.to_path_buf());
         for dir in chain {
             enable_controllers(dir)?;
         }
@@ -228,6 +233,7 @@ impl Tree {
         enable_controllers(root)?;
         Ok(Self {
             root: root.to_owned(),
+            mount,
         })
     }
 
@@ -236,6 +242,7 @@ impl Tree {
     pub fn unchecked(root: &Path) -> Self {
         Self {
             root: root.to_owned(),
+            mount: root.parent().unwrap_or(root).to_owned(),
         }
     }
 
@@ -245,6 +252,14 @@ impl Tree {
 
     pub fn path(&self, name: &ContainerName) -> PathBuf {
         self.root.join(name.as_str())
+    }
+
+    /// The container's cgroup as the kernel names it (`/rein.slice/web`), which is what
+    /// cAdvisor exports as the `id` label.
+    pub fn cgroup_path(&self, name: &ContainerName) -> String {
+        let rel = self.path(name);
+        let rel = rel.strip_prefix(&self.mount).unwrap_or(&rel);
+        format!("/{}", rel.display())
     }
 
     fn existing(&self, name: &ContainerName) -> Result<PathBuf, CgroupError> {
@@ -376,13 +391,18 @@ impl Tree {
                 }
             }
         }
+        let mstat = read("memory.stat").unwrap_or_default();
+        let current: u64 = read("memory.current")?.parse().unwrap_or(0);
         Ok(Usage {
             processes: read("cgroup.procs")?.lines().count(),
+            // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
+            memory_working_set_bytes: current
+                .saturating_sub(files::flat_key(&mstat, "inactive_file").unwrap_or(0)),
             cpu_usage_usec: files::flat_key(&cpu, "usage_usec").unwrap_or(0),
             cpu_nr_periods: files::flat_key(&cpu, "nr_periods").unwrap_or(0),
             cpu_nr_throttled: files::flat_key(&cpu, "nr_throttled").unwrap_or(0),
             cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
-            memory_current_bytes: read("memory.current")?.parse().unwrap_or(0),
+            memory_current_bytes: current,
             memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
             pids_current: read("pids.current")?.parse().unwrap_or(0),
             io_read_bytes: rbytes,
@@ -523,6 +543,7 @@ pub struct Usage {
     pub cpu_nr_throttled: u64,
     pub cpu_throttled_usec: u64,
     pub memory_current_bytes: u64,
+    pub memory_working_set_bytes: u64,
     pub memory_oom_kills: u64,
     pub pids_current: u64,
     pub io_read_bytes: u64,

@@ -5,6 +5,9 @@
 //!   so io.max applies to every byte), print the seconds it took.
 //! - `udp-echo PORT COUNT SIZE`: send COUNT datagrams of SIZE bytes to 127.0.0.1:PORT and
 //!   wait for each echo.
+//! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
+//!   connection each, as the CLI makes them) and N direct writes of the same value to the
+//!   container's cpu.max; prints median and p99 of each in microseconds.
 #![allow(
     clippy::unwrap_used,
     reason = "a test workload: a panic is its failure report"
@@ -62,8 +65,81 @@ fn main() {
                 assert_eq!(n, payload.len());
             }
         }
+        Some("bench-set") => {
+            let socket = args.get(1).unwrap_or_else(|| usage());
+            let name = args.get(2).unwrap_or_else(|| usage());
+            let n = num(3);
+            let cpu_max = format!("/sys/fs/cgroup/rein.slice/{name}/cpu.max");
+            let api = timed(n, |i| api_set(socket, name, i));
+            let file = timed(n, |i| {
+                std::fs::write(&cpu_max, format!("{} 100000", quota(i))).unwrap();
+            });
+            // The CLI end to end (process start included), on a tenth as many calls.
+            let cli = timed((n / 10).max(1), |i| {
+                let ok = std::process::Command::new("rein")
+                    .args(["--socket", socket, "set", name, "--cpus"])
+                    .arg(format!("{}m", quota(i) / 100))
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            });
+            // The same write from a shell loop, as an operator would script it.
+            let t = Instant::now();
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "i=0; while [ $i -lt {n} ]; do echo \"$((50000 + i % 2 * 10000)) 100000\" > \
+                     {cpu_max}; i=$((i+1)); done"
+                ))
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let shell = t.elapsed().as_micros() / n as u128;
+            println!("bench api_set_us median={} p99={}", api.0, api.1);
+            println!("bench cli_set_us median={} p99={}", cli.0, cli.1);
+            println!("bench file_write_us median={} p99={}", file.0, file.1);
+            println!("bench shell_write_us mean={shell}");
+        }
         _ => usage(),
     }
+}
+
+/// Alternating quotas so every call really changes the file.
+fn quota(i: usize) -> u32 {
+    if i.is_multiple_of(2) { 50_000 } else { 60_000 }
+}
+
+/// Median and p99 in microseconds of `n` runs of `f`.
+fn timed(n: usize, mut f: impl FnMut(usize)) -> (u128, u128) {
+    let mut us: Vec<u128> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed().as_micros()
+        })
+        .collect();
+    us.sort_unstable();
+    (us[n / 2], us[(n * 99 / 100).min(n - 1)])
+}
+
+/// One PATCH /v1/containers/NAME over a fresh connection, checked for 200.
+fn api_set(socket: &str, name: &str, i: usize) {
+    use std::io::Read as _;
+    let body = format!("{{\"limits\":{{\"cpus\":\"{}m\"}}}}", quota(i) / 100);
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "PATCH /v1/containers/{name} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 }
 
 fn usage() -> ! {

@@ -361,3 +361,106 @@ fn bad_names_and_values_are_refused_and_change_nothing() {
         "{out:?}"
     );
 }
+
+/// `rein ls` as another user: (exit success, stderr).
+fn ls_as(agent: &AgentGuard, uid: u32) -> (bool, String) {
+    use std::os::unix::process::CommandExt as _;
+    let out = std::process::Command::new("rein")
+        .arg("--socket")
+        .arg(&agent.socket)
+        .arg("ls")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn only_root_and_allowed_uids_may_use_the_api() {
+    let agent = AgentGuard::start("rein-peer");
+    let (ok, err) = ls_as(&agent, 1000);
+    assert!(
+        !ok && err.contains("not allowed to use"),
+        "uid 1000 on a root-only socket: {err}"
+    );
+    drop(agent);
+    let agent = AgentGuard::start_with("rein-peer2", &["--allow-uid", "1000"]);
+    let (ok, err) = ls_as(&agent, 1000);
+    assert!(ok, "allowed uid 1000 was refused: {err}");
+    let (ok, err) = ls_as(&agent, 1001);
+    assert!(
+        !ok && err.contains("uid 1001 may not use the rein API"),
+        "uid 1001: {err}"
+    );
+}
+
+/// GET over plain HTTP/1.1 (loopback only), returning the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[test]
+fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
+    let agent = AgentGuard::start_with("rein-metrics", &["--metrics-addr", "127.0.0.1:9799"]);
+    let child = busy(&agent, "m", &["--cpus", "0.5", "--memory", "64M"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let text = http_get("127.0.0.1:9799", "/metrics");
+    let labels = r#"{id="/rein-metrics.slice/m",name="m"}"#;
+    for want in [
+        format!("container_spec_memory_limit_bytes{labels} 67108864"),
+        format!("container_spec_cpu_quota{labels} 50000"),
+    ] {
+        assert!(text.contains(&want), "expected {want:?} in:\n{text}");
+    }
+    let usage: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("container_cpu_usage_seconds_total{labels} ")))
+        .unwrap_or_else(|| panic!("no CPU usage in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(usage > 0.1, "a busy loop for 1s used {usage}s of CPU");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {out:?}\n{text}"
+    );
+    stop(child);
+    // A removed container's series disappear.
+    let after = http_get("127.0.0.1:9799", "/metrics");
+    assert!(
+        !after.contains(labels),
+        "series of a removed container remain:\n{after}"
+    );
+}

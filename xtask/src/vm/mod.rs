@@ -6,7 +6,7 @@
 
 mod initramfs;
 pub mod kernel;
-mod qemu;
+pub mod qemu;
 
 use std::{
     path::{Path, PathBuf},
@@ -58,6 +58,9 @@ pub struct VmArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 1536)]
     pub memory: u32,
+    /// Build the guest binaries with optimisations (as users run them; slower to build).
+    #[arg(long)]
+    pub release: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -83,27 +86,43 @@ struct GuestBinaries {
 
 /// Builds rein, the test helper and the VM test binary for the guest, and finds them in
 /// cargo's JSON messages (the test binary's name carries a hash).
-fn build_guest_binaries() -> anyhow::Result<GuestBinaries> {
-    eprintln!("== building guest binaries for {GUEST_TARGET}");
+fn build_guest_binaries(release: bool) -> anyhow::Result<GuestBinaries> {
+    eprintln!(
+        "== building guest binaries for {GUEST_TARGET} ({})",
+        if release { "release" } else { "debug" }
+    );
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
     // Two invocations: `cargo test` would build `rein` as a test harness, not the binary.
     // Neither selects a crate for testing whose dev-dependencies would change the feature
     // set of `controller`, so both share one build of it (and of its eBPF object).
-    let mut artifacts = cargo_artifacts(&[
-        "build",
-        "-p",
-        "controller",
-        "-p",
-        "integration-tests",
-        "--bins",
-    ])?;
-    artifacts.extend(cargo_artifacts(&[
-        "test",
-        "--no-run",
-        "-p",
-        "integration-tests",
-        "--test",
-        "vm",
-    ])?);
+    let mut artifacts = cargo_artifacts(
+        &[
+            "build",
+            "-p",
+            "controller",
+            "-p",
+            "integration-tests",
+            "--bins",
+        ]
+        .iter()
+        .chain(profile)
+        .copied()
+        .collect::<Vec<_>>(),
+    )?;
+    artifacts.extend(cargo_artifacts(
+        &[
+            "test",
+            "--no-run",
+            "-p",
+            "integration-tests",
+            "--test",
+            "vm",
+        ]
+        .iter()
+        .chain(profile)
+        .copied()
+        .collect::<Vec<_>>(),
+    )?);
     let find = |name: &str, kind: &str| {
         artifacts
             .iter()
@@ -275,7 +294,7 @@ fn shell_quote(s: &str) -> String {
 
 /// Runs the VM suite on each chosen kernel; returns the summed pass/fail counts.
 pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
-    let bins = build_guest_binaries()?;
+    let bins = build_guest_binaries(args.release)?;
     let mut total = Tally::default();
     let mut failed_kernels = Vec::new();
     for series in &args.kernel.0 {
@@ -313,13 +332,8 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
 
 /// Boots the VM once per chosen kernel and runs `script` as root; returns its exit status.
 pub fn run_script(args: &VmArgs, script: &Path) -> anyhow::Result<i32> {
-    if !script.is_file() {
-        bail!("script {} not found", script.display());
-    }
-    let bins = build_guest_binaries()?;
     let mut status = 0;
-    for series in &args.kernel.0 {
-        let outcome = boot(*series, &bins, &Payload::Script(script), args)?;
+    for (_, outcome) in run_script_outcomes(args, script)? {
         if outcome.status != 0 {
             status = outcome.status;
         }
@@ -327,11 +341,32 @@ pub fn run_script(args: &VmArgs, script: &Path) -> anyhow::Result<i32> {
     Ok(status)
 }
 
+/// Like [`run_script`], returning each kernel's full outcome (serial lines included).
+pub fn run_script_outcomes(
+    args: &VmArgs,
+    script: &Path,
+) -> anyhow::Result<Vec<(Series, qemu::Outcome)>> {
+    if !script.is_file() {
+        bail!("script {} not found", script.display());
+    }
+    let bins = build_guest_binaries(args.release)?;
+    args.kernel
+        .0
+        .iter()
+        .map(|series| {
+            Ok((
+                *series,
+                boot(*series, &bins, &Payload::Script(script), args)?,
+            ))
+        })
+        .collect()
+}
+
 /// Proves the harness's own guarantees on one kernel: a guest that panics, and one that
 /// hangs, each make the boot fail (with the last serial lines) within the timeout, and leave
 /// no qemu process behind. Returns the pass/fail tally of these two checks.
 pub fn self_test(series: Series) -> anyhow::Result<Tally> {
-    let bins = build_guest_binaries()?;
+    let bins = build_guest_binaries(false)?;
     let dir = workspace_root().join("target").join("vm");
     std::fs::create_dir_all(&dir)?;
     let cases = [
@@ -351,6 +386,7 @@ pub fn self_test(series: Series) -> anyhow::Result<Tally> {
             kernel: KernelChoice(vec![series]),
             timeout,
             memory: 512,
+            release: false,
         };
         let started = std::time::Instant::now();
         let result = boot(series, &bins, &Payload::Script(&path), &args);

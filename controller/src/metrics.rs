@@ -1,0 +1,239 @@
+//! The Prometheus endpoint: per-container metrics read from the kernel at scrape time.
+//!
+//! Quantities cAdvisor also exports carry cAdvisor's names and its `id` (cgroup path) and
+//! `name` labels, so existing dashboards and kubernetes-mixin queries work unchanged. Nothing
+//! is cached: each scrape reads the cgroup files (the kernel is the database).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use prometheus::{
+    Encoder as _, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
+};
+
+use crate::{
+    cgroup::{ContainerName, Tree, Usage},
+    limits::{Limits, Max, Memory},
+};
+
+/// Default metrics address: loopback only (see README, threat model).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9798";
+
+/// A metric family rein exports: name, help, type.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// The sample for one container, or None when it has no value (e.g. no CPU quota).
+    value: fn(&Usage, &Limits) -> Option<f64>,
+}
+
+/// Microseconds to seconds.
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "container_cpu_usage_seconds_total",
+        help: "Cumulative CPU time consumed, in seconds (cpu.stat usage_usec).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(secs(u.cpu_usage_usec)),
+    },
+    Family {
+        name: "container_cpu_cfs_periods_total",
+        help: "Number of elapsed enforcement periods (cpu.stat nr_periods).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(u.cpu_nr_periods as f64),
+    },
+    Family {
+        name: "container_cpu_cfs_throttled_periods_total",
+        help: "Number of throttled periods (cpu.stat nr_throttled).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(u.cpu_nr_throttled as f64),
+    },
+    Family {
+        name: "container_cpu_cfs_throttled_seconds_total",
+        help: "Total time duration the container has been throttled, in seconds.",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(secs(u.cpu_throttled_usec)),
+    },
+    Family {
+        name: "container_memory_usage_bytes",
+        help: "Current memory usage in bytes, including all memory regardless of when it was accessed (memory.current).",
+        kind: MetricType::GAUGE,
+        value: |u, _| Some(u.memory_current_bytes as f64),
+    },
+    Family {
+        name: "container_memory_working_set_bytes",
+        help: "Current working set in bytes: usage minus inactive file pages.",
+        kind: MetricType::GAUGE,
+        value: |u, _| Some(u.memory_working_set_bytes as f64),
+    },
+    Family {
+        name: "container_oom_events_total",
+        help: "Count of out of memory kills in the container (memory.events oom_kill).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(u.memory_oom_kills as f64),
+    },
+    Family {
+        name: "container_fs_reads_bytes_total",
+        help: "Cumulative count of bytes read from block devices (io.stat rbytes).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(u.io_read_bytes as f64),
+    },
+    Family {
+        name: "container_fs_writes_bytes_total",
+        help: "Cumulative count of bytes written to block devices (io.stat wbytes).",
+        kind: MetricType::COUNTER,
+        value: |u, _| Some(u.io_write_bytes as f64),
+    },
+    Family {
+        name: "container_spec_cpu_quota",
+        help: "CPU quota of the container, in microseconds per 100 ms period (absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: |_, l| match l.cpus {
+            Some(Max::Value(q)) => Some(q.quota_us() as f64),
+            _ => None,
+        },
+    },
+    Family {
+        name: "container_spec_memory_limit_bytes",
+        help: "Memory limit for the container in bytes (memory.max; 0 when unlimited, as cAdvisor).",
+        kind: MetricType::GAUGE,
+        value: |_, l| match l.memory {
+            Some(Memory::Bytes(b)) => Some(b as f64),
+            _ => Some(0.0),
+        },
+    },
+    Family {
+        name: "rein_tasks",
+        help: "Processes and threads in the container (pids.current).",
+        kind: MetricType::GAUGE,
+        value: |u, _| Some(u.pids_current as f64),
+    },
+];
+
+/// Collects [`FAMILIES`] for every container of the tree at scrape time.
+pub struct ContainerCollector {
+    tree: Arc<Tree>,
+    descs: Vec<Desc>,
+}
+
+impl ContainerCollector {
+    pub fn new(tree: Arc<Tree>) -> prometheus::Result<Self> {
+        let descs = FAMILIES
+            .iter()
+            .map(|f| {
+                Desc::new(
+                    f.name.into(),
+                    f.help.into(),
+                    vec!["id".into(), "name".into()],
+                    Default::default(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { tree, descs })
+    }
+
+    fn labels(&self, name: &ContainerName) -> Vec<LabelPair> {
+        [
+            ("id", self.tree.cgroup_path(name)),
+            ("name", name.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(k.into());
+            l.set_value(v);
+            l
+        })
+        .collect()
+    }
+}
+
+impl Collector for ContainerCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out: Vec<MetricFamily> = FAMILIES
+            .iter()
+            .map(|f| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(f.name.into());
+                mf.set_help(f.help.into());
+                mf.set_field_type(f.kind);
+                mf
+            })
+            .collect();
+        let names = self.tree.list().unwrap_or_default();
+        for name in &names {
+            // A container removed between list and read simply has no samples this scrape.
+            let (Ok(usage), Ok(limits)) = (self.tree.usage(name), self.tree.limits(name)) else {
+                continue;
+            };
+            let labels = self.labels(name);
+            for (f, mf) in FAMILIES.iter().zip(out.iter_mut()) {
+                let Some(v) = (f.value)(&usage, &limits) else {
+                    continue;
+                };
+                let mut m = Metric::default();
+                m.set_label(labels.clone());
+                if f.kind == MetricType::COUNTER {
+                    let mut c = Counter::default();
+                    c.set_value(v);
+                    m.set_counter(c);
+                } else {
+                    let mut g = Gauge::default();
+                    g.set_value(v);
+                    m.set_gauge(g);
+                }
+                mf.mut_metric().push(m);
+            }
+        }
+        out.retain(|mf| !mf.get_metric().is_empty());
+        out
+    }
+}
+
+/// Serves `/metrics` on `addr` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    tree: Arc<Tree>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    registry.register(Box::new(ContainerCollector::new(tree)?))?;
+    let registry = Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut buf = Vec::new();
+                let encoder = TextEncoder::new();
+                match encoder.encode(&registry.gather(), &mut buf) {
+                    Ok(()) => (
+                        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+                        buf,
+                    )
+                        .into_response(),
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
+    tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
