@@ -318,7 +318,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("cgroup  {}", s.container.path);
                 println!("limits  {}", limits_line(&s.container.limits));
                 for (k, v) in &s.usage {
-                    println!("{k:<22} {v}");
+                    println!("{k:<26} {v}");
                 }
             }
             Ok(0)

@@ -2,6 +2,7 @@
 
 mod bench;
 mod paths;
+mod run;
 mod setup;
 mod test;
 mod toolchain;
@@ -24,6 +25,14 @@ enum Command {
     /// the musl target, bpf-linker built against the eBPF nightly's LLVM, and the Debian
     /// packages the tests use. Idempotent: a second run only checks.
     Setup,
+    /// Build and start the rein agent: here on a cgroup v2 host; on a hybrid host (like the
+    /// build machines) in the test VM with a demo workload, its metrics port forwarded to
+    /// 127.0.0.1:9798.
+    Run {
+        /// How long the VM demo runs before it stops by itself.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Run every test: formatting and clippy, the host tests, then the VM suite on every
     /// test kernel. Ends with one `N passed, N failed` line.
     Test {
@@ -69,6 +78,7 @@ fn main() -> ExitCode {
         }),
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
         Command::Bench(b) => bench::run(&b),
+        Command::Run { minutes } => run::run(minutes),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

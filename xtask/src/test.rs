@@ -100,6 +100,7 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
             timeout: 900,
             memory: 1536,
             release: false,
+            forward_port: None,
         };
         let guest = crate::vm::test(&args, None)?;
         total.passed += guest.passed;

@@ -498,7 +498,7 @@ impl fmt::Display for IoMax {
 /// | high     | 300        | 0        | 300       | 6 TC_PRIO_INTERACTIVE (band 0) |
 /// | normal   | 100        | 0        | 100       | 0 TC_PRIO_BESTEFFORT (band 1)  |
 /// | low      | 30         | 0        | 30        | 2 TC_PRIO_BULK (band 2)        |
-/// | idle     | (ignored)  | 1        | 1         | 2 TC_PRIO_BULK (band 2)        |
+/// | idle     | not written| 1        | 1         | 2 TC_PRIO_BULK (band 2)        |
 ///
 /// Bands are those of `sch_fq`'s default priomap (kernel >= 6.7). An explicit `--cpu-weight`
 /// or `--io-weight` overrides the class's value.
@@ -531,8 +531,8 @@ impl Priority {
         }
     }
 
-    /// `cpu.weight` for the class (with `cpu.idle` set, the kernel ignores the weight; 1 is
-    /// written anyway so that the order stays right if `cpu.idle` is unsupported).
+    /// `cpu.weight` for the class. For idle it is never written (the kernel refuses a weight
+    /// while `cpu.idle` is set); the value only orders the classes.
     pub const fn cpu_weight(self) -> Weight {
         Weight(match self {
             Self::Critical => 1000,

@@ -33,6 +33,7 @@ const MODULES: &[&str] = &[
     "sch_netem",
     "virtio_pci",
     "virtio_blk",
+    "virtio_net",
 ];
 /// Host tools copied into the guest with their shared libraries: (guest path, host path).
 /// iproute2's ip and tc go to /usr/local/sbin, ahead of busybox's weaker applets on PATH.
@@ -61,6 +62,9 @@ pub struct VmArgs {
     /// Build the guest binaries with optimisations (as users run them; slower to build).
     #[arg(long)]
     pub release: bool,
+    /// Forward this port from 127.0.0.1 on the host into the guest (set by `cargo xtask run`).
+    #[arg(skip)]
+    pub forward_port: Option<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +284,7 @@ fn boot(
         disks: disks.iter().map(PathBuf::as_path).collect(),
         timeout: Duration::from_secs(args.timeout),
         memory_mib: args.memory,
+        forward_port: args.forward_port,
     })
 }
 
@@ -387,6 +392,7 @@ pub fn self_test(series: Series) -> anyhow::Result<Tally> {
             timeout,
             memory: 512,
             release: false,
+            forward_port: None,
         };
         let started = std::time::Instant::now();
         let result = boot(series, &bins, &Payload::Script(&path), &args);

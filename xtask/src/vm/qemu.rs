@@ -32,6 +32,9 @@ pub struct Boot<'a> {
     pub disks: Vec<&'a Path>,
     pub timeout: Duration,
     pub memory_mib: u32,
+    /// Forward this TCP port from 127.0.0.1 on the host to the guest (qemu user networking,
+    /// `restrict=on`: the guest reaches nothing outside, only the forwarded port comes in).
+    pub forward_port: Option<u16>,
 }
 
 /// What the guest reported.
@@ -73,6 +76,13 @@ pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
         .arg(b.initrd)
         .arg("-append")
         .arg("console=ttyS0 rdinit=/init panic=-1 oops=panic loglevel=4 mitigations=off");
+    if let Some(port) = b.forward_port {
+        cmd.arg("-netdev")
+            .arg(format!(
+                "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:{port}"
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n0"]);
+    }
     for disk in &b.disks {
         cmd.arg("-drive").arg(format!(
             "file={},format=raw,if=virtio,cache=unsafe",
