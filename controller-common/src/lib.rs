@@ -34,9 +34,15 @@ pub struct Traffic {
     pub rx_bytes: u64,
     /// Packets received by sockets of the cgroup (ingress).
     pub rx_packets: u64,
+    /// Egress packets the shaper gave a later departure time.
+    pub delayed: u64,
+    /// Egress packets sent with congestion notification to TCP (delay above the mark).
+    pub marked: u64,
+    /// Egress packets dropped because their departure time was beyond the horizon.
+    pub dropped: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Traffic>() == 32);
+const _: () = assert!(core::mem::size_of::<Traffic>() == 56);
 const _: () = assert!(core::mem::align_of::<Traffic>() == 8);
 
 impl Traffic {
@@ -48,14 +54,64 @@ impl Traffic {
             tx_packets: self.tx_packets.saturating_add(other.tx_packets),
             rx_bytes: self.rx_bytes.saturating_add(other.rx_bytes),
             rx_packets: self.rx_packets.saturating_add(other.rx_packets),
+            delayed: self.delayed.saturating_add(other.delayed),
+            marked: self.marked.saturating_add(other.marked),
+            dropped: self.dropped.saturating_add(other.dropped),
         }
     }
 }
+
+/// Name of the hash map of [`ShaperConfig`] keyed by cgroup id: a cgroup with an entry is
+/// shaped. Userspace writes it; the programs only read it.
+pub const SHAPER_MAP: &str = "REIN_SHAPER";
+/// Name of the hash map of [`ShaperState`] keyed by cgroup id (the programs' own state).
+pub const SHAPER_STATE_MAP: &str = "REIN_SHAPER_STATE";
+/// Capacity of the shaper maps: the most shaped cgroups.
+pub const SHAPER_MAP_MAX_ENTRIES: u32 = 16_384;
+
+/// One cgroup's egress limit, in the units the datapath computes with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShaperConfig {
+    /// Rate in bytes per second (of `skb->len`, the IP packet). Never 0.
+    pub rate_bytes_per_sec: u64,
+    /// Credit a silent cgroup may accumulate, in nanoseconds of sending at `rate`.
+    pub burst_ns: u64,
+    /// Delay above which a TCP sender gets congestion notification, in nanoseconds.
+    pub mark_ns: u64,
+    /// Delay at which a packet is dropped instead of queued, in nanoseconds.
+    pub horizon_ns: u64,
+    /// `skb->priority` for the cgroup's packets, used when `flags` has [`SET_PRIORITY`].
+    pub skb_priority: u32,
+    /// Bit set of [`SET_PRIORITY`] (and reserved bits, zero).
+    pub flags: u32,
+}
+
+/// [`ShaperConfig::flags`]: write `skb_priority` into each egress packet.
+pub const SET_PRIORITY: u32 = 1;
+
+const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
+
+/// The pacing clock of one cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShaperState {
+    /// Departure time (CLOCK_MONOTONIC ns) given to the cgroup's latest packet.
+    pub t_last_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ShaperState>() == 8);
 
 // SAFETY: `Traffic` is `#[repr(C)]`, made only of `u64`s, has no padding (size asserted above),
 // so every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Traffic {}
+// SAFETY: `#[repr(C)]` integers with the padding spelled out as a field: any bits are valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ShaperConfig {}
+// SAFETY: one `u64`.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ShaperState {}
 
 #[cfg(test)]
 mod tests {
@@ -65,24 +121,25 @@ mod tests {
     fn merged_adds_fieldwise_and_saturates() {
         let a = Traffic {
             tx_bytes: 1,
-            tx_packets: 2,
-            rx_bytes: 3,
             rx_packets: u64::MAX,
+            delayed: 2,
+            ..Traffic::default()
         };
         let b = Traffic {
             tx_bytes: 10,
-            tx_packets: 20,
-            rx_bytes: 30,
             rx_packets: 1,
+            marked: 3,
+            dropped: 4,
+            ..Traffic::default()
         };
-        assert_eq!(
-            a.merged(b),
-            Traffic {
-                tx_bytes: 11,
-                tx_packets: 22,
-                rx_bytes: 33,
-                rx_packets: u64::MAX
-            }
-        );
+        let want = Traffic {
+            tx_bytes: 11,
+            rx_packets: u64::MAX,
+            delayed: 2,
+            marked: 3,
+            dropped: 4,
+            ..Traffic::default()
+        };
+        assert_eq!(a.merged(b), want);
     }
 }

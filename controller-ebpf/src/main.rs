@@ -1,10 +1,13 @@
 //! rein's eBPF programs, compiled to one object that the agent embeds.
 //!
-//! For now: a cgroup_skb egress/ingress pair that counts bytes and packets per cgroup id.
-//! Attached to rein's managed cgroup root, the kernel runs them for every packet of every
-//! socket in that subtree; `bpf_skb_cgroup_id` gives the socket's own (leaf) cgroup.
+//! A cgroup_skb egress/ingress pair attached to rein's managed cgroup root: the kernel runs
+//! them for every packet of every socket in that subtree, and `bpf_skb_cgroup_id` gives the
+//! socket's own (leaf) cgroup. Both count bytes and packets per cgroup; egress also paces the
+//! cgroups that have a limit (see `shaper`).
 #![no_std]
 #![no_main]
+
+mod shaper;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -34,13 +37,35 @@ enum Direction {
 
 #[cgroup_skb(egress)]
 pub fn rein_count_egress(ctx: SkBuffContext) -> i32 {
-    count(&ctx, Direction::Egress);
-    PASS
+    let id = count(&ctx, Direction::Egress);
+    let verdict = shaper::shape(&ctx, id);
+    if verdict != shaper::Verdict::Pass {
+        record(id, verdict);
+    }
+    verdict.code()
+}
+
+/// Adds a shaper outcome to the cgroup's counters (its entry exists: `count` made it).
+#[inline(always)]
+fn record(id: u64, verdict: shaper::Verdict) {
+    if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
+        // SAFETY: per-CPU value of an existing entry, written only by this CPU.
+        let t = unsafe { &mut *t };
+        match verdict {
+            shaper::Verdict::Pass => {}
+            shaper::Verdict::Delayed => t.delayed += 1,
+            shaper::Verdict::Marked => {
+                t.delayed += 1;
+                t.marked += 1;
+            }
+            shaper::Verdict::Dropped => t.dropped += 1,
+        }
+    }
 }
 
 #[cgroup_skb(ingress)]
 pub fn rein_count_ingress(ctx: SkBuffContext) -> i32 {
-    count(&ctx, Direction::Ingress);
+    let _ = count(&ctx, Direction::Ingress);
     PASS
 }
 
@@ -58,8 +83,9 @@ fn add(t: &mut Traffic, dir: Direction, len: u64) {
     }
 }
 
+/// Counts the packet for its cgroup and returns the cgroup id.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, dir: Direction) {
+fn count(ctx: &SkBuffContext, dir: Direction) -> u64 {
     // SAFETY: the context pointer is the kernel's `__sk_buff` for this program invocation.
     let id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast::<__sk_buff>()) };
     let len = u64::from(ctx.len());
@@ -67,7 +93,7 @@ fn count(ctx: &SkBuffContext, dir: Direction) {
         // SAFETY: per-CPU value of an existing entry; only this CPU writes it, and programs
         // run with preemption (migration) disabled.
         add(unsafe { &mut *t }, dir, len);
-        return;
+        return id;
     }
     let mut first = Traffic::default();
     add(&mut first, dir, len);
@@ -76,7 +102,7 @@ fn count(ctx: &SkBuffContext, dir: Direction) {
         .is_ok()
     {
         debug!(ctx, "rein: counting traffic of cgroup {}", id);
-        return;
+        return id;
     }
     // Another CPU created the entry between our lookup and insert: count into it.
     if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
@@ -85,6 +111,7 @@ fn count(ctx: &SkBuffContext, dir: Direction) {
     } else {
         warn!(ctx, "rein: traffic map full, cgroup {} is not counted", id);
     }
+    id
 }
 
 #[cfg(not(test))]

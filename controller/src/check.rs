@@ -10,7 +10,7 @@ use std::{fmt, os::fd::AsRawFd as _, path::PathBuf};
 use aya::util::KernelVersion;
 use serde::Serialize;
 
-use crate::net::{programs::Counting, qdisc};
+use crate::net::{programs::Datapath, qdisc};
 
 /// Controllers rein writes limits through.
 pub const NEEDED_CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
@@ -102,7 +102,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
-/// Runs every probe. `cgroup_root` overrides the discovered cgroup2 mount (for tests).
+/// Runs every probe against the running kernel.
 pub fn run() -> Report {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|t| parse_mountinfo(&t))
@@ -256,7 +256,7 @@ fn controllers(root: Option<&std::path::Path>) -> Capability {
 
 fn programs() -> (Capability, Capability) {
     let impact_load = "no eBPF program can run: no egress shaping, no network metrics";
-    match Counting::load() {
+    match Datapath::load() {
         Err(e) => (
             cap(
                 "bpf programs",

@@ -4,11 +4,14 @@ use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::PerCpuHashMap,
+    maps::{HashMap, MapData, PerCpuHashMap},
     programs::{CgroupSkb, TestRun as _, TestRunOptions},
 };
 use aya_log::EbpfLogger;
-use controller_common::{PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, TRAFFIC_MAP, Traffic};
+use controller_common::{
+    PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState,
+    TRAFFIC_MAP, Traffic,
+};
 
 /// The eBPF object file, aligned as aya's ELF parser needs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rein-ebpf"));
@@ -26,21 +29,25 @@ pub enum ProgramError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("eBPF map {TRAFFIC_MAP}: {0}")]
-    Map(#[source] aya::maps::MapError),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("self-test of {name}: {problem}")]
     SelfTest { name: &'static str, problem: String },
 }
 
-/// The loaded counting programs (cgroup_skb egress and ingress) and their traffic map.
-/// Loaded, not attached: attaching is the caller's decision (a cgroup, a mode).
-pub struct Counting {
+/// rein's loaded programs (cgroup_skb egress: count and shape; ingress: count) and their
+/// maps. Loaded, not attached: attaching is the caller's decision (a cgroup, a mode).
+pub struct Datapath {
     ebpf: Ebpf,
     /// Forwards the programs' aya-log records to `tracing` (target `rein::ebpf`).
     logger: Option<EbpfLogger<Box<dyn log::Log>>>,
 }
 
-/// Result of [`Counting::self_test`].
+/// Result of [`Datapath::self_test`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SelfTest {
     pub packets: u64,
@@ -48,7 +55,7 @@ pub struct SelfTest {
     pub ns_per_packet: u64,
 }
 
-impl Counting {
+impl Datapath {
     /// Loads the object and both programs with the default log bridge to `tracing`.
     pub fn load() -> Result<Self, ProgramError> {
         Self::load_with_logger(Box::new(TracingBridge))
@@ -83,18 +90,73 @@ impl Counting {
             .map_err(|source| ProgramError::Program { name, source })
     }
 
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, ProgramError> {
+        self.ebpf.map_mut(name).ok_or(ProgramError::Map {
+            name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })
+    }
+
+    fn shaper_map(&mut self) -> Result<HashMap<&mut MapData, u64, ShaperConfig>, ProgramError> {
+        HashMap::try_from(self.map_mut(SHAPER_MAP)?).map_err(|source| ProgramError::Map {
+            name: SHAPER_MAP,
+            source,
+        })
+    }
+
+    /// Starts (or changes) shaping of a cgroup's egress. The datapath reads the new values
+    /// from the next packet on: a live change is one map update.
+    pub fn set_shaping(&mut self, cgroup_id: u64, cfg: ShaperConfig) -> Result<(), ProgramError> {
+        self.shaper_map()?
+            .insert(&cgroup_id, &cfg, 0)
+            .map_err(|source| ProgramError::Map {
+                name: SHAPER_MAP,
+                source,
+            })
+    }
+
+    /// The cgroup's egress shaping, if any.
+    pub fn shaping(&mut self, cgroup_id: u64) -> Result<Option<ShaperConfig>, ProgramError> {
+        match self.shaper_map()?.get(&cgroup_id, 0) {
+            Ok(cfg) => Ok(Some(cfg)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(ProgramError::Map {
+                name: SHAPER_MAP,
+                source,
+            }),
+        }
+    }
+
+    /// Stops shaping a cgroup and forgets its pacing clock. Removing what is not there is
+    /// not an error.
+    pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
+        let ok = |r: Result<(), aya::maps::MapError>, name| match r {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(ProgramError::Map { name, source }),
+        };
+        let cfg = HashMap::<_, u64, ShaperConfig>::try_from(self.map_mut(SHAPER_MAP)?)
+            .and_then(|mut m| m.remove(&cgroup_id));
+        ok(cfg, SHAPER_MAP)?;
+        let state = HashMap::<_, u64, ShaperState>::try_from(self.map_mut(SHAPER_STATE_MAP)?)
+            .and_then(|mut m| m.remove(&cgroup_id));
+        ok(state, SHAPER_STATE_MAP)
+    }
+
     /// Counters of every cgroup seen so far, summed over CPUs.
     pub fn traffic(&self) -> Result<Vec<(u64, Traffic)>, ProgramError> {
+        let map_err = |source| ProgramError::Map {
+            name: TRAFFIC_MAP,
+            source,
+        };
         let map = self.ebpf.map(TRAFFIC_MAP).ok_or_else(|| {
-            ProgramError::Map(aya::maps::MapError::InvalidName {
+            map_err(aya::maps::MapError::InvalidName {
                 name: TRAFFIC_MAP.into(),
             })
         })?;
-        let map: PerCpuHashMap<_, u64, Traffic> =
-            PerCpuHashMap::try_from(map).map_err(ProgramError::Map)?;
+        let map: PerCpuHashMap<_, u64, Traffic> = PerCpuHashMap::try_from(map).map_err(map_err)?;
         map.iter()
             .map(|entry| {
-                let (id, per_cpu) = entry.map_err(ProgramError::Map)?;
+                let (id, per_cpu) = entry.map_err(map_err)?;
                 let sum = per_cpu.iter().fold(Traffic::default(), |a, t| a.merged(*t));
                 Ok((id, sum))
             })
@@ -139,6 +201,7 @@ impl Counting {
             tx_packets: before.tx_packets + n,
             rx_bytes: before.rx_bytes + n * len,
             rx_packets: before.rx_packets + n,
+            ..before
         };
         if after != want {
             return Err(ProgramError::SelfTest {
@@ -223,7 +286,7 @@ mod tests {
     #[test]
     fn programs_load_count_and_log_on_this_kernel() {
         let capture = Capture::default();
-        let mut counting = Counting::load_with_logger(Box::new(capture.clone())).unwrap();
+        let mut counting = Datapath::load_with_logger(Box::new(capture.clone())).unwrap();
         let result = counting.self_test(1000).unwrap();
         assert_eq!(result.packets, 1000);
         // A second run adds to the same entry instead of creating a new one.
@@ -238,5 +301,74 @@ mod tests {
                 .any(|l| l.starts_with("rein: counting traffic of cgroup")),
             "the first packet of a cgroup is logged through aya-log; got {logs:?}"
         );
+    }
+
+    /// Offsets in `struct __sk_buff` (include/uapi/linux/bpf.h), stable UAPI.
+    const SKB_PRIORITY: usize = 32;
+    const SKB_TSTAMP: usize = 152;
+    const SKB_SIZE: usize = 192;
+
+    /// Runs the egress program once; returns (verdict, skb->tstamp, skb->priority) after it.
+    fn run_egress(dp: &mut Datapath) -> (u32, u64, u32) {
+        let frame = test_frame();
+        let mut ctx = [0u8; SKB_SIZE];
+        let opts = TestRunOptions {
+            data_in: Some(&frame),
+            ctx_out: Some(&mut ctx),
+            ..TestRunOptions::new()
+        };
+        let r = dp
+            .program(PROG_COUNT_EGRESS)
+            .unwrap()
+            .test_run(opts)
+            .unwrap();
+        let u64_at = |o: usize| u64::from_ne_bytes(ctx[o..o + 8].try_into().unwrap());
+        let u32_at = |o: usize| u32::from_ne_bytes(ctx[o..o + 4].try_into().unwrap());
+        (r.return_value, u64_at(SKB_TSTAMP), u32_at(SKB_PRIORITY))
+    }
+
+    /// The shaper's decisions on this kernel, packet by packet. At 150 kB/s a 1500-byte
+    /// packet costs 10 ms, so back-to-back packets queue 10, 20, 30... ms behind the first:
+    /// delayed below the 20 ms mark, marked up to the 50 ms horizon, dropped beyond it.
+    #[test]
+    fn shaper_delays_then_marks_then_drops_by_departure_time() {
+        let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+        dp.self_test(1).unwrap();
+        let id = dp.traffic().unwrap()[0].0;
+        let ms = 1_000_000;
+        let cfg = ShaperConfig {
+            rate_bytes_per_sec: 150_000,
+            burst_ns: 0,
+            mark_ns: 20 * ms,
+            horizon_ns: 50 * ms,
+            skb_priority: 6,
+            flags: controller_common::SET_PRIORITY,
+        };
+        dp.set_shaping(id, cfg).unwrap();
+        assert_eq!(dp.shaping(id).unwrap(), Some(cfg));
+        let runs: Vec<(u32, u64, u32)> = (0..8).map(|_| run_egress(&mut dp)).collect();
+        let verdicts: Vec<u32> = runs.iter().map(|r| r.0).collect();
+        // pass (clock starts), delayed 10ms, marked 20/30/40ms, dropped 50/60/70ms.
+        assert_eq!(verdicts, vec![1, 1, 3, 3, 3, 2, 2, 2], "{runs:?}");
+        assert_eq!(
+            runs[0].1, 0,
+            "the first packet keeps its own departure time"
+        );
+        let gaps: Vec<u64> = runs[1..5].windows(2).map(|w| w[1].1 - w[0].1).collect();
+        assert_eq!(
+            gaps,
+            vec![10 * ms; 3],
+            "departures are one packet cost apart: {runs:?}"
+        );
+        assert!(
+            runs.iter().all(|r| r.2 == 6),
+            "skb->priority not set: {runs:?}"
+        );
+        let t = dp.traffic().unwrap()[0].1;
+        assert_eq!((t.delayed, t.marked, t.dropped), (4, 3, 3), "{t:?}");
+        // Removing the limit returns the cgroup to untouched packets at once.
+        dp.clear_shaping(id).unwrap();
+        assert_eq!(dp.shaping(id).unwrap(), None);
+        assert_eq!(run_egress(&mut dp), (1, 0, 0));
     }
 }

@@ -4,14 +4,14 @@
 use std::{net::UdpSocket, process::Command, thread};
 
 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType};
-use controller::net::programs::Counting;
+use controller::net::programs::Datapath;
 use controller_common::{PROG_COUNT_EGRESS, PROG_COUNT_INGRESS};
 use integration_tests::{CgroupGuard, HELPER};
 
 #[test]
 fn counting_programs_attach_to_a_cgroup_and_count_its_sockets_exactly() {
     let cg = CgroupGuard::new("ebpf-count");
-    let mut counting = Counting::load().unwrap();
+    let mut counting = Datapath::load().unwrap();
     let dir = std::fs::File::open(cg.path()).unwrap();
     counting
         .program(PROG_COUNT_EGRESS)

@@ -1,0 +1,113 @@
+//! Earliest-departure-time pacing per cgroup, the datapath half of `--egress`.
+//!
+//! Each shaped cgroup has a pacing clock `t_last` (the departure time given to its latest
+//! packet). A packet of `len` bytes needs `len / rate` of the link; it may leave at
+//! `max(t_last, now - burst) + len / rate`. If that is not later than when it would leave
+//! anyway, it goes untouched; otherwise `skb->tstamp` is set and `sch_fq` on the egress device
+//! holds it until then (the kernel's EDT model, as Cilium's bandwidth manager and the kernel's
+//! HBM sample use it). Unlike Cilium's 2 s horizon, delay is bounded in milliseconds: above
+//! `mark_ns` the verdict carries congestion notification, which makes TCP reduce its window
+//! (tcp_enter_cwr via the cgroup_skb CN bit) before a queue builds; beyond `horizon_ns` the
+//! packet is dropped. A cgroup without configuration is not touched (fail open).
+//!
+//! `t_last` is updated without a lock, as in Cilium's edt.h: two CPUs sending for one cgroup
+//! at the same instant may both claim one slot, which costs a packet's worth of accuracy, not
+//! correctness.
+
+use aya_ebpf::{
+    EbpfContext as _, bindings::__sk_buff, helpers::bpf_ktime_get_ns, macros::map, maps::HashMap,
+    programs::SkBuffContext,
+};
+use controller_common::{SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState};
+
+#[map]
+static REIN_SHAPER: HashMap<u64, ShaperConfig> =
+    HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
+
+#[map]
+static REIN_SHAPER_STATE: HashMap<u64, ShaperState> =
+    HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
+
+const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// What the shaper decided for one packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Leaves as it is.
+    Pass,
+    /// Leaves later (`skb->tstamp` set).
+    Delayed,
+    /// Leaves later, with congestion notification to TCP.
+    Marked,
+    /// Dropped (beyond the horizon), with congestion notification.
+    Dropped,
+}
+
+impl Verdict {
+    /// The cgroup_skb return code: bit 0 = pass, bit 1 = congestion notification.
+    pub const fn code(self) -> i32 {
+        match self {
+            Self::Pass | Self::Delayed => 1,
+            Self::Marked => 3,
+            Self::Dropped => 2,
+        }
+    }
+}
+
+#[inline(always)]
+pub fn shape(ctx: &SkBuffContext, id: u64) -> Verdict {
+    // SAFETY: lookups return pointers into the map values, valid for this program run.
+    let Some(cfg) = (unsafe { REIN_SHAPER.get(&id) }) else {
+        return Verdict::Pass;
+    };
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    if cfg.flags & SET_PRIORITY != 0 {
+        // SAFETY: `skb` is this invocation's context; cgroup_skb may write `priority`.
+        unsafe { (*skb).priority = cfg.skb_priority };
+    }
+    if cfg.rate_bytes_per_sec == 0 {
+        return Verdict::Pass;
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let len = u64::from(ctx.len());
+    let cost = len * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
+    // SAFETY: reading this invocation's context.
+    let own = unsafe { (*skb).tstamp };
+    let earliest = if own > now { own } else { now };
+
+    let Some(state) = REIN_SHAPER_STATE.get_ptr_mut(&id) else {
+        // First packet of this cgroup: start its clock with a full burst of credit.
+        let start = ShaperState {
+            t_last_ns: now.saturating_sub(cfg.burst_ns) + cost,
+        };
+        let _ = REIN_SHAPER_STATE.insert(&id, &start, 0);
+        return Verdict::Pass;
+    };
+    // SAFETY: valid pointer into the map value for this program run (see module docs on
+    // the unlocked update).
+    let state = unsafe { &mut *state };
+    let floor = now.saturating_sub(cfg.burst_ns);
+    let start = if state.t_last_ns > floor {
+        state.t_last_ns
+    } else {
+        floor
+    };
+    let depart = start + cost;
+    if depart <= earliest {
+        state.t_last_ns = depart;
+        return Verdict::Pass;
+    }
+    let delay = depart - now;
+    if delay >= cfg.horizon_ns {
+        return Verdict::Dropped;
+    }
+    state.t_last_ns = depart;
+    // SAFETY: cgroup_skb programs may write `tstamp` (with CAP_BPF, which loading needs).
+    unsafe { (*skb).tstamp = depart };
+    if delay >= cfg.mark_ns {
+        Verdict::Marked
+    } else {
+        Verdict::Delayed
+    }
+}
