@@ -5,10 +5,11 @@
 //! `max(t_last, now - burst) + len / rate`. If that is not later than when it would leave
 //! anyway, it goes untouched; otherwise `skb->tstamp` is set and `sch_fq` on the egress device
 //! holds it until then (the kernel's EDT model, as Cilium's bandwidth manager and the kernel's
-//! HBM sample use it). Unlike Cilium's 2 s horizon, delay is bounded in milliseconds: above
-//! `mark_ns` the verdict carries congestion notification, which makes TCP reduce its window
-//! (tcp_enter_cwr via the cgroup_skb CN bit) before a queue builds; beyond `horizon_ns` the
-//! packet is dropped. A cgroup without configuration is not touched (fail open).
+//! HBM sample use it). Unlike Cilium's 2 s horizon, delay is bounded in milliseconds: when a
+//! packet waits more than `mark_ns` behind the cgroup's earlier packets the verdict carries
+//! congestion notification, which makes TCP reduce its window (tcp_enter_cwr via the
+//! cgroup_skb CN bit) before a queue builds; beyond `horizon_ns` the packet is dropped. A
+//! cgroup without configuration is not touched (fail open).
 //!
 //! `t_last` is updated without a lock, as in Cilium's edt.h: two CPUs sending for one cgroup
 //! at the same instant may both claim one slot, which costs a packet's worth of accuracy, not
@@ -98,14 +99,16 @@ pub fn shape(ctx: &SkBuffContext, id: u64) -> Verdict {
         state.t_last_ns = depart;
         return Verdict::Pass;
     }
-    let delay = depart - now;
-    if delay >= cfg.horizon_ns {
+    // Mark and horizon judge the wait behind earlier packets, not the packet's own cost: a
+    // 64 KB GSO packet at a low rate costs more than the horizon by itself and must still go.
+    let wait = start.saturating_sub(now);
+    if wait >= cfg.horizon_ns {
         return Verdict::Dropped;
     }
     state.t_last_ns = depart;
     // SAFETY: cgroup_skb programs may write `tstamp` (with CAP_BPF, which loading needs).
     unsafe { (*skb).tstamp = depart };
-    if delay >= cfg.mark_ns {
+    if wait >= cfg.mark_ns {
         Verdict::Marked
     } else {
         Verdict::Delayed

@@ -16,7 +16,15 @@ use serde::Deserialize;
 use crate::{
     api::{self, server::Access},
     cgroup::Tree,
+    net::{
+        programs::{Attachment, Datapath},
+        qdisc,
+    },
+    node::Node,
 };
+
+/// Where the agent pins its maps and links (bpffs).
+pub const PIN_DIR: &str = "/sys/fs/bpf/rein";
 
 pub const DEFAULT_CONFIG: &str = "/etc/rein/rein.toml";
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/rein.slice";
@@ -34,6 +42,10 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     /// Prometheus endpoint address (default 127.0.0.1:9798).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Devices to pace egress on (default: those with a default route).
+    pub egress_devs: Option<Vec<String>>,
+    /// bpffs directory for rein's pinned maps and links (default /sys/fs/bpf/rein).
+    pub bpf_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -53,7 +65,8 @@ impl Config {
         toml::from_str(&text).with_context(|| {
             format!(
                 "config {} is not valid; accepted keys: socket (path), root (path), \
-                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\")",
+                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), egress_devs \
+                 (list of device names), bpf_dir (path)",
                 path.display()
             )
         })
@@ -67,6 +80,10 @@ pub struct Settings {
     pub root: PathBuf,
     pub allowed_uids: Vec<u32>,
     pub metrics_addr: std::net::SocketAddr,
+    /// Devices whose root qdisc becomes `fq`, so paced packets leave on time.
+    pub egress_devs: Vec<String>,
+    /// bpffs directory for pinned maps and links; one per managed root.
+    pub bpf_dir: PathBuf,
 }
 
 /// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
@@ -106,6 +123,103 @@ impl InstanceLock {
     }
 }
 
+/// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (pins need it).
+fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if crate::check::parse_mountinfo(&mounts)
+        .iter()
+        .any(|m| m.fstype == "bpf" && m.point == Path::new("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).map_err(anyhow::Error::from);
+    let (src, target, fstype) = (c("bpf")?, c("/sys/fs/bpf")?, c("bpf")?);
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "mounting bpffs at /sys/fs/bpf: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    tracing::info!("mounted bpffs at /sys/fs/bpf");
+    Ok(())
+}
+
+/// Devices that carry a default route (IPv4 or IPv6), from /proc/net.
+pub fn default_route_devices() -> Vec<String> {
+    let mut devs: Vec<String> = Vec::new();
+    let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    for line in v4.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 7 && f[1] == "00000000" && f[7] == "00000000" {
+            devs.push(f[0].to_owned());
+        }
+    }
+    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    for line in v6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo" {
+            devs.push(f[9].to_owned());
+        }
+    }
+    devs.sort();
+    devs.dedup();
+    devs
+}
+
+/// Loads the programs on pinned maps, attaches them to the managed root (or adopts the
+/// attachment an earlier agent pinned) and puts `fq` on the egress devices. Failure leaves
+/// the agent running without network limits, and says why.
+fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, Vec<String>), String> {
+    ensure_bpffs().map_err(|e| e.to_string())?;
+    let pin_dir = settings.bpf_dir.as_path();
+    let mut dp = Datapath::load_pinned(pin_dir).map_err(|e| e.to_string())?;
+    match dp
+        .ensure_attached(tree.root(), pin_dir)
+        .map_err(|e| e.to_string())?
+    {
+        Attachment::Adopted => {
+            tracing::info!("adopted the pinned eBPF programs of an earlier agent")
+        }
+        Attachment::Attached => {
+            tracing::info!(root = %tree.root().display(), "attached eBPF programs")
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut paced = Vec::new();
+    for dev in &settings.egress_devs {
+        match rt.block_on(qdisc::install_fq(dev)) {
+            Ok(()) => {
+                tracing::info!(device = %dev, "fq is the root qdisc: egress pacing active");
+                paced.push(dev.clone());
+            }
+            Err(e) => tracing::warn!(
+                device = %dev,
+                "cannot install fq ({e}): departure times are ignored there, so egress limits \
+                 do not hold on this device"
+            ),
+        }
+    }
+    if paced.is_empty() {
+        tracing::warn!(
+            "no egress device paced (no default route, or fq missing): --egress is refused"
+        );
+    }
+    Ok((dp, paced))
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let _lock = InstanceLock::acquire(&settings.socket)?;
@@ -115,9 +229,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             settings.root.display()
         )
     })?;
-    let adopted = tree.list()?;
+    let datapath = start_datapath(&settings, &tree);
+    let node = Node::new(tree, datapath);
+    let adopted = node.tree().list()?;
     for name in &adopted {
-        match tree.limits(name) {
+        match node.limits(name) {
             Ok(l) => tracing::info!(container = %name, limits = %l, "adopted"),
             Err(e) => {
                 tracing::warn!(container = %name, "adopted, but its limits are unreadable: {e}")
@@ -125,13 +241,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tracing::info!(root = %settings.root.display(), containers = adopted.len(), "agent started");
-    // One thread: requests are short file operations; a single thread avoids cross-CPU
-    // wake-ups per request (see api::server::inline).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let tree = Arc::new(tree);
+    let node = Arc::new(node);
     rt.block_on(async {
         // One stop signal for both servers.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -156,7 +270,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let api = async {
             api::server::serve(
                 &settings.socket,
-                tree.clone(),
+                node.clone(),
                 Access {
                     allowed_uids: settings.allowed_uids.clone(),
                 },
@@ -167,7 +281,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         };
         let metrics = crate::metrics::serve(
             settings.metrics_addr,
-            tree.clone(),
+            node.clone(),
             stopped(stop_rx.clone()),
         );
         tokio::try_join!(api, metrics).map(|_| ())

@@ -137,6 +137,14 @@ pub enum Command {
         /// Prometheus endpoint, IP:PORT (default 127.0.0.1:9798: loopback only).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Device whose root qdisc becomes fq for egress pacing (repeatable; default: the
+        /// devices that carry a default route).
+        #[arg(long = "egress-dev", value_name = "DEV")]
+        egress_devs: Vec<String>,
+        /// bpffs directory for rein's pinned maps and links, one per managed root (default
+        /// /sys/fs/bpf/rein).
+        #[arg(long, value_name = "DIR")]
+        bpf_dir: Option<PathBuf>,
     },
     /// Run a command in a new limited container and wait for it, like `systemd-run --scope`:
     /// `rein run --cpus 0.5 --memory 256M -- make -j4`. Exits with the command's status.
@@ -235,6 +243,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             root,
             allow_uids,
             metrics_addr,
+            egress_devs,
+            bpf_dir,
         } => {
             let cfg = agent::Config::load(config.as_deref())?;
             let mut allowed_uids = cfg.allowed_uids;
@@ -250,6 +260,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     .or(cfg.root)
                     .unwrap_or_else(|| PathBuf::from(agent::DEFAULT_ROOT)),
                 allowed_uids,
+                bpf_dir: bpf_dir
+                    .or(cfg.bpf_dir)
+                    .unwrap_or_else(|| PathBuf::from(agent::PIN_DIR)),
+                egress_devs: if egress_devs.is_empty() {
+                    cfg.egress_devs.unwrap_or_else(agent::default_route_devices)
+                } else {
+                    egress_devs
+                },
                 metrics_addr: metrics_addr
                     .or(cfg.metrics_addr)
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9798))),

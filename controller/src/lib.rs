@@ -12,3 +12,4 @@ pub mod cli;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod node;

@@ -13,9 +13,12 @@ use prometheus::{
     proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
 
+use controller_common::Traffic;
+
 use crate::{
-    cgroup::{ContainerName, Tree, Usage},
+    cgroup::{ContainerName, Usage},
     limits::{Limits, Max, Memory},
+    node::Node,
 };
 
 /// Default metrics address: loopback only (see README, threat model).
@@ -27,7 +30,15 @@ struct Family {
     help: &'static str,
     kind: MetricType,
     /// The sample for one container, or None when it has no value (e.g. no CPU quota).
-    value: fn(&Usage, &Limits) -> Option<f64>,
+    value: fn(&Sample) -> Option<f64>,
+}
+
+/// What one container's samples are computed from.
+struct Sample {
+    usage: Usage,
+    limits: Limits,
+    /// None when the eBPF programs are not running.
+    net: Option<Traffic>,
 }
 
 /// Microseconds to seconds.
@@ -40,61 +51,61 @@ const FAMILIES: &[Family] = &[
         name: "container_cpu_usage_seconds_total",
         help: "Cumulative CPU time consumed, in seconds (cpu.stat usage_usec).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(secs(u.cpu_usage_usec)),
+        value: |s| Some(secs(s.usage.cpu_usage_usec)),
     },
     Family {
         name: "container_cpu_cfs_periods_total",
         help: "Number of elapsed enforcement periods (cpu.stat nr_periods).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(u.cpu_nr_periods as f64),
+        value: |s| Some(s.usage.cpu_nr_periods as f64),
     },
     Family {
         name: "container_cpu_cfs_throttled_periods_total",
         help: "Number of throttled periods (cpu.stat nr_throttled).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(u.cpu_nr_throttled as f64),
+        value: |s| Some(s.usage.cpu_nr_throttled as f64),
     },
     Family {
         name: "container_cpu_cfs_throttled_seconds_total",
         help: "Total time duration the container has been throttled, in seconds.",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(secs(u.cpu_throttled_usec)),
+        value: |s| Some(secs(s.usage.cpu_throttled_usec)),
     },
     Family {
         name: "container_memory_usage_bytes",
         help: "Current memory usage in bytes, including all memory regardless of when it was accessed (memory.current).",
         kind: MetricType::GAUGE,
-        value: |u, _| Some(u.memory_current_bytes as f64),
+        value: |s| Some(s.usage.memory_current_bytes as f64),
     },
     Family {
         name: "container_memory_working_set_bytes",
         help: "Current working set in bytes: usage minus inactive file pages.",
         kind: MetricType::GAUGE,
-        value: |u, _| Some(u.memory_working_set_bytes as f64),
+        value: |s| Some(s.usage.memory_working_set_bytes as f64),
     },
     Family {
         name: "container_oom_events_total",
         help: "Count of out of memory kills in the container (memory.events oom_kill).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(u.memory_oom_kills as f64),
+        value: |s| Some(s.usage.memory_oom_kills as f64),
     },
     Family {
         name: "container_fs_reads_bytes_total",
         help: "Cumulative count of bytes read from block devices (io.stat rbytes).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(u.io_read_bytes as f64),
+        value: |s| Some(s.usage.io_read_bytes as f64),
     },
     Family {
         name: "container_fs_writes_bytes_total",
         help: "Cumulative count of bytes written to block devices (io.stat wbytes).",
         kind: MetricType::COUNTER,
-        value: |u, _| Some(u.io_write_bytes as f64),
+        value: |s| Some(s.usage.io_write_bytes as f64),
     },
     Family {
         name: "container_spec_cpu_quota",
         help: "CPU quota of the container, in microseconds per 100 ms period (absent when unlimited).",
         kind: MetricType::GAUGE,
-        value: |_, l| match l.cpus {
+        value: |s| match s.limits.cpus {
             Some(Max::Value(q)) => Some(q.quota_us() as f64),
             _ => None,
         },
@@ -103,27 +114,63 @@ const FAMILIES: &[Family] = &[
         name: "container_spec_memory_limit_bytes",
         help: "Memory limit for the container in bytes (memory.max; 0 when unlimited, as cAdvisor).",
         kind: MetricType::GAUGE,
-        value: |_, l| match l.memory {
+        value: |s| match s.limits.memory {
             Some(Memory::Bytes(b)) => Some(b as f64),
             _ => Some(0.0),
         },
     },
     Family {
+        name: "container_network_transmit_bytes_total",
+        help: "Bytes sent by the container's sockets (IP packets, counted by eBPF at cgroup egress).",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.tx_bytes as f64),
+    },
+    Family {
+        name: "container_network_receive_bytes_total",
+        help: "Bytes received by the container's sockets (IP packets, counted by eBPF at cgroup ingress).",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.rx_bytes as f64),
+    },
+    Family {
+        name: "rein_egress_limit_bytes_per_second",
+        help: "Egress bandwidth limit in bytes per second (absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: |s| s.limits.egress.map(|b| b.bytes_per_second() as f64),
+    },
+    Family {
+        name: "rein_shaper_delayed_packets_total",
+        help: "Egress packets the shaper gave a later departure time.",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.delayed as f64),
+    },
+    Family {
+        name: "rein_shaper_marked_packets_total",
+        help: "Egress packets sent with congestion notification to TCP.",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.marked as f64),
+    },
+    Family {
+        name: "rein_shaper_dropped_packets_total",
+        help: "Egress packets dropped beyond the shaper's horizon.",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.dropped as f64),
+    },
+    Family {
         name: "rein_tasks",
         help: "Processes and threads in the container (pids.current).",
         kind: MetricType::GAUGE,
-        value: |u, _| Some(u.pids_current as f64),
+        value: |s| Some(s.usage.pids_current as f64),
     },
 ];
 
 /// Collects [`FAMILIES`] for every container of the tree at scrape time.
 pub struct ContainerCollector {
-    tree: Arc<Tree>,
+    node: Arc<Node>,
     descs: Vec<Desc>,
 }
 
 impl ContainerCollector {
-    pub fn new(tree: Arc<Tree>) -> prometheus::Result<Self> {
+    pub fn new(node: Arc<Node>) -> prometheus::Result<Self> {
         let descs = FAMILIES
             .iter()
             .map(|f| {
@@ -135,12 +182,12 @@ impl ContainerCollector {
                 )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { tree, descs })
+        Ok(Self { node, descs })
     }
 
     fn labels(&self, name: &ContainerName) -> Vec<LabelPair> {
         [
-            ("id", self.tree.cgroup_path(name)),
+            ("id", self.node.tree().cgroup_path(name)),
             ("name", name.to_string()),
         ]
         .into_iter()
@@ -170,15 +217,21 @@ impl Collector for ContainerCollector {
                 mf
             })
             .collect();
-        let names = self.tree.list().unwrap_or_default();
+        let names = self.node.tree().list().unwrap_or_default();
         for name in &names {
             // A container removed between list and read simply has no samples this scrape.
-            let (Ok(usage), Ok(limits)) = (self.tree.usage(name), self.tree.limits(name)) else {
+            let (Ok(usage), Ok(limits)) = (self.node.tree().usage(name), self.node.limits(name))
+            else {
                 continue;
+            };
+            let sample = Sample {
+                usage,
+                limits,
+                net: self.node.traffic(name).ok().flatten(),
             };
             let labels = self.labels(name);
             for (f, mf) in FAMILIES.iter().zip(out.iter_mut()) {
-                let Some(v) = (f.value)(&usage, &limits) else {
+                let Some(v) = (f.value)(&sample) else {
                     continue;
                 };
                 let mut m = Metric::default();
@@ -203,11 +256,11 @@ impl Collector for ContainerCollector {
 /// Serves `/metrics` on `addr` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
-    tree: Arc<Tree>,
+    node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
-    registry.register(Box::new(ContainerCollector::new(tree)?))?;
+    registry.register(Box::new(ContainerCollector::new(node)?))?;
     let registry = Arc::new(registry);
     let app = Router::new().route(
         "/metrics",

@@ -162,6 +162,8 @@ impl AgentGuard {
             .arg(&self.socket)
             .args(["agent", "--root"])
             .arg(&self.root)
+            .arg("--bpf-dir")
+            .arg(self.bpf_dir())
             .args(&self.extra)
             .spawn()
             .unwrap();
@@ -183,6 +185,17 @@ impl AgentGuard {
             unsafe { libc::kill(i32::try_from(c.id()).unwrap(), signal) };
             c.wait().unwrap();
         }
+    }
+
+    /// This agent's own bpffs directory (pins of one agent must not meet another's).
+    pub fn bpf_dir(&self) -> PathBuf {
+        // bpffs refuses names with a dot: "rein-x.slice" pins under "rein-x".
+        let name = self
+            .root
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Path::new("/sys/fs/bpf").join(name)
     }
 
     /// Runs `rein --socket <ours> ARGS` to completion.
@@ -227,6 +240,8 @@ impl AgentGuard {
 impl Drop for AgentGuard {
     fn drop(&mut self) {
         self.stop(libc::SIGTERM);
+        // Unlinking the pins detaches the programs and frees the maps.
+        let _ = std::fs::remove_dir_all(self.bpf_dir());
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for e in entries.flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -244,4 +259,77 @@ pub fn cpu_usage_usec(dir: &Path) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
         .unwrap()
+}
+
+/// A "remote" network namespace reached from the root namespace over a veth pair:
+/// `rein-h0` (10.200.0.1/24, root side) <-> `rein-r0` (10.200.0.2/24, in the namespace).
+/// Dropping it deletes the namespace, which takes the veth pair with it.
+pub struct RemoteNetns {
+    pub name: String,
+}
+
+pub const HOST_DEV: &str = "rein-h0";
+pub const REMOTE_IP: &str = "10.200.0.2";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("/usr/local/sbin/ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl RemoteNetns {
+    pub fn new(name: &str) -> Self {
+        require_vm();
+        let _ = Command::new("/usr/local/sbin/ip")
+            .args(["netns", "del", name])
+            .output();
+        ip(&["netns", "add", name]);
+        ip(&[
+            "link", "add", HOST_DEV, "type", "veth", "peer", "name", "rein-r0", "netns", name,
+        ]);
+        ip(&["addr", "add", "10.200.0.1/24", "dev", HOST_DEV]);
+        ip(&["link", "set", HOST_DEV, "up"]);
+        ip(&["-n", name, "addr", "add", "10.200.0.2/24", "dev", "rein-r0"]);
+        ip(&["-n", name, "link", "set", "rein-r0", "up"]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Starts an iperf3 server in the namespace (`ip netns exec` execs it: killing the
+    /// returned child stops the server).
+    pub fn iperf3_server(&self) -> Child {
+        let child = Command::new("/usr/local/sbin/ip")
+            .args(["netns", "exec", &self.name, "iperf3", "-s"])
+            .stdout(std::process::Stdio::null())
+            // The readiness probe below looks like a broken client to iperf3; hush it.
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it listens.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect((REMOTE_IP, 5201)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "iperf3 server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child
+    }
+}
+
+impl Drop for RemoteNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/local/sbin/ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }

@@ -20,7 +20,10 @@ use super::{
     Container, CreateRequest, ErrorBody, LimitsBody, MAX_BODY, Stats, limits_from_map,
     limits_to_map, usage_to_json,
 };
-use crate::cgroup::{CgroupError, ContainerName, Tree};
+use crate::{
+    cgroup::{CgroupError, ContainerName},
+    node::{Node, NodeError},
+};
 
 /// Who may talk to the agent: root always, plus these uids.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +39,7 @@ impl Access {
 
 #[derive(Clone)]
 struct AppState {
-    tree: Arc<Tree>,
+    node: Arc<Node>,
     access: Arc<Access>,
 }
 
@@ -60,6 +63,16 @@ struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Cgroup(c) => c.into(),
+            NodeError::Unenforceable(_) => Self(StatusCode::BAD_REQUEST, e.to_string()),
+            NodeError::Datapath(_) => Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
     }
 }
 
@@ -105,13 +118,13 @@ async fn check_peer(
 /// writes of kernel files (microseconds); handing them to a blocking pool costs more than
 /// they do (a cross-CPU wake-up per request), so only `rm --force`, which may wait for
 /// killed processes, uses [`blocking`].
-async fn inline<T>(f: impl FnOnce() -> Result<T, CgroupError>) -> Result<T, ApiError> {
+async fn inline<T>(f: impl FnOnce() -> Result<T, NodeError>) -> Result<T, ApiError> {
     f().map_err(ApiError::from)
 }
 
 /// Runs a cgroup operation that may wait on a blocking thread.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CgroupError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
@@ -128,20 +141,21 @@ fn parse_name(name: &str) -> Result<ContainerName, ApiError> {
     name.parse().map_err(ApiError::from)
 }
 
-fn info(tree: &Tree, name: &ContainerName) -> Result<Container, CgroupError> {
+fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
     Ok(Container {
         name: name.to_string(),
-        path: tree.path(name).display().to_string(),
-        limits: limits_to_map(&tree.limits(name)?),
+        path: node.tree().path(name).display().to_string(),
+        limits: limits_to_map(&node.limits(name)?),
     })
 }
 
 async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiError> {
-    let tree = st.tree.clone();
+    let node = st.node.clone();
     let all = inline(move || {
-        tree.list()?
+        node.tree()
+            .list()?
             .iter()
-            .map(|n| info(&tree, n))
+            .map(|n| info(&node, n))
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
@@ -155,11 +169,11 @@ async fn create(
     let name = parse_name(&req.name)?;
     let limits = limits_from_map(&req.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let tree = st.tree.clone();
+    let node = st.node.clone();
     let c = inline(move || {
-        tree.create(&name, &limits)?;
+        node.create(&name, &limits)?;
         tracing::info!(container = %name, limits = %limits, "created");
-        info(&tree, &name)
+        info(&node, &name)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(c)))
@@ -170,11 +184,25 @@ async fn stats(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Stats>, ApiError> {
     let name = parse_name(&name)?;
-    let tree = st.tree.clone();
+    let node = st.node.clone();
     let s = inline(move || {
+        let mut usage = usage_to_json(&node.tree().usage(&name)?);
+        if let Some(t) = node.traffic(&name)? {
+            for (k, v) in [
+                ("net_tx_bytes", t.tx_bytes),
+                ("net_tx_packets", t.tx_packets),
+                ("net_rx_bytes", t.rx_bytes),
+                ("net_rx_packets", t.rx_packets),
+                ("net_tx_delayed_packets", t.delayed),
+                ("net_tx_marked_packets", t.marked),
+                ("net_tx_dropped_packets", t.dropped),
+            ] {
+                usage.insert(k.into(), v);
+            }
+        }
         Ok(Stats {
-            container: info(&tree, &name)?,
-            usage: usage_to_json(&tree.usage(&name)?),
+            container: info(&node, &name)?,
+            usage,
         })
     })
     .await?;
@@ -189,11 +217,11 @@ async fn set(
     let name = parse_name(&name)?;
     let limits = limits_from_map(&body.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let tree = st.tree.clone();
+    let node = st.node.clone();
     let c = inline(move || {
-        tree.set(&name, &limits)?;
+        node.set(&name, &limits)?;
         tracing::info!(container = %name, limits = %limits, "changed");
-        info(&tree, &name)
+        info(&node, &name)
     })
     .await?;
     Ok(Json(c))
@@ -211,9 +239,9 @@ async fn remove(
     Query(q): Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    let tree = st.tree.clone();
+    let node = st.node.clone();
     blocking(move || {
-        tree.remove(&name, q.force)?;
+        node.remove(&name, q.force)?;
         tracing::info!(container = %name, force = q.force, "removed");
         Ok(())
     })
@@ -239,9 +267,9 @@ async fn json_errors(req: Request, next: Next) -> Response {
     resp
 }
 
-pub fn router(tree: Arc<Tree>, access: Access) -> Router {
+pub fn router(node: Arc<Node>, access: Access) -> Router {
     let st = AppState {
-        tree,
+        node,
         access: Arc::new(access),
     };
     Router::new()
@@ -259,7 +287,7 @@ pub fn router(tree: Arc<Tree>, access: Access) -> Router {
 /// Binds the socket (mode 0600, parent directory created) and serves until `shutdown`.
 pub async fn serve(
     socket: &Path,
-    tree: Arc<Tree>,
+    node: Arc<Node>,
     access: Access,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -281,7 +309,7 @@ pub async fn serve(
     tracing::info!(socket = %socket.display(), "API listening");
     axum::serve(
         listener,
-        router(tree, access).into_make_service_with_connect_info::<Peer>(),
+        router(node, access).into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown)
     .await

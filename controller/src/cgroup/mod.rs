@@ -147,22 +147,10 @@ impl Plan {
             .collect()
     }
 
-    /// Builds the plan for a validated set of limits. Fails (writing nothing) when a device
-    /// path does not resolve, or a limit has no cgroup file yet (network shaping).
+    /// Builds the plan for the cgroup-file part of a validated set of limits (network limits
+    /// go to the eBPF maps, see `node`). Fails, writing nothing, when a device path does not
+    /// resolve.
     pub fn for_limits(l: &Limits) -> Result<Self, LimitError> {
-        if let Some((flag, v)) = [
-            (crate::limits::Flag::Egress, l.egress),
-            (crate::limits::Flag::Ingress, l.ingress),
-        ]
-        .into_iter()
-        .find_map(|(f, v)| v.map(|v| (f, v)))
-        {
-            return Err(LimitError::Value {
-                flag,
-                value: v.to_string(),
-                problem: "network shaping is not available in this version of rein yet".into(),
-            });
-        }
         let mut plan = Self::default();
         cpuset::plan(l, &mut plan);
         cpu::plan(l, &mut plan);

@@ -3,7 +3,7 @@
 //! tested in the VM.
 
 use super::*;
-use crate::limits::{Flag, Limits};
+use crate::limits::Limits;
 
 const DEFAULTS: &[(&str, &str)] = &[
     ("cpu.max", "max 100000"),
@@ -95,18 +95,9 @@ fn explicit_weight_wins_over_the_priority_class() {
 }
 
 #[test]
-fn network_limits_are_refused_until_shaping_exists() {
-    let err = Plan::for_limits(&limits(&[("egress", "10mbit")])).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            LimitError::Value {
-                flag: Flag::Egress,
-                ..
-            }
-        ),
-        "{err}"
-    );
+fn network_limits_write_no_cgroup_file() {
+    let plan = Plan::for_limits(&limits(&[("egress", "10mbit")])).unwrap();
+    assert!(plan.writes().is_empty(), "{:?}", plan.writes());
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The embedded eBPF object (built from `controller-ebpf` by `build.rs`) and its programs.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
     Ebpf,
@@ -35,6 +38,8 @@ pub enum ProgramError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("pinning under {path}: {problem}")]
+    Pin { path: PathBuf, problem: String },
     #[error("self-test of {name}: {problem}")]
     SelfTest { name: &'static str, problem: String },
 }
@@ -45,6 +50,18 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// Forwards the programs' aya-log records to `tracing` (target `rein::ebpf`).
     logger: Option<EbpfLogger<Box<dyn log::Log>>>,
+}
+
+/// Maps the agent pins so their contents outlive it.
+const PINNED_MAPS: [&str; 3] = [TRAFFIC_MAP, SHAPER_MAP, SHAPER_STATE_MAP];
+
+/// Whether [`Datapath::ensure_attached`] found the programs already attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Pinned links of an earlier agent were found: its programs keep running.
+    Adopted,
+    /// This agent attached its programs and pinned the links.
+    Attached,
 }
 
 /// Result of [`Datapath::self_test`].
@@ -63,7 +80,31 @@ impl Datapath {
 
     /// Loads the object and both programs; eBPF log records go to `logger`.
     pub fn load_with_logger(logger: Box<dyn log::Log>) -> Result<Self, ProgramError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(ProgramError::Load)?;
+        Self::load_from(aya::EbpfLoader::new(), logger)
+    }
+
+    /// Loads with the maps pinned under `pin_dir` (the agent's `/sys/fs/bpf/rein`): maps an
+    /// earlier agent pinned there are reused, so counters and shaping configuration survive
+    /// restarts; missing ones are created and pinned.
+    pub fn load_pinned(pin_dir: &Path) -> Result<Self, ProgramError> {
+        std::fs::create_dir_all(pin_dir).map_err(|e| ProgramError::Pin {
+            path: pin_dir.to_owned(),
+            problem: e.to_string(),
+        })?;
+        let paths: Vec<(&'static str, PathBuf)> =
+            PINNED_MAPS.iter().map(|m| (*m, pin_dir.join(m))).collect();
+        let mut loader = aya::EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        Self::load_from(loader, Box::new(TracingBridge))
+    }
+
+    fn load_from(
+        mut loader: aya::EbpfLoader<'_>,
+        logger: Box<dyn log::Log>,
+    ) -> Result<Self, ProgramError> {
+        let mut ebpf = loader.load(OBJECT).map_err(ProgramError::Load)?;
         // A missing log map only costs the programs' messages; it does not stop counting.
         let logger = match EbpfLogger::init_with_logger(&mut ebpf, logger) {
             Ok(l) => Some(l),
@@ -130,20 +171,62 @@ impl Datapath {
     /// Stops shaping a cgroup and forgets its pacing clock. Removing what is not there is
     /// not an error.
     pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        let ok = |r: Result<(), aya::maps::MapError>, name| match r {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(ProgramError::Map { name, source }),
-        };
         let cfg = HashMap::<_, u64, ShaperConfig>::try_from(self.map_mut(SHAPER_MAP)?)
             .and_then(|mut m| m.remove(&cgroup_id));
-        ok(cfg, SHAPER_MAP)?;
+        absent_ok(cfg, SHAPER_MAP)?;
         let state = HashMap::<_, u64, ShaperState>::try_from(self.map_mut(SHAPER_STATE_MAP)?)
             .and_then(|mut m| m.remove(&cgroup_id));
-        ok(state, SHAPER_STATE_MAP)
+        absent_ok(state, SHAPER_STATE_MAP)
     }
 
-    /// Counters of every cgroup seen so far, summed over CPUs.
-    pub fn traffic(&self) -> Result<Vec<(u64, Traffic)>, ProgramError> {
+    /// Attaches both programs to the cgroup `dir` through links pinned in `pin_dir/links`,
+    /// so they stay attached (shaping and counting) when the agent exits. If the pins exist,
+    /// an earlier agent's programs are running on the same pinned maps: they are left alone.
+    pub fn ensure_attached(
+        &mut self,
+        dir: &Path,
+        pin_dir: &Path,
+    ) -> Result<Attachment, ProgramError> {
+        use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, links::FdLink};
+        let links = pin_dir.join("links");
+        let pin_err = |path: &Path, e: &dyn std::fmt::Display| ProgramError::Pin {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        };
+        std::fs::create_dir_all(&links).map_err(|e| pin_err(&links, &e))?;
+        let mut outcome = Attachment::Adopted;
+        for (name, kind, file) in [
+            (PROG_COUNT_EGRESS, CgroupSkbAttachType::Egress, "egress"),
+            (PROG_COUNT_INGRESS, CgroupSkbAttachType::Ingress, "ingress"),
+        ] {
+            let pin = links.join(file);
+            if pin.exists() {
+                continue;
+            }
+            let cgroup = std::fs::File::open(dir).map_err(|e| pin_err(dir, &e))?;
+            let prog = self.program(name)?;
+            let id = prog
+                .attach(cgroup, kind, CgroupAttachMode::Single)
+                .map_err(|source| ProgramError::Program { name, source })?;
+            let link = prog
+                .take_link(id)
+                .map_err(|source| ProgramError::Program { name, source })?;
+            let fd: FdLink = link.try_into().map_err(|e| pin_err(&pin, &e))?;
+            fd.pin(&pin).map_err(|e| pin_err(&pin, &e))?;
+            outcome = Attachment::Attached;
+        }
+        Ok(outcome)
+    }
+
+    /// Forgets a removed cgroup: its shaping, pacing clock and counters.
+    pub fn forget(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
+        self.clear_shaping(cgroup_id)?;
+        let removed = PerCpuHashMap::<_, u64, Traffic>::try_from(self.map_mut(TRAFFIC_MAP)?)
+            .and_then(|mut m| m.remove(&cgroup_id));
+        absent_ok(removed, TRAFFIC_MAP)
+    }
+
+    fn traffic_map(&self) -> Result<PerCpuHashMap<&MapData, u64, Traffic>, ProgramError> {
         let map_err = |source| ProgramError::Map {
             name: TRAFFIC_MAP,
             source,
@@ -153,7 +236,30 @@ impl Datapath {
                 name: TRAFFIC_MAP.into(),
             })
         })?;
-        let map: PerCpuHashMap<_, u64, Traffic> = PerCpuHashMap::try_from(map).map_err(map_err)?;
+        PerCpuHashMap::try_from(map).map_err(map_err)
+    }
+
+    /// One cgroup's counters, summed over CPUs (None before its first packet).
+    pub fn traffic_of(&self, cgroup_id: u64) -> Result<Option<Traffic>, ProgramError> {
+        match self.traffic_map()?.get(&cgroup_id, 0) {
+            Ok(per_cpu) => Ok(Some(
+                per_cpu.iter().fold(Traffic::default(), |a, t| a.merged(*t)),
+            )),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(ProgramError::Map {
+                name: TRAFFIC_MAP,
+                source,
+            }),
+        }
+    }
+
+    /// Counters of every cgroup seen so far, summed over CPUs.
+    pub fn traffic(&self) -> Result<Vec<(u64, Traffic)>, ProgramError> {
+        let map_err = |source| ProgramError::Map {
+            name: TRAFFIC_MAP,
+            source,
+        };
+        let map = self.traffic_map()?;
         map.iter()
             .map(|entry| {
                 let (id, per_cpu) = entry.map_err(map_err)?;
@@ -215,6 +321,20 @@ impl Datapath {
             packets: n,
             ns_per_packet: nanos / 2,
         })
+    }
+}
+
+/// A map deletion that found no entry is success: aya reports it as KeyNotFound or as the
+/// syscall's ENOENT depending on the map type.
+fn absent_ok(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(), ProgramError> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(ProgramError::Map { name, source }),
     }
 }
 
@@ -328,8 +448,9 @@ mod tests {
     }
 
     /// The shaper's decisions on this kernel, packet by packet. At 150 kB/s a 1500-byte
-    /// packet costs 10 ms, so back-to-back packets queue 10, 20, 30... ms behind the first:
-    /// delayed below the 20 ms mark, marked up to the 50 ms horizon, dropped beyond it.
+    /// packet costs 10 ms, so back-to-back packets wait 10, 20, 30... ms behind the first
+    /// (a hair less, as time passes between runs): delayed below the 20 ms mark, marked up to
+    /// the 50 ms horizon, dropped beyond it.
     #[test]
     fn shaper_delays_then_marks_then_drops_by_departure_time() {
         let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
@@ -348,8 +469,8 @@ mod tests {
         assert_eq!(dp.shaping(id).unwrap(), Some(cfg));
         let runs: Vec<(u32, u64, u32)> = (0..8).map(|_| run_egress(&mut dp)).collect();
         let verdicts: Vec<u32> = runs.iter().map(|r| r.0).collect();
-        // pass (clock starts), delayed 10ms, marked 20/30/40ms, dropped 50/60/70ms.
-        assert_eq!(verdicts, vec![1, 1, 3, 3, 3, 2, 2, 2], "{runs:?}");
+        // pass (clock starts); waits of ~10 and ~20 ms delayed; ~30, 40, 50 marked; then dropped.
+        assert_eq!(verdicts, vec![1, 1, 1, 3, 3, 3, 2, 2], "{runs:?}");
         assert_eq!(
             runs[0].1, 0,
             "the first packet keeps its own departure time"
@@ -365,7 +486,7 @@ mod tests {
             "skb->priority not set: {runs:?}"
         );
         let t = dp.traffic().unwrap()[0].1;
-        assert_eq!((t.delayed, t.marked, t.dropped), (4, 3, 3), "{t:?}");
+        assert_eq!((t.delayed, t.marked, t.dropped), (5, 3, 2), "{t:?}");
         // Removing the limit returns the cgroup to untouched packets at once.
         dp.clear_shaping(id).unwrap();
         assert_eq!(dp.shaping(id).unwrap(), None);

@@ -3,7 +3,8 @@
 use futures_util::StreamExt as _;
 use rtnetlink::{
     packet_core::{
-        NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+        NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+        NetlinkPayload,
     },
     packet_route::{
         RouteNetlinkMessage,
@@ -52,13 +53,34 @@ pub fn probe(kind: &'static str) -> Support {
 }
 
 async fn add_qdisc_on_lo(kind: &str) -> Support {
-    let (conn, mut handle, _) = match rtnetlink::new_connection() {
+    let (conn, handle, _) = match rtnetlink::new_connection() {
         Ok(c) => c,
         Err(e) => return Support::Unknown(format!("rtnetlink socket: {e}")),
     };
     let conn = tokio::spawn(conn);
     // In a fresh namespace, loopback is always ifindex 1.
-    let mut msg = TcMessage::with_index(1);
+    let result = match request_qdisc(handle, 1, kind, NLM_F_CREATE | NLM_F_EXCL).await {
+        Ok(()) => Support::Available,
+        // The kernel's answer for an unknown qdisc kind (after trying to load the
+        // `sch_<kind>` module).
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Support::Missing,
+        Err(e) => Support::Unknown(format!("kernel refused: {e}")),
+    };
+    conn.abort();
+    result
+}
+
+/// Sends one RTM_NEWQDISC for `kind` at the root of `ifindex` (clsact at its own parent) and
+/// waits for the kernel's answer.
+async fn request_qdisc(
+    mut handle: rtnetlink::Handle,
+    ifindex: u32,
+    kind: &str,
+    flags: u16,
+) -> std::io::Result<()> {
+    let index =
+        i32::try_from(ifindex).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut msg = TcMessage::with_index(index);
     if kind == "clsact" {
         msg.header.parent = TcHandle::CLSACT;
         msg.header.handle = TcHandle {
@@ -70,30 +92,38 @@ async fn add_qdisc_on_lo(kind: &str) -> Support {
     }
     msg.attributes.push(TcAttribute::Kind(kind.to_owned()));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-    let result = match handle.request(req) {
-        Err(e) => Support::Unknown(format!("rtnetlink request: {e}")),
-        Ok(mut responses) => {
-            // netlink-proto consumes the final ACK itself: a stream that ends without an
-            // error message means the kernel created the qdisc.
-            let mut result = Support::Available;
-            while let Some(m) = responses.next().await {
-                if let NetlinkPayload::Error(e) = m.payload {
-                    result = match e.code.map(|c| -c.get()) {
-                        None => Support::Available,
-                        // The kernel's answer for an unknown qdisc kind (after trying to load
-                        // the `sch_<kind>` module).
-                        Some(libc::ENOENT) => Support::Missing,
-                        Some(errno) => Support::Unknown(format!(
-                            "kernel refused: {}",
-                            std::io::Error::from_raw_os_error(errno)
-                        )),
-                    };
-                }
-            }
-            result
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut responses = handle.request(req).map_err(std::io::Error::other)?;
+    // netlink-proto consumes the final ACK itself: a stream that ends without an error
+    // message means the kernel did it.
+    while let Some(m) = responses.next().await {
+        if let NetlinkPayload::Error(e) = m.payload
+            && let Some(code) = e.code
+        {
+            return Err(std::io::Error::from_raw_os_error(-code.get()));
         }
-    };
+    }
+    Ok(())
+}
+
+/// The interface index of a device name (`if_nametoindex`).
+pub fn ifindex(name: &str) -> std::io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        i => Ok(i),
+    }
+}
+
+/// Makes `fq` the root qdisc of `device` (replacing what was there), so the departure times
+/// the shaper writes into `skb->tstamp` are honoured. Through rtnetlink, not `tc`.
+pub async fn install_fq(device: &str) -> std::io::Result<()> {
+    let index = ifindex(device)?;
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    let conn = tokio::spawn(conn);
+    let result = request_qdisc(handle, index, "fq", NLM_F_CREATE | NLM_F_REPLACE).await;
     conn.abort();
     result
 }

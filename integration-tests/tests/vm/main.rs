@@ -6,3 +6,4 @@ mod agent;
 mod cgroup_limits;
 mod check;
 mod ebpf;
+mod shaping;

@@ -252,7 +252,7 @@ fn boot(
     let cmd = match payload {
         // One thread: tests share the cgroup root and the CPU; the harness prints its summary.
         Payload::Tests { filter } => format!(
-            "/usr/local/bin/rein-vm-tests --test-threads=1 {}\n",
+            "/usr/local/bin/rein-vm-tests --test-threads=1 --show-output {}\n",
             filter.map(shell_quote).unwrap_or_default()
         ),
         Payload::Script(path) => {

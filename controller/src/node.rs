@@ -1,0 +1,211 @@
+//! One node's enforcement: a container's limits go to its cgroup files (`cgroup`) and its
+//! network limits to the eBPF maps (`net`). This is the one place that applies a whole
+//! [`Limits`] to the kernel and reads it back, so the API and the metrics see both halves.
+
+use std::sync::Mutex;
+
+use controller_common::{SET_PRIORITY, ShaperConfig};
+
+use crate::{
+    cgroup::{CgroupError, ContainerName, Tree},
+    limits::{Bandwidth, Flag, LimitError, Limits},
+    net::programs::Datapath,
+};
+
+/// Credit a quiet container may spend at once: 2 ms at its rate. Enough for TCP's bursts of
+/// a few segments, small against the mark, so queueing delay stays in milliseconds.
+pub const BURST_NS: u64 = 2_000_000;
+/// Wait behind earlier packets above which TCP gets congestion notification.
+pub const MARK_NS: u64 = 4_000_000;
+/// Wait at which a packet is dropped instead of queued (Cilium waits 2 s).
+pub const HORIZON_NS: u64 = 40_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A network limit was asked for but cannot be enforced here.
+    #[error("{0}")]
+    Unenforceable(LimitError),
+    #[error("eBPF maps: {0}")]
+    Datapath(String),
+}
+
+impl From<LimitError> for NodeError {
+    fn from(e: LimitError) -> Self {
+        Self::Cgroup(CgroupError::Limit(e))
+    }
+}
+
+pub struct Node {
+    tree: Tree,
+    /// rein's programs with their pinned maps; `None` when they could not be loaded (or no
+    /// egress device has `fq` to honour departure times), with the reason in `no_datapath`.
+    datapath: Option<Mutex<Datapath>>,
+    no_datapath: String,
+}
+
+/// The eBPF half of a set of limits, merged over what the map already holds.
+fn shaper_config(l: &Limits, current: Option<ShaperConfig>) -> Option<ShaperConfig> {
+    if l.egress.is_none() && l.priority.is_none() {
+        return current;
+    }
+    let mut cfg = current.unwrap_or(ShaperConfig {
+        burst_ns: BURST_NS,
+        mark_ns: MARK_NS,
+        horizon_ns: HORIZON_NS,
+        ..ShaperConfig::default()
+    });
+    if let Some(rate) = l.egress {
+        cfg.rate_bytes_per_sec = rate.bytes_per_second();
+    }
+    if let Some(p) = l.priority {
+        cfg.skb_priority = p.skb_priority();
+        cfg.flags |= SET_PRIORITY;
+    }
+    Some(cfg)
+}
+
+impl Node {
+    /// `datapath` is the loaded programs and the egress devices paced by `fq`, or why the
+    /// programs could not be loaded.
+    pub fn new(tree: Tree, datapath: Result<(Datapath, Vec<String>), String>) -> Self {
+        match datapath {
+            Ok((d, paced)) => {
+                let no_datapath = if paced.is_empty() {
+                    "no egress device has the fq qdisc (give one with --egress-dev; `rein check` \
+                     says whether sch_fq exists), so departure times would be ignored"
+                        .to_owned()
+                } else {
+                    String::new()
+                };
+                Self {
+                    tree,
+                    datapath: Some(Mutex::new(d)),
+                    no_datapath,
+                }
+            }
+            Err(why) => Self {
+                tree,
+                datapath: None,
+                no_datapath: format!("rein's eBPF programs are not loaded: {why}"),
+            },
+        }
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Refuses what this node cannot enforce, before anything is written.
+    fn check_enforceable(&self, l: &Limits) -> Result<(), NodeError> {
+        if let Some(v) = l.ingress {
+            return Err(NodeError::Unenforceable(LimitError::Value {
+                flag: Flag::Ingress,
+                value: v.to_string(),
+                problem: "ingress limits are not available in this version of rein yet".into(),
+            }));
+        }
+        if let (Some(v), false) = (l.egress, self.no_datapath.is_empty()) {
+            return Err(NodeError::Unenforceable(LimitError::Value {
+                flag: Flag::Egress,
+                value: v.to_string(),
+                problem: format!(
+                    "egress limits cannot be enforced here: {}",
+                    self.no_datapath
+                ),
+            }));
+        }
+        Ok(())
+    }
+
+    fn with_datapath<T>(
+        &self,
+        f: impl FnOnce(&mut Datapath) -> Result<T, crate::net::programs::ProgramError>,
+    ) -> Result<Option<T>, NodeError> {
+        let Some(dp) = &self.datapath else {
+            return Ok(None);
+        };
+        let mut dp = dp
+            .lock()
+            .map_err(|_| NodeError::Datapath("lock poisoned".into()))?;
+        f(&mut dp)
+            .map(Some)
+            .map_err(|e| NodeError::Datapath(e.to_string()))
+    }
+
+    fn cgroup_id(&self, name: &ContainerName) -> Result<u64, NodeError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.tree.path(name);
+        std::fs::metadata(&path)
+            .map(|m| m.ino())
+            .map_err(|_| NodeError::Cgroup(CgroupError::NotFound(name.clone())))
+    }
+
+    pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+        self.check_enforceable(l)?;
+        self.tree.create(name, l)?;
+        if let Some(cfg) = shaper_config(l, None) {
+            let id = self.cgroup_id(name)?;
+            if let Err(e) = self.with_datapath(|dp| dp.set_shaping(id, cfg)) {
+                let _ = self.tree.remove(name, true);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes limits live: the map first (one update, undone if the files fail), then the
+    /// files (all or nothing by themselves).
+    pub fn set(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+        self.check_enforceable(l)?;
+        let id = self.cgroup_id(name)?;
+        let before = self.with_datapath(|dp| dp.shaping(id))?.flatten();
+        let after = shaper_config(l, before);
+        if after != before
+            && let Some(cfg) = after
+        {
+            self.with_datapath(|dp| dp.set_shaping(id, cfg))?;
+        }
+        if let Err(e) = self.tree.set(name, l) {
+            if after != before {
+                let _ = self.with_datapath(|dp| match before {
+                    Some(cfg) => dp.set_shaping(id, cfg),
+                    None => dp.clear_shaping(id),
+                });
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The container's limits as the kernel holds them: cgroup files and the shaper map.
+    pub fn limits(&self, name: &ContainerName) -> Result<Limits, NodeError> {
+        let mut l = self.tree.limits(name)?;
+        let id = self.cgroup_id(name)?;
+        if let Some(cfg) = self.with_datapath(|dp| dp.shaping(id))?.flatten()
+            && cfg.rate_bytes_per_sec > 0
+        {
+            l.egress =
+                Bandwidth::from_bits_per_second(cfg.rate_bytes_per_sec.saturating_mul(8)).ok();
+        }
+        Ok(l)
+    }
+
+    pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
+        let id = self.cgroup_id(name)?;
+        self.tree.remove(name, force)?;
+        // The cgroup is gone: leave no map entry behind for it.
+        self.with_datapath(|dp| dp.forget(id))?;
+        Ok(())
+    }
+
+    /// Network counters of one container (summed over CPUs), if the programs run.
+    pub fn traffic(
+        &self,
+        name: &ContainerName,
+    ) -> Result<Option<controller_common::Traffic>, NodeError> {
+        let id = self.cgroup_id(name)?;
+        Ok(self.with_datapath(|dp| dp.traffic_of(id))?.flatten())
+    }
+}

@@ -1,0 +1,229 @@
+//! Egress shaping end to end: the agent's eBPF programs pace a container's traffic through
+//! `fq` on the egress device to the configured rate.
+
+use integration_tests::{AgentGuard, HOST_DEV, REMOTE_IP, RemoteNetns};
+
+/// Runs iperf3 in a new container with `limits`; returns its JSON report.
+fn iperf3(agent: &AgentGuard, name: &str, limits: &[&str], extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["run", "--keep", "--name", name];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--", "iperf3", "-c", REMOTE_IP, "-J"]);
+    args.extend_from_slice(extra);
+    let out = agent.rein_ok(&args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {out}"))
+}
+
+fn stats(agent: &AgentGuard, name: &str) -> serde_json::Value {
+    serde_json::from_str(&agent.rein_ok(&["stats", name, "--json"])).unwrap()
+}
+
+#[test]
+fn tcp_egress_lands_within_five_percent_of_the_limit() {
+    let net = RemoteNetns::new("remote-tcp");
+    let mut server = net.iperf3_server();
+    let agent = AgentGuard::start_with("rein-shape", &["--egress-dev", HOST_DEV]);
+    let report = iperf3(&agent, "tcp", &["--egress", "20mbit"], &["-t", "5"]);
+    let goodput = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+    let s = stats(&agent, "tcp");
+    let tx = s["usage"]["net_tx_bytes"].as_f64().unwrap();
+    let secs = report["end"]["sum_sent"]["seconds"].as_f64().unwrap();
+    // The shaper meters skb->len at the cgroup hook, where TCP hands over GSO packets of up
+    // to 64 KB with one set of headers: what it limits is close to TCP payload, so goodput
+    // lands on the limit (on the wire, per-segment headers add ~3.6%).
+    let ratio = goodput / 20e6;
+    eprintln!(
+        "tcp: goodput {:.2} Mbit/s ({ratio:.3} of the limit), counted {tx} bytes for {sent} \
+         payload bytes in {secs:.1}s, delayed {} marked {} dropped {}",
+        goodput / 1e6,
+        s["usage"]["net_tx_delayed_packets"],
+        s["usage"]["net_tx_marked_packets"],
+        s["usage"]["net_tx_dropped_packets"],
+    );
+    assert!(
+        (0.95..1.05).contains(&ratio),
+        "goodput {ratio:.3} of the 20mbit limit"
+    );
+    // The counters saw what iperf3 sent, within 2%.
+    let counted = tx / sent;
+    assert!(
+        (0.98..1.02).contains(&counted),
+        "counted {counted:.3} bytes per payload byte"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+    agent.rein_ok(&["rm", "tcp"]);
+}
+
+/// Mean received rate (bits/s) of the iperf3 intervals that start at or after `from` and end
+/// at or before `to` seconds.
+fn interval_rate(report: &serde_json::Value, from: f64, to: f64) -> f64 {
+    let rates: Vec<f64> = report["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["sum"])
+        .filter(|s| s["start"].as_f64().unwrap() >= from && s["end"].as_f64().unwrap() <= to)
+        .map(|s| s["bits_per_second"].as_f64().unwrap())
+        .collect();
+    assert!(!rates.is_empty(), "no interval in {from}..{to}s");
+    rates.iter().sum::<f64>() / rates.len() as f64
+}
+
+fn spawn_iperf3(
+    agent: &AgentGuard,
+    name: &str,
+    limits: &[&str],
+    secs: &str,
+) -> std::process::Child {
+    let mut args = vec!["--socket".to_owned(), agent.socket.display().to_string()];
+    args.extend(["run", "--keep", "--name", name].map(String::from));
+    args.extend(limits.iter().map(|s| (*s).to_owned()));
+    args.extend(
+        [
+            "--", "iperf3", "-c", REMOTE_IP, "-J", "-i", "0.5", "-t", secs,
+        ]
+        .map(String::from),
+    );
+    std::process::Command::new("rein")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn report_of(child: std::process::Child) -> serde_json::Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "rein run iperf3: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_live_rate_change_takes_effect_within_a_second() {
+    let net = RemoteNetns::new("remote-live");
+    let mut server = net.iperf3_server();
+    let agent = AgentGuard::start_with("rein-live", &["--egress-dev", HOST_DEV]);
+    let child = spawn_iperf3(&agent, "live", &["--egress", "20mbit"], "6");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let t = std::time::Instant::now();
+    agent.rein_ok(&["set", "live", "--egress", "40mbit"]);
+    let set_took = t.elapsed();
+    let report = report_of(child);
+    let before = interval_rate(&report, 0.5, 2.5);
+    let after = interval_rate(&report, 3.5 + set_took.as_secs_f64(), 6.0);
+    eprintln!(
+        "live: {:.1} Mbit/s before, {:.1} Mbit/s from 1 s after the change",
+        before / 1e6,
+        after / 1e6
+    );
+    assert!((0.9..1.1).contains(&(before / 20e6)), "before: {before}");
+    assert!((0.9..1.1).contains(&(after / 40e6)), "after: {after}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
+    let net = RemoteNetns::new("remote-crash");
+    let mut server = net.iperf3_server();
+    let mut agent = AgentGuard::start_with("rein-crash", &["--egress-dev", HOST_DEV]);
+    let child = spawn_iperf3(&agent, "steady", &["--egress", "20mbit"], "5");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    agent.stop(libc::SIGKILL);
+    let report = report_of(child);
+    let while_down = interval_rate(&report, 2.0, 5.0);
+    eprintln!(
+        "crash: {:.1} Mbit/s while the agent was down",
+        while_down / 1e6
+    );
+    assert!(
+        (0.9..1.1).contains(&(while_down / 20e6)),
+        "while down: {while_down}"
+    );
+    agent.restart();
+    let ls = agent.rein_ok(&["ls", "--json"]);
+    assert!(
+        ls.contains("\"egress\": \"20mbit\""),
+        "the restarted agent lost the limit: {ls}"
+    );
+    let counted: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "steady", "--json"])).unwrap();
+    let tx = counted["usage"]["net_tx_bytes"].as_f64().unwrap();
+    let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+    assert!(
+        (0.98..1.02).contains(&(tx / sent)),
+        "counters across the crash: {tx} for {sent}"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn udp_egress_is_held_to_the_limit() {
+    let net = RemoteNetns::new("remote-udp");
+    let mut server = net.iperf3_server();
+    let agent = AgentGuard::start_with("rein-udp", &["--egress-dev", HOST_DEV]);
+    let report = iperf3(
+        &agent,
+        "udp",
+        &["--egress", "20mbit"],
+        &["-u", "-b", "60M", "-l", "1400", "-t", "4"],
+    );
+    let received = report["end"]["sum"]["bits_per_second"].as_f64().unwrap()
+        * (1.0 - report["end"]["sum"]["lost_percent"].as_f64().unwrap() / 100.0);
+    // Each 1400-byte datagram is a 1428-byte IP packet.
+    let ip_rate = received * 1428.0 / 1400.0;
+    let s = stats(&agent, "udp");
+    eprintln!(
+        "udp: received {:.2} Mbit/s of payload, {:.2} Mbit/s as IP ({:.3} of the limit); dropped {}",
+        received / 1e6,
+        ip_rate / 1e6,
+        ip_rate / 20e6,
+        s["usage"]["net_tx_dropped_packets"]
+    );
+    assert!(
+        (0.95..1.05).contains(&(ip_rate / 20e6)),
+        "udp at {:.3} of the limit",
+        ip_rate / 20e6
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn removing_a_container_leaves_no_map_entry() {
+    use std::os::unix::fs::MetadataExt as _;
+    let agent = AgentGuard::start_with("rein-clean", &["--egress-dev", "lo"]);
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "gone",
+        "--egress",
+        "5mbit",
+        "--priority",
+        "high",
+        "--",
+        "true",
+    ]);
+    let id = std::fs::metadata(agent.root.join("gone")).unwrap().ino();
+    let shaper = agent.bpf_dir().join("REIN_SHAPER");
+    let keys = |path: &std::path::Path| -> Vec<u64> {
+        let data = aya::maps::MapData::from_pin(path).unwrap();
+        let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+        map.keys().map(Result::unwrap).collect()
+    };
+    assert_eq!(
+        keys(&shaper),
+        vec![id],
+        "the limit should be in the pinned map"
+    );
+    agent.rein_ok(&["rm", "gone"]);
+    assert!(
+        keys(&shaper).is_empty(),
+        "a removed container left its shaping behind"
+    );
+}
