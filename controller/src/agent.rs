@@ -84,6 +84,8 @@ pub struct Settings {
     pub egress_devs: Vec<String>,
     /// bpffs directory for pinned maps and links; one per managed root.
     pub bpf_dir: PathBuf,
+    /// The shaper's burst, mark and horizon for new limits.
+    pub shaper: crate::node::ShaperParams,
 }
 
 /// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
@@ -230,7 +232,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         )
     })?;
     let datapath = start_datapath(&settings, &tree);
-    let node = Node::new(tree, datapath);
+    let node = Node::new(tree, datapath, settings.shaper);
     let adopted = node.tree().list()?;
     for name in &adopted {
         match node.limits(name) {

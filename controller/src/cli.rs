@@ -145,6 +145,15 @@ pub enum Command {
         /// /sys/fs/bpf/rein).
         #[arg(long, value_name = "DIR")]
         bpf_dir: Option<PathBuf>,
+        /// Shaper: credit a quiet container may spend at once, in ms at its rate.
+        #[arg(long, value_name = "MS", default_value_t = 2.0)]
+        egress_burst_ms: f64,
+        /// Shaper: wait behind earlier packets above which TCP gets congestion notification.
+        #[arg(long, value_name = "MS", default_value_t = 4.0)]
+        egress_mark_ms: f64,
+        /// Shaper: wait at which a packet is dropped instead of queued.
+        #[arg(long, value_name = "MS", default_value_t = 40.0)]
+        egress_horizon_ms: f64,
     },
     /// Run a command in a new limited container and wait for it, like `systemd-run --scope`:
     /// `rein run --cpus 0.5 --memory 256M -- make -j4`. Exits with the command's status.
@@ -245,7 +254,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             metrics_addr,
             egress_devs,
             bpf_dir,
+            egress_burst_ms,
+            egress_mark_ms,
+            egress_horizon_ms,
         } => {
+            let ns = |flag: &str, ms: f64| -> anyhow::Result<u64> {
+                if !(0.0..=60_000.0).contains(&ms) {
+                    bail!("--{flag} {ms}: give milliseconds from 0 to 60000");
+                }
+                Ok((ms * 1e6) as u64)
+            };
+            let shaper = crate::node::ShaperParams {
+                burst_ns: ns("egress-burst-ms", egress_burst_ms)?,
+                mark_ns: ns("egress-mark-ms", egress_mark_ms)?,
+                horizon_ns: ns("egress-horizon-ms", egress_horizon_ms)?,
+            };
             let cfg = agent::Config::load(config.as_deref())?;
             let mut allowed_uids = cfg.allowed_uids;
             allowed_uids.extend(allow_uids);
@@ -255,6 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 cli.socket
             };
             agent::run(agent::Settings {
+                shaper,
                 socket,
                 root: root
                     .or(cfg.root)

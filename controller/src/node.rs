@@ -12,13 +12,30 @@ use crate::{
     net::programs::Datapath,
 };
 
-/// Credit a quiet container may spend at once: 2 ms at its rate. Enough for TCP's bursts of
-/// a few segments, small against the mark, so queueing delay stays in milliseconds.
-pub const BURST_NS: u64 = 2_000_000;
-/// Wait behind earlier packets above which TCP gets congestion notification.
-pub const MARK_NS: u64 = 4_000_000;
-/// Wait at which a packet is dropped instead of queued (Cilium waits 2 s).
-pub const HORIZON_NS: u64 = 40_000_000;
+/// The shaper's timing, the same for every container of a node (agent flags
+/// `--egress-burst-ms`, `--egress-mark-ms`, `--egress-horizon-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShaperParams {
+    /// Credit a quiet container may spend at once, in ns at its rate.
+    pub burst_ns: u64,
+    /// Wait behind earlier packets above which TCP gets congestion notification.
+    pub mark_ns: u64,
+    /// Wait at which a packet is dropped instead of queued.
+    pub horizon_ns: u64,
+}
+
+impl Default for ShaperParams {
+    /// 2 ms of burst is enough for TCP's bursts of a few segments and small against the 4 ms
+    /// mark, so queueing delay stays in milliseconds; the 40 ms horizon (Cilium waits 2 s)
+    /// only catches senders that ignore congestion notification, such as UDP floods.
+    fn default() -> Self {
+        Self {
+            burst_ns: 2_000_000,
+            mark_ns: 4_000_000,
+            horizon_ns: 40_000_000,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -43,17 +60,22 @@ pub struct Node {
     /// egress device has `fq` to honour departure times), with the reason in `no_datapath`.
     datapath: Option<Mutex<Datapath>>,
     no_datapath: String,
+    params: ShaperParams,
 }
 
 /// The eBPF half of a set of limits, merged over what the map already holds.
-fn shaper_config(l: &Limits, current: Option<ShaperConfig>) -> Option<ShaperConfig> {
+fn shaper_config(
+    l: &Limits,
+    current: Option<ShaperConfig>,
+    p: ShaperParams,
+) -> Option<ShaperConfig> {
     if l.egress.is_none() && l.priority.is_none() {
         return current;
     }
     let mut cfg = current.unwrap_or(ShaperConfig {
-        burst_ns: BURST_NS,
-        mark_ns: MARK_NS,
-        horizon_ns: HORIZON_NS,
+        burst_ns: p.burst_ns,
+        mark_ns: p.mark_ns,
+        horizon_ns: p.horizon_ns,
         ..ShaperConfig::default()
     });
     if let Some(rate) = l.egress {
@@ -69,7 +91,11 @@ fn shaper_config(l: &Limits, current: Option<ShaperConfig>) -> Option<ShaperConf
 impl Node {
     /// `datapath` is the loaded programs and the egress devices paced by `fq`, or why the
     /// programs could not be loaded.
-    pub fn new(tree: Tree, datapath: Result<(Datapath, Vec<String>), String>) -> Self {
+    pub fn new(
+        tree: Tree,
+        datapath: Result<(Datapath, Vec<String>), String>,
+        params: ShaperParams,
+    ) -> Self {
         match datapath {
             Ok((d, paced)) => {
                 let no_datapath = if paced.is_empty() {
@@ -83,12 +109,14 @@ impl Node {
                     tree,
                     datapath: Some(Mutex::new(d)),
                     no_datapath,
+                    params,
                 }
             }
             Err(why) => Self {
                 tree,
                 datapath: None,
                 no_datapath: format!("rein's eBPF programs are not loaded: {why}"),
+                params,
             },
         }
     }
@@ -145,7 +173,7 @@ impl Node {
     pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
         self.tree.create(name, l)?;
-        if let Some(cfg) = shaper_config(l, None) {
+        if let Some(cfg) = shaper_config(l, None, self.params) {
             let id = self.cgroup_id(name)?;
             if let Err(e) = self.with_datapath(|dp| dp.set_shaping(id, cfg)) {
                 let _ = self.tree.remove(name, true);
@@ -161,7 +189,7 @@ impl Node {
         self.check_enforceable(l)?;
         let id = self.cgroup_id(name)?;
         let before = self.with_datapath(|dp| dp.shaping(id))?.flatten();
-        let after = shaper_config(l, before);
+        let after = shaper_config(l, before, self.params);
         if after != before
             && let Some(cfg) = after
         {

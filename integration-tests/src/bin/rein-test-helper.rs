@@ -5,6 +5,8 @@
 //!   so io.max applies to every byte), print the seconds it took.
 //! - `udp-echo PORT COUNT SIZE`: send COUNT datagrams of SIZE bytes to 127.0.0.1:PORT and
 //!   wait for each echo.
+//! - `bench-summary LABEL LIMIT_MBIT STREAMS IPERF3_JSON PING_OUTPUT`: one line
+//!   `BENCH {json}` with goodput, retransmits and ping RTT p50/p99 of a shaping run.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
@@ -65,6 +67,7 @@ fn main() {
                 assert_eq!(n, payload.len());
             }
         }
+        Some("bench-summary") => bench_summary(&args),
         Some("bench-set") => {
             let socket = args.get(1).unwrap_or_else(|| usage());
             let name = args.get(2).unwrap_or_else(|| usage());
@@ -105,6 +108,50 @@ fn main() {
         }
         _ => usage(),
     }
+}
+
+fn bench_summary(args: &[String]) {
+    let arg = |i: usize| args.get(i).unwrap_or_else(|| usage()).as_str();
+    let iperf: serde_json::Value = std::fs::read_to_string(arg(4))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let end = &iperf["end"];
+    let goodput = end["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let retrans = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    let mut rtts: Vec<f64> = std::fs::read_to_string(arg(5))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split("time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: usize| {
+        rtts.get((rtts.len() * p / 100).min(rtts.len().saturating_sub(1)))
+            .copied()
+    };
+    let limit: f64 = arg(2).parse().unwrap_or(0.0);
+    let out = serde_json::json!({
+        "shaper": arg(1),
+        "limit_mbit": limit,
+        "streams": arg(3).parse::<u32>().unwrap_or(0),
+        "goodput_mbit": goodput / 1e6,
+        "ratio": if limit > 0.0 { goodput / 1e6 / limit } else { 0.0 },
+        "retransmits": retrans,
+        "ping_samples": rtts.len(),
+        "rtt_p50_ms": pct(50),
+        "rtt_p99_ms": pct(99),
+        "iperf_error": iperf["error"],
+    });
+    println!("BENCH {out}");
 }
 
 /// Alternating quotas so every call really changes the file.

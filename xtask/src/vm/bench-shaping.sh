@@ -1,0 +1,64 @@
+# Guest script of `cargo xtask bench shaping` (see xtask/src/bench.rs). A sender in the root
+# namespace reaches a "remote" namespace over a veth pair; each shaper limits the root end.
+# Every run prints one `BENCH {json}` line through rein-test-helper.
+IP=/usr/local/sbin/ip
+TC=/usr/local/sbin/tc
+R=10.200.0.2
+SECS=4
+$IP netns add remote
+$IP link add rein-h0 type veth peer name rein-r0 netns remote
+$IP addr add 10.200.0.1/24 dev rein-h0 && $IP link set rein-h0 up
+$IP -n remote addr add 10.200.0.2/24 dev rein-r0 && $IP -n remote link set rein-r0 up
+$IP -n remote link set lo up
+$IP netns exec remote iperf3 -s >/dev/null 2>&1 &
+sleep 1
+
+# client LABEL LIMIT STREAMS [PREFIX...]: iperf3 plus a ping through the same path.
+client() {
+    label=$1; limit=$2; streams=$3; shift 3
+    "$@" busybox sh -c "ping -i 0.05 -c $((SECS * 20)) $R > /tmp/ping.txt & iperf3 -c $R -P $streams -t $SECS -J > /tmp/iperf.json; wait"
+    rein-test-helper bench-summary "$label" "$limit" "$streams" /tmp/iperf.json /tmp/ping.txt
+}
+
+agent_start() {
+    rein agent --egress-dev rein-h0 "$@" 2>/tmp/agent.log &
+    AGENT=$!
+    i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+}
+agent_stop() { kill $AGENT; wait $AGENT 2>/dev/null; }
+
+# Unlimited throughput without rein, then with rein's programs attached (no limit).
+$TC qdisc replace dev rein-h0 root pfifo_fast
+client none 0 1
+agent_start
+client rein-attached 0 1 rein run --
+agent_stop
+
+for rate in 10 100; do
+    for streams in 1 8; do
+        # TBF as the Kubernetes bandwidth plugin sets it with no burst given.
+        $TC qdisc replace dev rein-h0 root tbf rate ${rate}mbit burst 268435455 \
+            limit $((rate * 1000000 / 8 * 25 / 1000 + 268435455))
+        client tbf-k8s $rate $streams
+        # HTB class at the rate, fq_codel leaf.
+        $TC qdisc del dev rein-h0 root 2>/dev/null
+        $TC qdisc add dev rein-h0 root handle 1: htb default 10
+        $TC class add dev rein-h0 parent 1: classid 1:10 htb rate ${rate}mbit ceil ${rate}mbit
+        $TC qdisc add dev rein-h0 parent 1:10 fq_codel
+        client htb $rate $streams
+        $TC qdisc del dev rein-h0 root 2>/dev/null
+    done
+done
+
+# rein with its defaults, then the same datapath as Cilium configures EDT: no burst, no
+# congestion notification, a 2 s horizon.
+for mode in rein edt-cilium; do
+    if [ $mode = rein ]; then agent_start; else agent_start --egress-burst-ms 0 --egress-mark-ms 60000 --egress-horizon-ms 2000; fi
+    for rate in 10 100; do
+        for streams in 1 8; do
+            client $mode $rate $streams rein run --egress ${rate}mbit --
+        done
+    done
+    agent_stop
+done
+rein check | grep 'bpf test run' | sed 's/^/BPFCOST /'
