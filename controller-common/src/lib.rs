@@ -40,9 +40,11 @@ pub struct Traffic {
     pub marked: u64,
     /// Egress packets dropped because their departure time was beyond the horizon.
     pub dropped: u64,
+    /// Ingress packets dropped by the policer (over the `--ingress` rate).
+    pub rx_dropped: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Traffic>() == 56);
+const _: () = assert!(core::mem::size_of::<Traffic>() == 64);
 const _: () = assert!(core::mem::align_of::<Traffic>() == 8);
 
 impl Traffic {
@@ -57,6 +59,7 @@ impl Traffic {
             delayed: self.delayed.saturating_add(other.delayed),
             marked: self.marked.saturating_add(other.marked),
             dropped: self.dropped.saturating_add(other.dropped),
+            rx_dropped: self.rx_dropped.saturating_add(other.rx_dropped),
         }
     }
 }
@@ -92,6 +95,25 @@ pub const SET_PRIORITY: u32 = 1;
 
 const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
 
+/// Name of the hash map of [`PolicerConfig`] keyed by cgroup id: a cgroup with an entry has
+/// its ingress policed.
+pub const POLICER_MAP: &str = "REIN_POLICER";
+/// Name of the hash map of [`ShaperState`] keyed by cgroup id for the ingress policer.
+pub const POLICER_STATE_MAP: &str = "REIN_POLICER_STATE";
+
+/// One cgroup's ingress limit. Received packets that arrive faster than `rate` once the
+/// bucket is spent are dropped (TCP senders slow down on the loss).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicerConfig {
+    /// Rate in bytes per second (of `skb->len`). Never 0.
+    pub rate_bytes_per_sec: u64,
+    /// Bucket depth in nanoseconds at `rate`.
+    pub bucket_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PolicerConfig>() == 16);
+
 /// The pacing clock of one cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +134,9 @@ unsafe impl aya::Pod for ShaperConfig {}
 // SAFETY: one `u64`.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ShaperState {}
+// SAFETY: `#[repr(C)]`, two `u64`s, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PolicerConfig {}
 
 #[cfg(test)]
 mod tests {

@@ -26,8 +26,10 @@ use controller_common::{TRAFFIC_MAP_MAX_ENTRIES, Traffic};
 static REIN_TRAFFIC: PerCpuHashMap<u64, Traffic> =
     PerCpuHashMap::with_max_entries(TRAFFIC_MAP_MAX_ENTRIES, 0);
 
-/// cgroup_skb verdict: let the packet pass. Counting never drops anything.
+/// cgroup_skb verdict: let the packet pass.
 const PASS: i32 = 1;
+/// cgroup_skb verdict: drop the packet.
+const DROP: i32 = 0;
 
 #[derive(Clone, Copy)]
 enum Direction {
@@ -65,8 +67,15 @@ fn record(id: u64, verdict: shaper::Verdict) {
 
 #[cgroup_skb(ingress)]
 pub fn rein_count_ingress(ctx: SkBuffContext) -> i32 {
-    let _ = count(&ctx, Direction::Ingress);
-    PASS
+    let id = count(&ctx, Direction::Ingress);
+    if shaper::police(&ctx, id) {
+        return PASS;
+    }
+    if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
+        // SAFETY: per-CPU value of an existing entry, written only by this CPU.
+        unsafe { (*t).rx_dropped += 1 };
+    }
+    DROP
 }
 
 #[inline(always)]

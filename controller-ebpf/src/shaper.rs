@@ -19,7 +19,9 @@ use aya_ebpf::{
     EbpfContext as _, bindings::__sk_buff, helpers::bpf_ktime_get_ns, macros::map, maps::HashMap,
     programs::SkBuffContext,
 };
-use controller_common::{SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState};
+use controller_common::{
+    PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState,
+};
 
 #[map]
 static REIN_SHAPER: HashMap<u64, ShaperConfig> =
@@ -29,7 +31,58 @@ static REIN_SHAPER: HashMap<u64, ShaperConfig> =
 static REIN_SHAPER_STATE: HashMap<u64, ShaperState> =
     HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
 
+#[map]
+static REIN_POLICER: HashMap<u64, PolicerConfig> =
+    HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
+
+#[map]
+static REIN_POLICER_STATE: HashMap<u64, ShaperState> =
+    HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
+
 const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// Ingress policing (`--ingress`): a token bucket in the same virtual-clock form as the
+/// shaper. A packet is admitted when the cgroup's clock, floored at `now - bucket`, plus the
+/// packet's cost is not in the future; otherwise it is dropped. Received packets cannot be
+/// delayed at this hook, only dropped, so TCP senders learn the rate from losses: a deep
+/// bucket (hundreds of ms) keeps the average right. Returns true to admit.
+#[inline(always)]
+pub fn police(ctx: &SkBuffContext, id: u64) -> bool {
+    // SAFETY: lookups return pointers into the map values, valid for this program run.
+    let Some(cfg) = (unsafe { REIN_POLICER.get(&id) }) else {
+        return true;
+    };
+    if cfg.rate_bytes_per_sec == 0 {
+        return true;
+    }
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cost = u64::from(ctx.len()) * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
+    let floor = now.saturating_sub(cfg.bucket_ns);
+    let Some(state) = REIN_POLICER_STATE.get_ptr_mut(&id) else {
+        let _ = REIN_POLICER_STATE.insert(
+            &id,
+            &ShaperState {
+                t_last_ns: floor + cost,
+            },
+            0,
+        );
+        return true;
+    };
+    // SAFETY: valid pointer into the map value for this program run (unlocked, as the
+    // shaper's clock).
+    let state = unsafe { &mut *state };
+    let start = if state.t_last_ns > floor {
+        state.t_last_ns
+    } else {
+        floor
+    };
+    if start + cost > now {
+        return false;
+    }
+    state.t_last_ns = start + cost;
+    true
+}
 
 /// What the shaper decided for one packet.
 #[derive(Clone, Copy, PartialEq, Eq)]

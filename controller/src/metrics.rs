@@ -156,6 +156,18 @@ const FAMILIES: &[Family] = &[
         value: |s| s.net.map(|t| t.dropped as f64),
     },
     Family {
+        name: "rein_ingress_limit_bytes_per_second",
+        help: "Ingress bandwidth limit in bytes per second (absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: |s| s.limits.ingress.map(|b| b.bytes_per_second() as f64),
+    },
+    Family {
+        name: "rein_policer_dropped_packets_total",
+        help: "Ingress packets dropped by the policer (over the ingress limit).",
+        kind: MetricType::COUNTER,
+        value: |s| s.net.map(|t| t.rx_dropped as f64),
+    },
+    Family {
         name: "rein_tasks",
         help: "Processes and threads in the container (pids.current).",
         kind: MetricType::GAUGE,

@@ -4,7 +4,18 @@
 
 use std::sync::Mutex;
 
-use controller_common::{SET_PRIORITY, ShaperConfig};
+use controller_common::{PolicerConfig, SET_PRIORITY, ShaperConfig};
+
+/// Ingress policer bucket: 200 ms at the rate. Dropping is the only signal a receiver can
+/// give, and TCP needs a deep bucket to average the rate right (shallow ones collapse it).
+pub const INGRESS_BUCKET_NS: u64 = 200_000_000;
+
+/// A container's entries in the eBPF maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NetState {
+    shaper: Option<ShaperConfig>,
+    policer: Option<PolicerConfig>,
+}
 
 use crate::{
     cgroup::{CgroupError, ContainerName, Tree},
@@ -127,11 +138,14 @@ impl Node {
 
     /// Refuses what this node cannot enforce, before anything is written.
     fn check_enforceable(&self, l: &Limits) -> Result<(), NodeError> {
-        if let Some(v) = l.ingress {
+        if let (Some(v), None) = (l.ingress, &self.datapath) {
             return Err(NodeError::Unenforceable(LimitError::Value {
                 flag: Flag::Ingress,
                 value: v.to_string(),
-                problem: "ingress limits are not available in this version of rein yet".into(),
+                problem: format!(
+                    "ingress limits cannot be enforced here: {}",
+                    self.no_datapath
+                ),
             }));
         }
         if let (Some(v), false) = (l.egress, self.no_datapath.is_empty()) {
@@ -170,12 +184,54 @@ impl Node {
             .map_err(|_| NodeError::Cgroup(CgroupError::NotFound(name.clone())))
     }
 
+    /// The container's entries in the shaper and policer maps.
+    fn net_state(&self, id: u64) -> Result<NetState, NodeError> {
+        Ok(self
+            .with_datapath(|dp| {
+                Ok(NetState {
+                    shaper: dp.shaping(id)?,
+                    policer: dp.policing(id)?,
+                })
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Writes (or clears) both map entries of a container.
+    fn write_net(&self, id: u64, net: NetState) -> Result<(), NodeError> {
+        self.with_datapath(|dp| {
+            match net.shaper {
+                Some(cfg) => dp.set_shaping(id, cfg)?,
+                None => dp.clear_shaping(id)?,
+            }
+            match net.policer {
+                Some(cfg) => dp.set_policing(id, cfg),
+                None => dp.clear_policing(id),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The map entries after applying `l` over `current`.
+    fn planned(&self, l: &Limits, current: NetState) -> NetState {
+        NetState {
+            shaper: shaper_config(l, current.shaper, self.params),
+            policer: match l.ingress {
+                Some(rate) => Some(PolicerConfig {
+                    rate_bytes_per_sec: rate.bytes_per_second(),
+                    bucket_ns: INGRESS_BUCKET_NS,
+                }),
+                None => current.policer,
+            },
+        }
+    }
+
     pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
         self.tree.create(name, l)?;
-        if let Some(cfg) = shaper_config(l, None, self.params) {
-            let id = self.cgroup_id(name)?;
-            if let Err(e) = self.with_datapath(|dp| dp.set_shaping(id, cfg)) {
+        let net = self.planned(l, NetState::default());
+        if net != NetState::default() {
+            let written = self.cgroup_id(name).and_then(|id| self.write_net(id, net));
+            if let Err(e) = written {
                 let _ = self.tree.remove(name, true);
                 return Err(e);
             }
@@ -183,24 +239,19 @@ impl Node {
         Ok(())
     }
 
-    /// Changes limits live: the map first (one update, undone if the files fail), then the
-    /// files (all or nothing by themselves).
+    /// Changes limits live: the maps first (one update each, undone if the files fail), then
+    /// the files (all or nothing by themselves).
     pub fn set(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
         let id = self.cgroup_id(name)?;
-        let before = self.with_datapath(|dp| dp.shaping(id))?.flatten();
-        let after = shaper_config(l, before, self.params);
-        if after != before
-            && let Some(cfg) = after
-        {
-            self.with_datapath(|dp| dp.set_shaping(id, cfg))?;
+        let before = self.net_state(id)?;
+        let after = self.planned(l, before);
+        if after != before {
+            self.write_net(id, after)?;
         }
         if let Err(e) = self.tree.set(name, l) {
             if after != before {
-                let _ = self.with_datapath(|dp| match before {
-                    Some(cfg) => dp.set_shaping(id, cfg),
-                    None => dp.clear_shaping(id),
-                });
+                let _ = self.write_net(id, before);
             }
             return Err(e.into());
         }
@@ -215,6 +266,12 @@ impl Node {
             && cfg.rate_bytes_per_sec > 0
         {
             l.egress =
+                Bandwidth::from_bits_per_second(cfg.rate_bytes_per_sec.saturating_mul(8)).ok();
+        }
+        if let Some(cfg) = self.with_datapath(|dp| dp.policing(id))?.flatten()
+            && cfg.rate_bytes_per_sec > 0
+        {
+            l.ingress =
                 Bandwidth::from_bits_per_second(cfg.rate_bytes_per_sec.saturating_mul(8)).ok();
         }
         Ok(l)

@@ -196,6 +196,7 @@ async fn stats(
                 ("net_tx_delayed_packets", t.delayed),
                 ("net_tx_marked_packets", t.marked),
                 ("net_tx_dropped_packets", t.dropped),
+                ("net_rx_dropped_packets", t.rx_dropped),
             ] {
                 usage.insert(k.into(), v);
             }

@@ -12,8 +12,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState,
-    TRAFFIC_MAP, Traffic,
+    POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PolicerConfig,
+    SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState, TRAFFIC_MAP, Traffic,
 };
 
 /// The eBPF object file, aligned as aya's ELF parser needs.
@@ -53,7 +53,13 @@ pub struct Datapath {
 }
 
 /// Maps the agent pins so their contents outlive it.
-const PINNED_MAPS: [&str; 3] = [TRAFFIC_MAP, SHAPER_MAP, SHAPER_STATE_MAP];
+const PINNED_MAPS: [&str; 5] = [
+    TRAFFIC_MAP,
+    SHAPER_MAP,
+    SHAPER_STATE_MAP,
+    POLICER_MAP,
+    POLICER_STATE_MAP,
+];
 
 /// Whether [`Datapath::ensure_attached`] found the programs already attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,45 +144,75 @@ impl Datapath {
         })
     }
 
-    fn shaper_map(&mut self) -> Result<HashMap<&mut MapData, u64, ShaperConfig>, ProgramError> {
-        HashMap::try_from(self.map_mut(SHAPER_MAP)?).map_err(|source| ProgramError::Map {
-            name: SHAPER_MAP,
-            source,
-        })
+    /// The value of `id` in the hash map `name`, if any.
+    fn entry<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        id: u64,
+    ) -> Result<Option<V>, ProgramError> {
+        let err = |source| ProgramError::Map { name, source };
+        let map = HashMap::<_, u64, V>::try_from(self.map_mut(name)?).map_err(err)?;
+        match map.get(&id, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(err(source)),
+        }
+    }
+
+    fn set_entry<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        id: u64,
+        v: V,
+    ) -> Result<(), ProgramError> {
+        let err = |source| ProgramError::Map { name, source };
+        HashMap::<_, u64, V>::try_from(self.map_mut(name)?)
+            .and_then(|mut m| m.insert(&id, &v, 0))
+            .map_err(err)
+    }
+
+    /// Deletes `id` from the hash map `name`; an absent entry is not an error.
+    fn remove_entry<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        id: u64,
+    ) -> Result<(), ProgramError> {
+        let removed =
+            HashMap::<_, u64, V>::try_from(self.map_mut(name)?).and_then(|mut m| m.remove(&id));
+        absent_ok(removed, name)
     }
 
     /// Starts (or changes) shaping of a cgroup's egress. The datapath reads the new values
     /// from the next packet on: a live change is one map update.
     pub fn set_shaping(&mut self, cgroup_id: u64, cfg: ShaperConfig) -> Result<(), ProgramError> {
-        self.shaper_map()?
-            .insert(&cgroup_id, &cfg, 0)
-            .map_err(|source| ProgramError::Map {
-                name: SHAPER_MAP,
-                source,
-            })
+        self.set_entry(SHAPER_MAP, cgroup_id, cfg)
     }
 
     /// The cgroup's egress shaping, if any.
     pub fn shaping(&mut self, cgroup_id: u64) -> Result<Option<ShaperConfig>, ProgramError> {
-        match self.shaper_map()?.get(&cgroup_id, 0) {
-            Ok(cfg) => Ok(Some(cfg)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(ProgramError::Map {
-                name: SHAPER_MAP,
-                source,
-            }),
-        }
+        self.entry(SHAPER_MAP, cgroup_id)
     }
 
-    /// Stops shaping a cgroup and forgets its pacing clock. Removing what is not there is
-    /// not an error.
+    /// Stops shaping a cgroup and forgets its pacing clock.
     pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        let cfg = HashMap::<_, u64, ShaperConfig>::try_from(self.map_mut(SHAPER_MAP)?)
-            .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(cfg, SHAPER_MAP)?;
-        let state = HashMap::<_, u64, ShaperState>::try_from(self.map_mut(SHAPER_STATE_MAP)?)
-            .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(state, SHAPER_STATE_MAP)
+        self.remove_entry::<ShaperConfig>(SHAPER_MAP, cgroup_id)?;
+        self.remove_entry::<ShaperState>(SHAPER_STATE_MAP, cgroup_id)
+    }
+
+    /// Starts (or changes) policing of a cgroup's ingress.
+    pub fn set_policing(&mut self, cgroup_id: u64, cfg: PolicerConfig) -> Result<(), ProgramError> {
+        self.set_entry(POLICER_MAP, cgroup_id, cfg)
+    }
+
+    /// The cgroup's ingress policing, if any.
+    pub fn policing(&mut self, cgroup_id: u64) -> Result<Option<PolicerConfig>, ProgramError> {
+        self.entry(POLICER_MAP, cgroup_id)
+    }
+
+    /// Stops policing a cgroup and forgets its bucket.
+    pub fn clear_policing(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
+        self.remove_entry::<PolicerConfig>(POLICER_MAP, cgroup_id)?;
+        self.remove_entry::<ShaperState>(POLICER_STATE_MAP, cgroup_id)
     }
 
     /// Attaches both programs to the cgroup `dir` through links pinned in `pin_dir/links`,
@@ -221,6 +257,7 @@ impl Datapath {
     /// Forgets a removed cgroup: its shaping, pacing clock and counters.
     pub fn forget(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.clear_shaping(cgroup_id)?;
+        self.clear_policing(cgroup_id)?;
         let removed = PerCpuHashMap::<_, u64, Traffic>::try_from(self.map_mut(TRAFFIC_MAP)?)
             .and_then(|mut m| m.remove(&cgroup_id));
         absent_ok(removed, TRAFFIC_MAP)

@@ -227,3 +227,37 @@ fn removing_a_container_leaves_no_map_entry() {
         "a removed container left its shaping behind"
     );
 }
+
+#[test]
+fn ingress_policing_holds_a_tcp_download_near_the_limit() {
+    let net = RemoteNetns::new("remote-in");
+    let mut server = net.iperf3_server();
+    let agent = AgentGuard::start_with("rein-ingress", &["--egress-dev", HOST_DEV]);
+    // -R: the remote end sends, the container receives.
+    let report = iperf3(&agent, "down", &["--ingress", "20mbit"], &["-R", "-t", "5"]);
+    let goodput = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    let s = stats(&agent, "down");
+    eprintln!(
+        "ingress: goodput {:.2} Mbit/s ({:.3} of the limit), policer dropped {}, retransmits {}",
+        goodput / 1e6,
+        goodput / 20e6,
+        s["usage"]["net_rx_dropped_packets"],
+        report["end"]["sum_sent"]["retransmits"]
+    );
+    // Policing can only drop: TCP's average lands near the rate, less exactly than pacing.
+    assert!(
+        (0.8..1.1).contains(&(goodput / 20e6)),
+        "ingress at {:.3} of the limit",
+        goodput / 20e6
+    );
+    assert!(
+        s["usage"]["net_rx_dropped_packets"].as_u64().unwrap() > 0,
+        "nothing was policed"
+    );
+    let ls = agent.rein_ok(&["ls", "--json"]);
+    assert!(ls.contains("\"ingress\": \"20mbit\""), "{ls}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
