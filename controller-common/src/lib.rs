@@ -114,6 +114,58 @@ pub struct PolicerConfig {
 
 const _: () = assert!(core::mem::size_of::<PolicerConfig>() == 16);
 
+/// Name of the per-CPU hash map of [`DelayHistogram`] keyed by cgroup id.
+pub const DELAY_MAP: &str = "REIN_DELAY";
+/// Buckets of [`DelayHistogram`].
+pub const DELAY_BUCKETS: usize = 16;
+
+/// The delay the shaper imposed on a cgroup's egress packets (time from now to the departure
+/// time it set), one copy per CPU. Bucket `i` counts delays below `2^i` microseconds (and at
+/// least `2^(i-1)`); the last bucket also takes everything longer. Packets the shaper did not
+/// delay are not counted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DelayHistogram {
+    pub buckets: [u64; DELAY_BUCKETS],
+    /// Sum of the delays, in nanoseconds.
+    pub sum_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<DelayHistogram>() == 8 * (DELAY_BUCKETS + 1));
+
+impl DelayHistogram {
+    /// The bucket of a delay: the number of bits of `delay_ns / 1000`, capped at the last.
+    /// Written as a fixed sequence of comparisons (the BPF target has no count-leading-zeros).
+    #[inline(always)]
+    pub fn bucket(delay_ns: u64) -> usize {
+        let us = delay_ns / 1000;
+        let mut b = 0;
+        let mut step = 32;
+        // Binary search for the bit length of `us` (0..=64), five fixed steps.
+        while step > 0 {
+            if us >> (b + step) != 0 {
+                b += step;
+            }
+            step /= 2;
+        }
+        let bits = if us == 0 { 0 } else { b + 1 };
+        if bits >= DELAY_BUCKETS {
+            DELAY_BUCKETS - 1
+        } else {
+            bits
+        }
+    }
+
+    #[must_use]
+    pub fn merged(mut self, other: &Self) -> Self {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self
+    }
+}
+
 /// The pacing clock of one cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +189,9 @@ unsafe impl aya::Pod for ShaperState {}
 // SAFETY: `#[repr(C)]`, two `u64`s, no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PolicerConfig {}
+// SAFETY: `#[repr(C)]`, only `u64`s, no padding (size asserted).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DelayHistogram {}
 
 #[cfg(test)]
 mod tests {
@@ -166,5 +221,28 @@ mod tests {
             ..Traffic::default()
         };
         assert_eq!(a.merged(b), want);
+    }
+
+    #[test]
+    fn delay_buckets_are_bit_lengths_of_microseconds() {
+        let b = DelayHistogram::bucket;
+        assert_eq!(b(0), 0);
+        assert_eq!(b(999), 0);
+        assert_eq!(b(1_000), 1);
+        assert_eq!(b(1_999), 1);
+        assert_eq!(b(2_000), 2);
+        assert_eq!(b(3_999), 2);
+        assert_eq!(b(4_000), 3);
+        assert_eq!(b(1_000_000), 10); // 1 ms: 1000 us has 10 bits
+        assert_eq!(b(16_383_000), 14);
+        assert_eq!(b(16_384_000), 15);
+        assert_eq!(b(u64::MAX), 15);
+        for us in [1u64, 7, 100, 4095, 20_000] {
+            let i = b(us * 1000);
+            assert!(
+                us < 1 << i && (i == 0 || us >= 1 << (i - 1)),
+                "{us} us in bucket {i}"
+            );
+        }
     }
 }

@@ -16,11 +16,15 @@
 //! correctness.
 
 use aya_ebpf::{
-    EbpfContext as _, bindings::__sk_buff, helpers::bpf_ktime_get_ns, macros::map, maps::HashMap,
+    EbpfContext as _,
+    bindings::__sk_buff,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{HashMap, PerCpuHashMap},
     programs::SkBuffContext,
 };
 use controller_common::{
-    PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState,
+    DelayHistogram, PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState,
 };
 
 #[map]
@@ -39,7 +43,30 @@ static REIN_POLICER: HashMap<u64, PolicerConfig> =
 static REIN_POLICER_STATE: HashMap<u64, ShaperState> =
     HashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
 
+#[map]
+static REIN_DELAY: PerCpuHashMap<u64, DelayHistogram> =
+    PerCpuHashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
+
 const NSEC_PER_SEC: u64 = 1_000_000_000;
+
+/// Adds one imposed delay to the cgroup's histogram (this CPU's copy).
+#[inline(always)]
+fn record_delay(id: u64, delay_ns: u64) {
+    let add = |h: &mut DelayHistogram| {
+        if let Some(slot) = h.buckets.get_mut(DelayHistogram::bucket(delay_ns)) {
+            *slot += 1;
+        }
+        h.sum_ns += delay_ns;
+    };
+    if let Some(h) = REIN_DELAY.get_ptr_mut(&id) {
+        // SAFETY: per-CPU value, written only by this CPU during this program run.
+        add(unsafe { &mut *h });
+        return;
+    }
+    let mut first = DelayHistogram::default();
+    add(&mut first);
+    let _ = REIN_DELAY.insert(&id, &first, 0);
+}
 
 /// Ingress policing (`--ingress`): a token bucket in the same virtual-clock form as the
 /// shaper. A packet is admitted when the cgroup's clock, floored at `now - bucket`, plus the
@@ -161,6 +188,7 @@ pub fn shape(ctx: &SkBuffContext, id: u64) -> Verdict {
     state.t_last_ns = depart;
     // SAFETY: cgroup_skb programs may write `tstamp` (with CAP_BPF, which loading needs).
     unsafe { (*skb).tstamp = depart };
+    record_delay(id, depart - now);
     if wait >= cfg.mark_ns {
         Verdict::Marked
     } else {

@@ -10,10 +10,10 @@ use axum::{Router, http::header, response::IntoResponse, routing::get};
 use prometheus::{
     Encoder as _, Registry, TextEncoder,
     core::{Collector, Desc},
-    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
+    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use controller_common::Traffic;
+use controller_common::{DELAY_BUCKETS, DelayHistogram, Traffic};
 
 use crate::{
     cgroup::{ContainerName, Usage},
@@ -181,19 +181,41 @@ pub struct ContainerCollector {
     descs: Vec<Desc>,
 }
 
+const DELAY_NAME: &str = "rein_shaper_delay_seconds";
+const DELAY_HELP: &str = "Delay the egress shaper imposed on delayed packets, in seconds.";
+
+/// The kernel-side histogram as a Prometheus one: bucket `i` holds delays below `2^i` us, so
+/// the cumulative count at `le = 2^i us` sums buckets `0..=i`; the last bucket is `+Inf`.
+fn delay_histogram(h: &DelayHistogram) -> Histogram {
+    let mut out = Histogram::default();
+    let mut cumulative = 0;
+    let mut buckets = Vec::with_capacity(DELAY_BUCKETS);
+    for (i, n) in h.buckets.iter().enumerate().take(DELAY_BUCKETS - 1) {
+        cumulative += n;
+        let mut b = Bucket::default();
+        b.set_upper_bound(f64::from(1u32 << i) / 1e6);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    out.set_bucket(buckets);
+    out.set_sample_count(h.buckets.iter().sum());
+    out.set_sample_sum(h.sum_ns as f64 / 1e9);
+    out
+}
+
 impl ContainerCollector {
     pub fn new(node: Arc<Node>) -> prometheus::Result<Self> {
-        let descs = FAMILIES
+        let labels = || vec!["id".into(), "name".into()];
+        let mut descs = FAMILIES
             .iter()
-            .map(|f| {
-                Desc::new(
-                    f.name.into(),
-                    f.help.into(),
-                    vec!["id".into(), "name".into()],
-                    Default::default(),
-                )
-            })
-            .collect::<Result<_, _>>()?;
+            .map(|f| Desc::new(f.name.into(), f.help.into(), labels(), Default::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        descs.push(Desc::new(
+            DELAY_NAME.into(),
+            DELAY_HELP.into(),
+            labels(),
+            Default::default(),
+        )?);
         Ok(Self { node, descs })
     }
 
@@ -260,6 +282,19 @@ impl Collector for ContainerCollector {
                 mf.mut_metric().push(m);
             }
         }
+        let mut delays = MetricFamily::default();
+        delays.set_name(DELAY_NAME.into());
+        delays.set_help(DELAY_HELP.into());
+        delays.set_field_type(MetricType::HISTOGRAM);
+        for name in &names {
+            if let Ok(Some(h)) = self.node.delays(name) {
+                let mut m = Metric::default();
+                m.set_label(self.labels(name));
+                m.set_histogram(delay_histogram(&h));
+                delays.mut_metric().push(m);
+            }
+        }
+        out.push(delays);
         out.retain(|mf| !mf.get_metric().is_empty());
         out
     }
@@ -301,4 +336,39 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_buckets_become_cumulative_prometheus_buckets() {
+        let mut h = DelayHistogram {
+            sum_ns: 3_000_000,
+            ..DelayHistogram::default()
+        };
+        h.buckets[0] = 1; // < 1 us
+        h.buckets[11] = 2; // 1.024-2.048 ms
+        h.buckets[15] = 4; // >= 16.384 ms: only in +Inf
+        let p = delay_histogram(&h);
+        assert_eq!(p.get_sample_count(), 7);
+        assert!((p.get_sample_sum() - 0.003).abs() < 1e-12);
+        let b = p.get_bucket();
+        assert_eq!(b.len(), 15);
+        assert_eq!((b[0].upper_bound(), b[0].cumulative_count()), (1e-6, 1));
+        assert_eq!(
+            (b[10].upper_bound(), b[10].cumulative_count()),
+            (1.024e-3, 1)
+        );
+        assert_eq!(
+            (b[11].upper_bound(), b[11].cumulative_count()),
+            (2.048e-3, 3)
+        );
+        assert_eq!(
+            b[14].cumulative_count(),
+            3,
+            "the last bucket is counted only in +Inf"
+        );
+    }
 }

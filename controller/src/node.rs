@@ -285,6 +285,15 @@ impl Node {
         Ok(())
     }
 
+    /// The shaper's delay histogram of one container (summed over CPUs), if any.
+    pub fn delays(
+        &self,
+        name: &ContainerName,
+    ) -> Result<Option<controller_common::DelayHistogram>, NodeError> {
+        let id = self.cgroup_id(name)?;
+        Ok(self.with_datapath(|dp| dp.delays_of(id))?.flatten())
+    }
+
     /// Network counters of one container (summed over CPUs), if the programs run.
     pub fn traffic(
         &self,

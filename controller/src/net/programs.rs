@@ -12,8 +12,9 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PolicerConfig,
-    SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState, TRAFFIC_MAP, Traffic,
+    DELAY_MAP, DelayHistogram, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
+    PROG_COUNT_INGRESS, PolicerConfig, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState,
+    TRAFFIC_MAP, Traffic,
 };
 
 /// The eBPF object file, aligned as aya's ELF parser needs.
@@ -260,7 +261,10 @@ impl Datapath {
         self.clear_policing(cgroup_id)?;
         let removed = PerCpuHashMap::<_, u64, Traffic>::try_from(self.map_mut(TRAFFIC_MAP)?)
             .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(removed, TRAFFIC_MAP)
+        absent_ok(removed, TRAFFIC_MAP)?;
+        let removed = PerCpuHashMap::<_, u64, DelayHistogram>::try_from(self.map_mut(DELAY_MAP)?)
+            .and_then(|mut m| m.remove(&cgroup_id));
+        absent_ok(removed, DELAY_MAP)
     }
 
     fn traffic_map(&self) -> Result<PerCpuHashMap<&MapData, u64, Traffic>, ProgramError> {
@@ -287,6 +291,30 @@ impl Datapath {
                 name: TRAFFIC_MAP,
                 source,
             }),
+        }
+    }
+
+    /// The delays the shaper imposed on one cgroup's packets, summed over CPUs.
+    pub fn delays_of(&self, cgroup_id: u64) -> Result<Option<DelayHistogram>, ProgramError> {
+        let err = |source| ProgramError::Map {
+            name: DELAY_MAP,
+            source,
+        };
+        let map = self.ebpf.map(DELAY_MAP).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: DELAY_MAP.into(),
+            })
+        })?;
+        let map: PerCpuHashMap<_, u64, DelayHistogram> =
+            PerCpuHashMap::try_from(map).map_err(err)?;
+        match map.get(&cgroup_id, 0) {
+            Ok(per_cpu) => Ok(Some(
+                per_cpu
+                    .iter()
+                    .fold(DelayHistogram::default(), |a, h| a.merged(h)),
+            )),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(err(source)),
         }
     }
 
@@ -524,6 +552,19 @@ mod tests {
         );
         let t = dp.traffic().unwrap()[0].1;
         assert_eq!((t.delayed, t.marked, t.dropped), (5, 3, 2), "{t:?}");
+        // Every delayed packet is in the histogram: waits of ~10-50 ms plus its own 10 ms cost
+        // make delays of 20-60 ms, all in the last bucket (>= 16.4 ms).
+        let h = dp.delays_of(id).unwrap().unwrap();
+        assert_eq!(h.buckets.iter().sum::<u64>(), t.delayed, "{h:?}");
+        assert_eq!(
+            h.buckets[15], 5,
+            "delays of 20-60 ms belong in the last bucket: {h:?}"
+        );
+        assert!(
+            (100_000_000..200_000_000).contains(&h.sum_ns),
+            "sum {} ns",
+            h.sum_ns
+        );
         // Removing the limit returns the cgroup to untouched packets at once.
         dp.clear_shaping(id).unwrap();
         assert_eq!(dp.shaping(id).unwrap(), None);

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{AgentGuard, cpu_usage_usec};
+use integration_tests::{AgentGuard, cpu_usage_usec, http_get, promtool_accepts};
 
 fn busy(agent: &AgentGuard, name: &str, limits: &[&str]) -> std::process::Child {
     let mut args = vec!["run", "--name", name];
@@ -398,23 +398,6 @@ fn only_root_and_allowed_uids_may_use_the_api() {
     );
 }
 
-/// GET over plain HTTP/1.1 (loopback only), returning the body.
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
-}
-
 #[test]
 fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
     let agent = AgentGuard::start_with("rein-metrics", &["--metrics-addr", "127.0.0.1:9799"]);
@@ -435,27 +418,7 @@ fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
         .parse()
         .unwrap();
     assert!(usage > 0.1, "a busy loop for 1s used {usage}s of CPU");
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write as _;
-        promtool
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {out:?}\n{text}"
-    );
+    promtool_accepts(&text);
     stop(child);
     // A removed container's series disappear.
     let after = http_get("127.0.0.1:9799", "/metrics");

@@ -1,7 +1,7 @@
 //! Egress shaping end to end: the agent's eBPF programs pace a container's traffic through
 //! `fq` on the egress device to the configured rate.
 
-use integration_tests::{AgentGuard, HOST_DEV, REMOTE_IP, RemoteNetns};
+use integration_tests::{AgentGuard, HOST_DEV, REMOTE_IP, RemoteNetns, http_get, promtool_accepts};
 
 /// Runs iperf3 in a new container with `limits`; returns its JSON report.
 fn iperf3(agent: &AgentGuard, name: &str, limits: &[&str], extra: &[&str]) -> serde_json::Value {
@@ -21,7 +21,10 @@ fn stats(agent: &AgentGuard, name: &str) -> serde_json::Value {
 fn tcp_egress_lands_within_five_percent_of_the_limit() {
     let net = RemoteNetns::new("remote-tcp");
     let mut server = net.iperf3_server();
-    let agent = AgentGuard::start_with("rein-shape", &["--egress-dev", HOST_DEV]);
+    let agent = AgentGuard::start_with(
+        "rein-shape",
+        &["--egress-dev", HOST_DEV, "--metrics-addr", "127.0.0.1:9797"],
+    );
     let report = iperf3(&agent, "tcp", &["--egress", "20mbit"], &["-t", "5"]);
     let goodput = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -52,6 +55,18 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
         (0.98..1.02).contains(&counted),
         "counted {counted:.3} bytes per payload byte"
     );
+    // The shaper's view in Prometheus: limit, counters and the delay histogram, lint-clean.
+    let text = http_get("127.0.0.1:9797", "/metrics");
+    let labels = r#"{id="/rein-shape.slice/tcp",name="tcp"}"#;
+    let delayed = s["usage"]["net_tx_delayed_packets"].as_u64().unwrap();
+    for want in [
+        format!("rein_egress_limit_bytes_per_second{labels} 2500000"),
+        format!("rein_shaper_delay_seconds_count{labels} {delayed}"),
+        format!("container_network_transmit_bytes_total{labels} {tx}"),
+    ] {
+        assert!(text.contains(&want), "expected {want:?} in:\n{text}");
+    }
+    promtool_accepts(&text);
     server.kill().unwrap();
     server.wait().unwrap();
     agent.rein_ok(&["rm", "tcp"]);
