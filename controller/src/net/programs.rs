@@ -259,63 +259,60 @@ impl Datapath {
     pub fn forget(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.clear_shaping(cgroup_id)?;
         self.clear_policing(cgroup_id)?;
-        let removed = PerCpuHashMap::<_, u64, Traffic>::try_from(self.map_mut(TRAFFIC_MAP)?)
-            .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(removed, TRAFFIC_MAP)?;
-        let removed = PerCpuHashMap::<_, u64, DelayHistogram>::try_from(self.map_mut(DELAY_MAP)?)
-            .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(removed, DELAY_MAP)
+        self.remove_per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?;
+        self.remove_per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)
     }
 
-    fn traffic_map(&self) -> Result<PerCpuHashMap<&MapData, u64, Traffic>, ProgramError> {
-        let map_err = |source| ProgramError::Map {
-            name: TRAFFIC_MAP,
-            source,
-        };
-        let map = self.ebpf.map(TRAFFIC_MAP).ok_or_else(|| {
-            map_err(aya::maps::MapError::InvalidName {
-                name: TRAFFIC_MAP.into(),
-            })
-        })?;
-        PerCpuHashMap::try_from(map).map_err(map_err)
+    fn per_cpu_map<V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<PerCpuHashMap<&MapData, u64, V>, ProgramError> {
+        let err = |source| ProgramError::Map { name, source };
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| err(aya::maps::MapError::InvalidName { name: name.into() }))?;
+        PerCpuHashMap::try_from(map).map_err(err)
+    }
+
+    /// Every CPU's copy of `id`'s value in the per-CPU map `name`, if any.
+    fn per_cpu_entry<V: aya::Pod>(
+        &self,
+        name: &'static str,
+        id: u64,
+    ) -> Result<Option<Vec<V>>, ProgramError> {
+        match self.per_cpu_map::<V>(name)?.get(&id, 0) {
+            Ok(per_cpu) => Ok(Some(per_cpu.iter().copied().collect())),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(ProgramError::Map { name, source }),
+        }
+    }
+
+    fn remove_per_cpu_entry<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        id: u64,
+    ) -> Result<(), ProgramError> {
+        let removed = PerCpuHashMap::<_, u64, V>::try_from(self.map_mut(name)?)
+            .and_then(|mut m| m.remove(&id));
+        absent_ok(removed, name)
     }
 
     /// One cgroup's counters, summed over CPUs (None before its first packet).
     pub fn traffic_of(&self, cgroup_id: u64) -> Result<Option<Traffic>, ProgramError> {
-        match self.traffic_map()?.get(&cgroup_id, 0) {
-            Ok(per_cpu) => Ok(Some(
-                per_cpu.iter().fold(Traffic::default(), |a, t| a.merged(*t)),
-            )),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(ProgramError::Map {
-                name: TRAFFIC_MAP,
-                source,
-            }),
-        }
+        Ok(self
+            .per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?
+            .map(|all| all.iter().fold(Traffic::default(), |a, t| a.merged(*t))))
     }
 
     /// The delays the shaper imposed on one cgroup's packets, summed over CPUs.
     pub fn delays_of(&self, cgroup_id: u64) -> Result<Option<DelayHistogram>, ProgramError> {
-        let err = |source| ProgramError::Map {
-            name: DELAY_MAP,
-            source,
-        };
-        let map = self.ebpf.map(DELAY_MAP).ok_or_else(|| {
-            err(aya::maps::MapError::InvalidName {
-                name: DELAY_MAP.into(),
-            })
-        })?;
-        let map: PerCpuHashMap<_, u64, DelayHistogram> =
-            PerCpuHashMap::try_from(map).map_err(err)?;
-        match map.get(&cgroup_id, 0) {
-            Ok(per_cpu) => Ok(Some(
-                per_cpu
-                    .iter()
-                    .fold(DelayHistogram::default(), |a, h| a.merged(h)),
-            )),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(err(source)),
-        }
+        Ok(self
+            .per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)?
+            .map(|all| {
+                all.iter()
+                    .fold(DelayHistogram::default(), |a, h| a.merged(h))
+            }))
     }
 
     /// Counters of every cgroup seen so far, summed over CPUs.
@@ -324,7 +321,7 @@ impl Datapath {
             name: TRAFFIC_MAP,
             source,
         };
-        let map = self.traffic_map()?;
+        let map = self.per_cpu_map::<Traffic>(TRAFFIC_MAP)?;
         map.iter()
             .map(|entry| {
                 let (id, per_cpu) = entry.map_err(map_err)?;
