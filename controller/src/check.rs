@@ -187,6 +187,7 @@ pub fn run() -> Report {
         "no earliest-departure-time pacing: egress limits need a fallback with more queueing \
          delay; load the sch_fq module (modprobe sch_fq) to fix",
     ));
+    caps.push(egress_mode(&caps));
     caps.push(cap(
         "mono delivery time",
         at_least(5, 18),
@@ -362,6 +363,29 @@ fn cgroup_skb_attach(root: Option<&std::path::Path>) -> Capability {
     }
 }
 
+/// Which egress shaping mode the agent would use here, from the probes above: rein's programs
+/// set departure times and `sch_fq` releases packets on time. Without either, `--egress` is
+/// refused (there is no fallback mode yet).
+fn egress_mode(caps: &[Capability]) -> Capability {
+    let ok = |n: &str| caps.iter().any(|c| c.name == n && c.status == Status::Ok);
+    let (progs, fq) = (ok("bpf test run"), ok("sch_fq"));
+    let detail = match (progs, fq) {
+        (true, true) => {
+            "edt-fq: rein's cgroup program sets departure times, sch_fq releases them".into()
+        }
+        (false, _) => "refused: rein's eBPF programs do not run here".into(),
+        (true, false) => {
+            "refused: no sch_fq to honour departure times (no fallback mode yet)".into()
+        }
+    };
+    cap(
+        "egress shaping",
+        progs && fq,
+        detail,
+        "`--egress` limits are refused by the agent; fix what the lines above report",
+    )
+}
+
 /// TC programs attach through TCX links (kernel >= 6.6) or, before that, a clsact qdisc.
 fn tc_attach(tcx: bool) -> Capability {
     const NAME: &str = "tc attach";
@@ -470,6 +494,7 @@ garbage line
             "cgroup_skb attach",
             "tc attach",
             "sch_fq",
+            "egress shaping",
             "mono delivery time",
         ] {
             assert!(r.get(name).is_some(), "{name} missing from\n{r}");

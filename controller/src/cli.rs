@@ -359,6 +359,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("name    {}", s.container.name);
                 println!("cgroup  {}", s.container.path);
                 println!("limits  {}", limits_line(&s.container.limits));
+                println!("egress  {}", s.egress_mode);
                 for (k, v) in &s.usage {
                     println!("{k:<26} {v}");
                 }

@@ -72,6 +72,8 @@ pub struct Node {
     datapath: Option<Mutex<Datapath>>,
     no_datapath: String,
     params: ShaperParams,
+    /// Egress devices whose root qdisc is fq.
+    paced: Vec<String>,
 }
 
 /// The eBPF half of a set of limits, merged over what the map already holds.
@@ -121,6 +123,7 @@ impl Node {
                     datapath: Some(Mutex::new(d)),
                     no_datapath,
                     params,
+                    paced,
                 }
             }
             Err(why) => Self {
@@ -128,7 +131,18 @@ impl Node {
                 datapath: None,
                 no_datapath: format!("rein's eBPF programs are not loaded: {why}"),
                 params,
+                paced: Vec::new(),
             },
+        }
+    }
+
+    /// How egress limits are enforced here: `edt-fq on eth0` (earliest departure time set by
+    /// rein's program, released by sch_fq on those devices), or `refused: <why>`.
+    pub fn egress_mode(&self) -> String {
+        if self.no_datapath.is_empty() {
+            format!("edt-fq on {}", self.paced.join(","))
+        } else {
+            format!("refused: {}", self.no_datapath)
         }
     }
 

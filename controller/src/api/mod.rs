@@ -97,6 +97,8 @@ pub struct Stats {
     #[serde(flatten)]
     pub container: Container,
     pub usage: UsageJson,
+    /// How this node enforces egress limits: `edt-fq on DEV,...`, or why it cannot.
+    pub egress_mode: String,
 }
 
 /// [`Usage`] on the wire.

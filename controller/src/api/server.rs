@@ -204,6 +204,7 @@ async fn stats(
         Ok(Stats {
             container: info(&node, &name)?,
             usage,
+            egress_mode: node.egress_mode(),
         })
     })
     .await?;

@@ -31,6 +31,10 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
         .unwrap();
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
     let s = stats(&agent, "tcp");
+    assert_eq!(
+        s["egress_mode"], "edt-fq on rein-h0",
+        "rein stats names the shaping mode"
+    );
     let tx = s["usage"]["net_tx_bytes"].as_f64().unwrap();
     let secs = report["end"]["sum_sent"]["seconds"].as_f64().unwrap();
     // The shaper meters skb->len at the cgroup hook, where TCP hands over GSO packets of up
