@@ -14,9 +14,11 @@ pub const TRAFFIC_MAP: &str = "REIN_TRAFFIC";
 /// is not counted (and the programs log it once per packet burst); traffic still passes.
 pub const TRAFFIC_MAP_MAX_ENTRIES: u32 = 16_384;
 
-/// Names of the counting programs in the object file.
+/// Name of the cgroup_skb egress program in the object file: it counts, and paces cgroups
+/// with a [`ShaperConfig`]. (The name predates shaping.)
 pub const PROG_COUNT_EGRESS: &str = "rein_count_egress";
-/// See [`PROG_COUNT_EGRESS`].
+/// Name of the cgroup_skb ingress program: it counts, and polices cgroups with a
+/// [`PolicerConfig`].
 pub const PROG_COUNT_INGRESS: &str = "rein_count_ingress";
 
 /// Per-cgroup packet counters, one copy per CPU; userspace sums the copies.
