@@ -356,11 +356,6 @@ impl Limits {
         push(&mut out, Flag::Ingress, self.ingress.as_ref());
         out
     }
-
-    /// True when no limit is set.
-    pub fn is_empty(&self) -> bool {
-        self.to_pairs().is_empty()
-    }
 }
 
 /// Displays as command-line flags, e.g. `--cpus 1.5 --memory 256M --io-max '8:0 rbps=10M'`.
