@@ -28,19 +28,20 @@ pub const PROG_COUNT_INGRESS: &str = "rein_count_ingress";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// Bytes sent by sockets of the cgroup (egress).
+    /// Bytes sent by sockets of the cgroup (egress), not counting packets rein dropped.
     pub tx_bytes: u64,
-    /// Packets sent by sockets of the cgroup (egress).
+    /// Packets sent by sockets of the cgroup (egress), not counting packets rein dropped.
     pub tx_packets: u64,
-    /// Bytes received by sockets of the cgroup (ingress).
+    /// Bytes received by sockets of the cgroup (ingress), not counting policed packets.
     pub rx_bytes: u64,
-    /// Packets received by sockets of the cgroup (ingress).
+    /// Packets received by sockets of the cgroup (ingress), not counting policed packets.
     pub rx_packets: u64,
     /// Egress packets the shaper gave a later departure time.
     pub delayed: u64,
-    /// Egress packets sent with congestion notification to TCP (delay above the mark).
+    /// Egress packets sent with congestion notification to TCP (delay, or debt when
+    /// policing, above the mark).
     pub marked: u64,
-    /// Egress packets dropped because their departure time was beyond the horizon.
+    /// Egress packets dropped because their departure time (debt) was beyond the horizon.
     pub dropped: u64,
     /// Ingress packets dropped by the policer (over the `--ingress` rate).
     pub rx_dropped: u64,
@@ -88,12 +89,19 @@ pub struct ShaperConfig {
     pub horizon_ns: u64,
     /// `skb->priority` for the cgroup's packets, used when `flags` has [`SET_PRIORITY`].
     pub skb_priority: u32,
-    /// Bit set of [`SET_PRIORITY`] (and reserved bits, zero).
+    /// Bit set of [`SET_PRIORITY`] and [`POLICE`] (other bits reserved, zero).
     pub flags: u32,
 }
 
 /// [`ShaperConfig::flags`]: write `skb_priority` into each egress packet.
 pub const SET_PRIORITY: u32 = 1;
+
+/// [`ShaperConfig::flags`]: police instead of pacing, for nodes where no `fq` qdisc would
+/// honour departure times. The same clock runs ahead of real time by the cgroup's debt;
+/// packets leave at once, with congestion notification to TCP once the debt passes
+/// `mark_ns` (at least 2 packet costs), and are dropped once it passes `horizon_ns` (at
+/// least 8 packet costs, so a 64 KB GSO packet at a low rate does not collapse TCP).
+pub const POLICE: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
 

@@ -31,96 +31,113 @@ const PASS: i32 = 1;
 /// cgroup_skb verdict: drop the packet.
 const DROP: i32 = 0;
 
+/// What happened to a packet, as far as the counters care.
 #[derive(Clone, Copy)]
-enum Direction {
-    Egress,
-    Ingress,
+enum Outcome {
+    Sent,
+    /// Dropped by the shaper: counted as dropped, not as transmitted (cAdvisor's transmit
+    /// bytes are what left), so TCP's retransmission is not counted twice.
+    SendDropped,
+    Received,
+    /// Dropped by the ingress policer; not counted as received.
+    ReceiveDropped,
 }
 
 #[cgroup_skb(egress)]
 pub fn rein_count_egress(ctx: SkBuffContext) -> i32 {
-    let id = count(&ctx, Direction::Egress);
+    let id = cgroup_id(&ctx);
     let verdict = shaper::shape(&ctx, id);
+    let outcome = if verdict == shaper::Verdict::Dropped {
+        Outcome::SendDropped
+    } else {
+        Outcome::Sent
+    };
+    count(&ctx, id, outcome);
     if verdict != shaper::Verdict::Pass {
         record(id, verdict);
     }
     verdict.code()
 }
 
-/// Adds a shaper outcome to the cgroup's counters (its entry exists: `count` made it).
+/// Adds a shaper outcome other than a drop to the cgroup's counters (its entry exists:
+/// `count` made it).
 #[inline(always)]
 fn record(id: u64, verdict: shaper::Verdict) {
     if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
         // SAFETY: per-CPU value of an existing entry, written only by this CPU.
         let t = unsafe { &mut *t };
         match verdict {
-            shaper::Verdict::Pass => {}
+            shaper::Verdict::Pass | shaper::Verdict::Dropped => {}
             shaper::Verdict::Delayed => t.delayed += 1,
             shaper::Verdict::Marked => {
                 t.delayed += 1;
                 t.marked += 1;
             }
-            shaper::Verdict::Dropped => t.dropped += 1,
+            shaper::Verdict::Notified => t.marked += 1,
         }
     }
 }
 
 #[cgroup_skb(ingress)]
 pub fn rein_count_ingress(ctx: SkBuffContext) -> i32 {
-    let id = count(&ctx, Direction::Ingress);
+    let id = cgroup_id(&ctx);
     if shaper::police(&ctx, id) {
+        count(&ctx, id, Outcome::Received);
         return PASS;
     }
-    if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
-        // SAFETY: per-CPU value of an existing entry, written only by this CPU.
-        unsafe { (*t).rx_dropped += 1 };
-    }
+    count(&ctx, id, Outcome::ReceiveDropped);
     DROP
 }
 
 #[inline(always)]
-fn add(t: &mut Traffic, dir: Direction, len: u64) {
-    match dir {
-        Direction::Egress => {
+fn add(t: &mut Traffic, outcome: Outcome, len: u64) {
+    match outcome {
+        Outcome::Sent => {
             t.tx_bytes += len;
             t.tx_packets += 1;
         }
-        Direction::Ingress => {
+        Outcome::SendDropped => t.dropped += 1,
+        Outcome::Received => {
             t.rx_bytes += len;
             t.rx_packets += 1;
         }
+        Outcome::ReceiveDropped => t.rx_dropped += 1,
     }
 }
 
-/// Counts the packet for its cgroup and returns the cgroup id.
+/// The cgroup of the packet's socket.
 #[inline(always)]
-fn count(ctx: &SkBuffContext, dir: Direction) -> u64 {
+fn cgroup_id(ctx: &SkBuffContext) -> u64 {
     // SAFETY: the context pointer is the kernel's `__sk_buff` for this program invocation.
-    let id = unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast::<__sk_buff>()) };
+    unsafe { bpf_skb_cgroup_id(ctx.as_ptr().cast::<__sk_buff>()) }
+}
+
+/// Counts the packet for its cgroup, creating the cgroup's entry on its first packet.
+#[inline(always)]
+fn count(ctx: &SkBuffContext, id: u64, outcome: Outcome) {
     let len = u64::from(ctx.len());
     if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
         // SAFETY: per-CPU value of an existing entry; only this CPU writes it, and programs
         // run with preemption (migration) disabled.
-        add(unsafe { &mut *t }, dir, len);
-        return id;
+        add(unsafe { &mut *t }, outcome, len);
+        return;
     }
     let mut first = Traffic::default();
-    add(&mut first, dir, len);
+    add(&mut first, outcome, len);
     if REIN_TRAFFIC
         .insert(&id, &first, u64::from(BPF_NOEXIST))
         .is_ok()
     {
         debug!(ctx, "rein: counting traffic of cgroup {}", id);
-        return id;
+        return;
     }
     // Another CPU created the entry between our lookup and insert: count into it.
     if let Some(t) = REIN_TRAFFIC.get_ptr_mut(&id) {
         // SAFETY: as above.
-        add(unsafe { &mut *t }, dir, len);
+        add(unsafe { &mut *t }, outcome, len);
     } else {
         warn!(ctx, "rein: traffic map full, cgroup {} is not counted", id);
     }
-    id
 }
 
 #[cfg(not(test))]

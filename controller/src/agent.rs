@@ -20,7 +20,7 @@ use crate::{
         programs::{Attachment, Datapath},
         qdisc,
     },
-    node::Node,
+    node::{EgressMode, Node},
 };
 
 /// Where the agent pins its maps and links (bpffs).
@@ -46,6 +46,8 @@ pub struct Config {
     pub egress_devs: Option<Vec<String>>,
     /// bpffs directory for rein's pinned maps and links (default /sys/fs/bpf/rein).
     pub bpf_dir: Option<PathBuf>,
+    /// auto, edt or police (default auto).
+    pub egress_mode: Option<ModeChoice>,
 }
 
 impl Config {
@@ -66,7 +68,8 @@ impl Config {
             format!(
                 "config {} is not valid; accepted keys: socket (path), root (path), \
                  allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), egress_devs \
-                 (list of device names), bpf_dir (path)",
+                 (list of device names), bpf_dir (path), egress_mode (\"auto\", \"edt\" or \
+                 \"police\")",
                 path.display()
             )
         })
@@ -84,8 +87,24 @@ pub struct Settings {
     pub egress_devs: Vec<String>,
     /// bpffs directory for pinned maps and links; one per managed root.
     pub bpf_dir: PathBuf,
-    /// The shaper's burst, mark and horizon for new limits.
-    pub shaper: crate::node::ShaperParams,
+    /// The shaper's burst, mark and horizon for new limits, where given (the rest are the
+    /// egress mode's defaults).
+    pub shaper: crate::node::ShaperOverrides,
+    /// Which egress mode to use (`--egress-mode`).
+    pub egress_mode: ModeChoice,
+}
+
+/// `rein agent --egress-mode`: how egress limits are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeChoice {
+    /// Pace with departure times where `fq` can be installed, else police.
+    #[default]
+    Auto,
+    /// Pace with departure times released by `fq`; refuse `--egress` without it.
+    Edt,
+    /// Police with congestion notification, even where `fq` exists.
+    Police,
 }
 
 /// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
@@ -179,9 +198,10 @@ pub fn default_route_devices() -> Vec<String> {
 }
 
 /// Loads the programs on pinned maps, attaches them to the managed root (or adopts the
-/// attachment an earlier agent pinned) and puts `fq` on the egress devices. Failure leaves
-/// the agent running without network limits, and says why.
-fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, Vec<String>), String> {
+/// attachment an earlier agent pinned) and chooses the egress mode: `fq` on the egress
+/// devices for pacing, or policing where no device can have it (or `--egress-mode police`).
+/// Failure leaves the agent running without network limits, and says why.
+fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, EgressMode), String> {
     ensure_bpffs().map_err(|e| e.to_string())?;
     let pin_dir = settings.bpf_dir.as_path();
     let mut dp = Datapath::load_pinned(pin_dir).map_err(|e| e.to_string())?;
@@ -196,30 +216,74 @@ fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, Vec<Str
             tracing::info!(root = %tree.root().display(), "attached eBPF programs")
         }
     }
+    if settings.egress_mode == ModeChoice::Police {
+        let why = "chosen with --egress-mode police".to_owned();
+        tracing::info!("egress limits are policed: {why}");
+        return Ok((dp, EgressMode::Police { why }));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let mut paced = Vec::new();
+    let mut failures = Vec::new();
     for dev in &settings.egress_devs {
         match rt.block_on(qdisc::install_fq(dev)) {
             Ok(()) => {
                 tracing::info!(device = %dev, "fq is the root qdisc: egress pacing active");
                 paced.push(dev.clone());
             }
-            Err(e) => tracing::warn!(
-                device = %dev,
-                "cannot install fq ({e}): departure times are ignored there, so egress limits \
-                 do not hold on this device"
-            ),
+            Err(e) => {
+                tracing::warn!(device = %dev, "cannot install fq: {e}");
+                failures.push(format!("{dev}: {e}"));
+            }
         }
     }
-    if paced.is_empty() {
-        tracing::warn!(
-            "no egress device paced (no default route, or fq missing): --egress is refused"
-        );
+    if !paced.is_empty() {
+        return Ok((dp, EgressMode::Edt { devices: paced }));
     }
-    Ok((dp, paced))
+    let why = if settings.egress_devs.is_empty() {
+        "no egress device (no default route; name one with --egress-dev)".to_owned()
+    } else {
+        let fq = match qdisc::probe("fq") {
+            qdisc::Support::Missing => "the kernel has no sch_fq; ",
+            _ => "",
+        };
+        format!("{fq}fq could not be installed ({})", failures.join("; "))
+    };
+    let mode = if settings.egress_mode == ModeChoice::Edt {
+        tracing::warn!("--egress is refused: {why}");
+        EgressMode::Refused { why }
+    } else {
+        tracing::warn!("egress limits are policed, not paced: {why}");
+        EgressMode::Police { why }
+    };
+    Ok((dp, mode))
+}
+
+/// How often the agent looks for shaped containers' network namespaces without `fq`: a
+/// container's processes enter their namespace after its cgroup exists.
+const NETNS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn pace_netns_periodically(
+    node: Arc<Node>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(NETNS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let node = node.clone();
+        // Entering namespaces blocks (netlink round trips): keep it off the API's thread.
+        match tokio::task::spawn_blocking(move || node.pace_container_netns()).await {
+            Ok(report) => report.iter().for_each(|line| tracing::info!("{line}")),
+            Err(e) => tracing::warn!("netns pacing task failed: {e}"),
+        }
+    }
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -281,12 +345,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("serving the API on {}", settings.socket.display()))
         };
+        let netns = pace_netns_periodically(node.clone(), stopped(stop_rx.clone()));
         let metrics = crate::metrics::serve(
             settings.metrics_addr,
             node.clone(),
             stopped(stop_rx.clone()),
         );
-        tokio::try_join!(api, metrics).map(|_| ())
+        tokio::try_join!(api, metrics, netns).map(|_| ())
     })?;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())

@@ -363,27 +363,37 @@ fn cgroup_skb_attach(root: Option<&std::path::Path>) -> Capability {
     }
 }
 
-/// Which egress shaping mode the agent would use here, from the probes above: rein's programs
-/// set departure times and `sch_fq` releases packets on time. Without either, `--egress` is
-/// refused (there is no fallback mode yet).
+/// Which egress shaping mode the agent would use here (with `--egress-mode auto`), from the
+/// probes above: rein's programs set departure times and `sch_fq` releases packets on time;
+/// without `sch_fq` the same programs police with congestion notification; without the
+/// programs `--egress` is refused.
 fn egress_mode(caps: &[Capability]) -> Capability {
     let ok = |n: &str| caps.iter().any(|c| c.name == n && c.status == Status::Ok);
     let (progs, fq) = (ok("bpf test run"), ok("sch_fq"));
-    let detail = match (progs, fq) {
-        (true, true) => {
-            "edt-fq: rein's cgroup program sets departure times, sch_fq releases them".into()
-        }
-        (false, _) => "refused: rein's eBPF programs do not run here".into(),
-        (true, false) => {
-            "refused: no sch_fq to honour departure times (no fallback mode yet)".into()
-        }
-    };
-    cap(
-        "egress shaping",
-        progs && fq,
-        detail,
-        "`--egress` limits are refused by the agent; fix what the lines above report",
-    )
+    match (progs, fq) {
+        (true, true) => cap(
+            "egress shaping",
+            true,
+            "edt-fq: rein's cgroup program sets departure times, sch_fq releases them".into(),
+            "",
+        ),
+        (true, false) => cap(
+            "egress shaping",
+            false,
+            "police-cn: no sch_fq to honour departure times, so rein's program polices: \
+             packets leave at once, TCP gets congestion notification, excess is dropped"
+                .into(),
+            "`--egress` holds the average rate, but TCP lands a few percent further from \
+             it and ping times through a saturated container are not bounded by pacing; \
+             build or load sch_fq (CONFIG_NET_SCH_FQ) for pacing",
+        ),
+        (false, _) => cap(
+            "egress shaping",
+            false,
+            "refused: rein's eBPF programs do not run here".into(),
+            "`--egress` limits are refused by the agent; fix what the lines above report",
+        ),
+    }
 }
 
 /// TC programs attach through TCX links (kernel >= 6.6) or, before that, a clsact qdisc.
@@ -395,7 +405,7 @@ fn tc_attach(tcx: bool) -> Capability {
     let mut c = qdisc_cap(
         NAME,
         "clsact",
-        "no tc classifier can run: the HTB fallback for egress shaping is unavailable",
+        "no tc classifier can run here (rein needs none today: its programs attach to cgroups)",
     );
     if c.status == Status::Ok {
         c.detail = format!("clsact qdisc (no TCX before kernel 6.6): {}", c.detail);

@@ -80,6 +80,10 @@ pub struct LimitArgs {
     /// Egress bandwidth, e.g. 10mbit or 10M (bits per second).
     #[arg(long, value_name = "RATE", value_parser = checked::<limits::Bandwidth>)]
     pub egress: Option<String>,
+    /// Egress burst as time at the container's rate, e.g. 5ms (default: the agent's
+    /// --egress-burst-ms, 2ms). Larger bursts help bursty senders, smaller keep delay lower.
+    #[arg(long, value_name = "TIME", value_parser = checked::<limits::Burst>)]
+    pub egress_burst: Option<String>,
     /// Ingress bandwidth, e.g. 10mbit or 10M (bits per second).
     #[arg(long, value_name = "RATE", value_parser = checked::<limits::Bandwidth>)]
     pub ingress: Option<String>,
@@ -103,6 +107,7 @@ impl LimitArgs {
             (Flag::IoWeight, &self.io_weight),
             (Flag::Priority, &self.priority),
             (Flag::Egress, &self.egress),
+            (Flag::EgressBurst, &self.egress_burst),
             (Flag::Ingress, &self.ingress),
         ];
         for (flag, v) in one {
@@ -145,15 +150,23 @@ pub enum Command {
         /// /sys/fs/bpf/rein).
         #[arg(long, value_name = "DIR")]
         bpf_dir: Option<PathBuf>,
-        /// Shaper: credit a quiet container may spend at once, in ms at its rate.
-        #[arg(long, value_name = "MS", default_value_t = 2.0)]
-        egress_burst_ms: f64,
-        /// Shaper: wait behind earlier packets above which TCP gets congestion notification.
-        #[arg(long, value_name = "MS", default_value_t = 4.0)]
-        egress_mark_ms: f64,
-        /// Shaper: wait at which a packet is dropped instead of queued.
-        #[arg(long, value_name = "MS", default_value_t = 40.0)]
-        egress_horizon_ms: f64,
+        /// How --egress limits are enforced: auto paces with departure times where fq can be
+        /// installed and polices where not; edt refuses limits without fq; police always
+        /// polices (TCP gets congestion notification, nothing is delayed).
+        #[arg(long, value_enum, value_name = "MODE")]
+        egress_mode: Option<agent::ModeChoice>,
+        /// Shaper: default credit a quiet container may spend at once, in ms at its rate
+        /// (default 2; per container: --egress-burst).
+        #[arg(long, value_name = "MS")]
+        egress_burst_ms: Option<f64>,
+        /// Shaper: wait behind earlier packets (debt, when policing) above which TCP gets
+        /// congestion notification (default 4 when pacing, 40 when policing).
+        #[arg(long, value_name = "MS")]
+        egress_mark_ms: Option<f64>,
+        /// Shaper: wait (debt) at which a packet is dropped instead of queued (default 40
+        /// when pacing, 200 when policing).
+        #[arg(long, value_name = "MS")]
+        egress_horizon_ms: Option<f64>,
     },
     /// Run a command in a new limited container and wait for it, like `systemd-run --scope`:
     /// `rein run --cpus 0.5 --memory 256M -- make -j4`. Exits with the command's status.
@@ -254,17 +267,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             metrics_addr,
             egress_devs,
             bpf_dir,
+            egress_mode,
             egress_burst_ms,
             egress_mark_ms,
             egress_horizon_ms,
         } => {
-            let ns = |flag: &str, ms: f64| -> anyhow::Result<u64> {
-                if !(0.0..=60_000.0).contains(&ms) {
-                    bail!("--{flag} {ms}: give milliseconds from 0 to 60000");
+            let ns = |flag: &str, ms: Option<f64>| -> anyhow::Result<Option<u64>> {
+                match ms {
+                    Some(ms) if !(0.0..=60_000.0).contains(&ms) => {
+                        bail!("--{flag} {ms}: give milliseconds from 0 to 60000")
+                    }
+                    Some(ms) => Ok(Some((ms * 1e6) as u64)),
+                    None => Ok(None),
                 }
-                Ok((ms * 1e6) as u64)
             };
-            let shaper = crate::node::ShaperParams {
+            let shaper = crate::node::ShaperOverrides {
                 burst_ns: ns("egress-burst-ms", egress_burst_ms)?,
                 mark_ns: ns("egress-mark-ms", egress_mark_ms)?,
                 horizon_ns: ns("egress-horizon-ms", egress_horizon_ms)?,
@@ -279,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             agent::run(agent::Settings {
                 shaper,
+                egress_mode: egress_mode.or(cfg.egress_mode).unwrap_or_default(),
                 socket,
                 root: root
                     .or(cfg.root)

@@ -289,6 +289,7 @@ impl RemoteNetns {
         let _ = Command::new("/usr/local/sbin/ip")
             .args(["netns", "del", name])
             .output();
+        wait_gone(HOST_DEV);
         ip(&["netns", "add", name]);
         ip(&[
             "link", "add", HOST_DEV, "type", "veth", "peer", "name", "rein-r0", "netns", name,
@@ -326,11 +327,105 @@ impl RemoteNetns {
     }
 }
 
+impl RemoteNetns {
+    /// Routes `subnet` from the remote namespace back through the root namespace.
+    pub fn route_back(&self, subnet: &str) {
+        ip(&[
+            "-n",
+            &self.name,
+            "route",
+            "add",
+            subnet,
+            "via",
+            "10.200.0.1",
+        ]);
+    }
+}
+
+/// A container's own network namespace, as runtimes build it: `eth0` (10.201.0.2/24) inside,
+/// its veth peer `rein-c1` (10.201.0.1/24) in the root namespace, a default route through
+/// the root namespace, which forwards. Dropping it deletes the namespace and the pair.
+pub struct ContainerNetns {
+    pub name: String,
+}
+
+impl ContainerNetns {
+    pub const SUBNET: &str = "10.201.0.0/24";
+
+    pub fn new(name: &str) -> Self {
+        require_vm();
+        let _ = Command::new("/usr/local/sbin/ip")
+            .args(["netns", "del", name])
+            .output();
+        wait_gone("rein-c1");
+        ip(&["netns", "add", name]);
+        ip(&[
+            "link", "add", "rein-c1", "type", "veth", "peer", "name", "eth0", "netns", name,
+        ]);
+        ip(&["addr", "add", "10.201.0.1/24", "dev", "rein-c1"]);
+        ip(&["link", "set", "rein-c1", "up"]);
+        ip(&["-n", name, "addr", "add", "10.201.0.2/24", "dev", "eth0"]);
+        ip(&["-n", name, "link", "set", "eth0", "up"]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        ip(&["-n", name, "route", "add", "default", "via", "10.201.0.1"]);
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    /// The root qdisc kind of `eth0` inside the namespace (`fq`, `noqueue`...).
+    pub fn root_qdisc(&self) -> String {
+        let out = Command::new("/usr/local/sbin/ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "/usr/local/sbin/tc",
+                "qdisc",
+                "show",
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find(|l| l.contains(" root"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("none")
+            .to_owned()
+    }
+}
+
+impl Drop for ContainerNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/local/sbin/ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        wait_gone("rein-c1");
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0");
+    }
+}
+
+/// Waits (up to 10 s) until the root namespace's device `dev` is gone. Deleting a namespace
+/// destroys its devices, and the veth peers in the root namespace, later, in a kernel work
+/// queue: the next test would otherwise find the name taken, or share the CPU with the
+/// teardown.
+fn wait_gone(dev: &str) {
+    let path = Path::new("/sys/class/net").join(dev);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while path.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 impl Drop for RemoteNetns {
     fn drop(&mut self) {
         let _ = Command::new("/usr/local/sbin/ip")
             .args(["netns", "del", &self.name])
             .output();
+        wait_gone(HOST_DEV);
     }
 }
 

@@ -204,7 +204,7 @@ async fn stats(
         Ok(Stats {
             container: info(&node, &name)?,
             usage,
-            egress_mode: node.egress_mode(),
+            egress_mode: node.egress_mode_of(&name),
         })
     })
     .await?;

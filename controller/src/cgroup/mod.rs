@@ -398,6 +398,14 @@ impl Tree {
         })
     }
 
+    /// The processes of a container, its child cgroups included.
+    pub fn pids(&self, name: &ContainerName) -> Result<Vec<u32>, CgroupError> {
+        let dir = self.existing(name)?;
+        let mut pids = Vec::new();
+        collect_pids(&dir, &mut pids);
+        Ok(pids)
+    }
+
     /// Removes a container. With processes still inside, refuses unless `force`, which kills
     /// the whole tree through `cgroup.kill` (kernel >= 5.14) and waits for it to empty.
     pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), CgroupError> {
@@ -428,16 +436,24 @@ impl Tree {
 
 /// Processes in the cgroup and its descendants.
 fn count_procs(dir: &Path) -> usize {
-    let own = files::read(&dir.join("cgroup.procs")).map_or(0, |t| t.lines().count());
-    let children: usize = std::fs::read_dir(dir)
-        .map(|it| {
-            it.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| count_procs(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0);
-    own + children
+    let mut pids = Vec::new();
+    collect_pids(dir, &mut pids);
+    pids.len()
+}
+
+/// Appends the pids of the cgroup at `dir` and its descendants (unreadable ones are skipped:
+/// a child may vanish while we walk).
+fn collect_pids(dir: &Path, out: &mut Vec<u32>) {
+    if let Ok(t) = files::read(&dir.join("cgroup.procs")) {
+        out.extend(t.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(it) = std::fs::read_dir(dir) {
+        for e in it.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_pids(&e.path(), out);
+            }
+        }
+    }
 }
 
 fn populated(dir: &Path) -> bool {

@@ -16,8 +16,8 @@ mod values;
 use std::fmt;
 
 pub use values::{
-    Bandwidth, CpuQuota, CpuSet, Device, IoLimit, IoMax, Max, Memory, Pids, Priority, Weight,
-    cpu_max_line,
+    Bandwidth, Burst, CpuQuota, CpuSet, Device, IoLimit, IoMax, Max, Memory, Pids, Priority,
+    Weight, cpu_max_line,
 };
 
 /// Every limit a user can set, named as the CLI flag (without `--`).
@@ -40,12 +40,13 @@ pub enum Flag {
     IoMax,
     Priority,
     Egress,
+    EgressBurst,
     Ingress,
 }
 
 impl Flag {
     /// All flags, in the order they are displayed.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Cpus,
         Self::CpuWeight,
         Self::Cpuset,
@@ -60,6 +61,7 @@ impl Flag {
         Self::IoMax,
         Self::Priority,
         Self::Egress,
+        Self::EgressBurst,
         Self::Ingress,
     ];
 
@@ -80,6 +82,7 @@ impl Flag {
             Self::IoMax => "io-max",
             Self::Priority => "priority",
             Self::Egress => "egress",
+            Self::EgressBurst => "egress-burst",
             Self::Ingress => "ingress",
         }
     }
@@ -104,6 +107,7 @@ impl Flag {
             Self::IoMax => IoMax::ACCEPTED,
             Self::Priority => Priority::ACCEPTED,
             Self::Egress | Self::Ingress => Bandwidth::ACCEPTED,
+            Self::EgressBurst => Burst::ACCEPTED,
         }
     }
 }
@@ -179,6 +183,9 @@ pub struct Limits {
     pub io_max: Vec<IoMax>,
     pub priority: Option<Priority>,
     pub egress: Option<Bandwidth>,
+    /// The shaper's burst for this container; `None` on a new container means the agent's
+    /// default (`rein agent --egress-burst-ms`).
+    pub egress_burst: Option<Burst>,
     pub ingress: Option<Bandwidth>,
 }
 
@@ -272,6 +279,7 @@ impl Limits {
             }
             Flag::Priority => set_once(&mut self.priority, flag, parse_value(flag, value)?),
             Flag::Egress => set_once(&mut self.egress, flag, parse_value(flag, value)?),
+            Flag::EgressBurst => set_once(&mut self.egress_burst, flag, parse_value(flag, value)?),
             Flag::Ingress => set_once(&mut self.ingress, flag, parse_value(flag, value)?),
         }
     }
@@ -353,6 +361,7 @@ impl Limits {
         }
         push(&mut out, Flag::Priority, self.priority.as_ref());
         push(&mut out, Flag::Egress, self.egress.as_ref());
+        push(&mut out, Flag::EgressBurst, self.egress_burst.as_ref());
         push(&mut out, Flag::Ingress, self.ingress.as_ref());
         out
     }

@@ -24,6 +24,7 @@ fn parses_every_flag_of_the_design_table() {
         ("io-max", "/dev/vdb wbps=max"),
         ("priority", "high"),
         ("egress", "10mbit"),
+        ("egress-burst", "0.5ms"),
         ("ingress", "10M"),
     ])
     .unwrap();
@@ -37,12 +38,13 @@ fn parses_every_flag_of_the_design_table() {
     assert_eq!(l.io_max[1].cgroup_keys(), "wbps=max");
     assert_eq!(l.egress.unwrap().bytes_per_second(), 1_250_000);
     assert_eq!(l.egress, l.ingress);
+    assert_eq!(l.egress_burst.unwrap().ns(), 500_000);
     assert_eq!(
         l.to_string(),
         "--cpus 1.5 --cpu-weight 200 --cpuset 0-1 --memory 256M --memory-high 200M \
          --memory-low 64M --memory-min 32M --swap max --oom-group true --pids 512 \
          --io-weight 50 --io-max '8:0 rbps=10M wbps=5M riops=1000 wiops=1000' \
-         --io-max '/dev/vdb wbps=max' --priority high --egress 10mbit --ingress 10mbit"
+         --io-max '/dev/vdb wbps=max' --priority high --egress 10mbit --egress-burst 500us --ingress 10mbit"
     );
 }
 
@@ -231,7 +233,19 @@ fn bad_inputs_are_refused_with_the_flag_value_and_what_is_accepted() {
         ),
         (
             &[("bandwidth", "1M")],
-            "unknown limit \"bandwidth\"; known limits: cpus, cpu-weight, cpuset, memory, memory-high, memory-low, memory-min, swap, oom-group, pids, io-weight, io-max, priority, egress, ingress",
+            "unknown limit \"bandwidth\"; known limits: cpus, cpu-weight, cpuset, memory, memory-high, memory-low, memory-min, swap, oom-group, pids, io-weight, io-max, priority, egress, egress-burst, ingress",
+        ),
+        (
+            &[("egress-burst", "64K")],
+            "invalid value \"64K\" for --egress-burst: unknown unit \"K\" (the burst is a time, not a size); accepted: a duration at the container's rate: 500us, 2ms, 0.5s (from 100us to 1s)",
+        ),
+        (
+            &[("egress-burst", "2")],
+            "invalid value \"2\" for --egress-burst: no unit; write us, ms or s; accepted: a duration at the container's rate: 500us, 2ms, 0.5s (from 100us to 1s)",
+        ),
+        (
+            &[("egress-burst", "5s")],
+            "invalid value \"5s\" for --egress-burst: 5000000000 ns is outside 100us..=1s; accepted: a duration at the container's rate: 500us, 2ms, 0.5s (from 100us to 1s)",
         ),
     ];
     let mut wrong = Vec::new();
@@ -313,6 +327,8 @@ prop_compose! {
             .prop_map(|b| Bandwidth::from_bits_per_second(b).unwrap())),
         ingress in proptest::option::of((Bandwidth::MIN_BITS..=Bandwidth::MAX_BITS)
             .prop_map(|b| Bandwidth::from_bits_per_second(b).unwrap())),
+        egress_burst in proptest::option::of((Burst::MIN_NS..=Burst::MAX_NS)
+            .prop_map(|b| Burst::from_ns(b).unwrap())),
     ) -> Limits {
         // Sorting makes the memory knobs obey min <= low <= high <= max.
         let mut set: Vec<Memory> = mems.iter().flatten().copied().collect();
@@ -324,7 +340,7 @@ prop_compose! {
         Limits {
             cpus, cpu_weight, cpuset,
             memory_min: mems[0], memory_low: mems[1], memory_high: mems[2], memory: mems[3],
-            swap, oom_group, pids, io_weight, io_max, priority, egress, ingress,
+            swap, oom_group, pids, io_weight, io_max, priority, egress, egress_burst, ingress,
         }
     }
 }

@@ -672,3 +672,64 @@ impl fmt::Display for Bandwidth {
         write!(f, "{}bit", self.0)
     }
 }
+
+/// How far ahead of its rate a quiet container may send at once (`--egress-burst`), as time
+/// at the container's rate: 5ms at 100mbit is 62.5 KB. Time rather than bytes so the burst
+/// keeps its meaning when the rate changes live, and because the shaper's other knobs (mark,
+/// horizon) are times too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Burst(u64);
+
+impl Burst {
+    pub const ACCEPTED: &'static str =
+        "a duration at the container's rate: 500us, 2ms, 0.5s (from 100us to 1s)";
+    pub const MIN_NS: u64 = 100_000;
+    pub const MAX_NS: u64 = 1_000_000_000;
+
+    pub fn from_ns(ns: u64) -> Result<Self, String> {
+        if (Self::MIN_NS..=Self::MAX_NS).contains(&ns) {
+            Ok(Self(ns))
+        } else {
+            Err(format!("{ns} ns is outside 100us..=1s"))
+        }
+    }
+
+    pub const fn ns(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Burst {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (number, unit) = split_unit(s);
+        if number.is_empty() {
+            return Err("no number".into());
+        }
+        let mult = match unit {
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "" => return Err("no unit; write us, ms or s".into()),
+            _ => {
+                return Err(format!(
+                    "unknown unit {unit:?} (the burst is a time, not a size)"
+                ));
+            }
+        };
+        Self::from_ns(scale(number, mult)?)
+    }
+}
+
+/// The largest unit that divides exactly: 2000000 ns -> "2ms".
+impl fmt::Display for Burst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (mult, unit) in [(1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")] {
+            if self.0.is_multiple_of(mult) {
+                return write!(f, "{}{unit}", self.0 / mult);
+            }
+        }
+        let frac = format!("{:03}", self.0 % 1_000);
+        write!(f, "{}.{}us", self.0 / 1_000, frac.trim_end_matches('0'))
+    }
+}

@@ -194,6 +194,17 @@ impl Datapath {
         self.entry(SHAPER_MAP, cgroup_id)
     }
 
+    /// Every cgroup's egress shaping.
+    pub fn shaped(&mut self) -> Result<Vec<(u64, ShaperConfig)>, ProgramError> {
+        let err = |source| ProgramError::Map {
+            name: SHAPER_MAP,
+            source,
+        };
+        let map =
+            HashMap::<_, u64, ShaperConfig>::try_from(self.map_mut(SHAPER_MAP)?).map_err(err)?;
+        map.iter().map(|e| e.map_err(err)).collect()
+    }
+
     /// Stops shaping a cgroup and forgets its pacing clock.
     pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.remove_entry::<ShaperConfig>(SHAPER_MAP, cgroup_id)?;
@@ -566,5 +577,41 @@ mod tests {
         dp.clear_shaping(id).unwrap();
         assert_eq!(dp.shaping(id).unwrap(), None);
         assert_eq!(run_egress(&mut dp), (1, 0, 0));
+    }
+
+    /// Police mode on this kernel: the same clock, but nothing is delayed. Packets leave at
+    /// once; once the debt passes the mark TCP is notified, beyond the horizon packets are
+    /// dropped. Both thresholds are at least 2 and 8 packet costs (here 20 and 80 ms, so the
+    /// configured 50 ms horizon is raised). No departure time is written, nothing recorded.
+    #[test]
+    fn police_mode_notifies_then_drops_without_delaying() {
+        let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+        dp.self_test(1).unwrap();
+        let id = dp.traffic().unwrap()[0].0;
+        let ms = 1_000_000;
+        dp.set_shaping(
+            id,
+            ShaperConfig {
+                rate_bytes_per_sec: 150_000,
+                burst_ns: 0,
+                mark_ns: 20 * ms,
+                horizon_ns: 50 * ms,
+                skb_priority: 0,
+                flags: controller_common::POLICE,
+            },
+        )
+        .unwrap();
+        let runs: Vec<(u32, u64, u32)> = (0..12).map(|_| run_egress(&mut dp)).collect();
+        let verdicts: Vec<u32> = runs.iter().map(|r| r.0).collect();
+        // Debts of ~10 and ~20 ms pass; ~30 to ~80 ms are notified; beyond 80 ms dropped.
+        assert_eq!(
+            verdicts,
+            vec![1, 1, 1, 3, 3, 3, 3, 3, 3, 2, 2, 2],
+            "{runs:?}"
+        );
+        assert!(runs.iter().all(|r| r.1 == 0), "no departure time: {runs:?}");
+        let t = dp.traffic().unwrap()[0].1;
+        assert_eq!((t.delayed, t.marked, t.dropped), (0, 6, 3), "{t:?}");
+        assert_eq!(dp.delays_of(id).unwrap(), None, "nothing was delayed");
     }
 }
