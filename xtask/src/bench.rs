@@ -17,10 +17,11 @@ pub enum Bench {
         calls: u32,
     },
     /// rein's egress shaper beside TBF as the Kubernetes bandwidth plugin sets it, HTB with
-    /// fq_codel, and Cilium-like EDT (no burst, no congestion notification, 2 s horizon):
-    /// achieved/limit at 10 and 100 Mbit/s with 1 and 8 TCP streams, ping RTT through the
-    /// saturated path, throughput with rein attached vs none, and the programs' per-packet
-    /// cost. Raw results go to target/bench/shaping.json.
+    /// fq_codel, and Cilium-like EDT (no burst, no congestion notification, 2 s horizon);
+    /// rein's police fallback; and a forwarded sender (container netns) shaped by rein inside
+    /// its namespace vs HTB on the host: achieved/limit at 10 and 100 Mbit/s with 1 and 8 TCP
+    /// streams, ping RTT through the saturated path, throughput with rein attached vs none,
+    /// and the programs' per-packet cost. Raw results go to target/bench/shaping.json.
     Shaping {
         #[command(flatten)]
         vm: vm::VmArgs,
@@ -138,7 +139,8 @@ fn print_shaping_table(kernel: &str, runs: &[serde_json::Value], cost: &str) {
     let show =
         |x: Option<f64>, prec: usize| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.prec$}"));
     println!(
-        "\nbench shaping on {kernel} (TCG guest; sender in the root netns, shaper on the veth to the receiver)"
+        "\nbench shaping on {kernel} (TCG guest; sender in the root netns, or for htb-fwd and \
+         rein-netns in a container netns the root netns forwards; shaper toward the receiver)"
     );
     println!(
         "{:<14} {:>6} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9}",

@@ -61,4 +61,44 @@ for mode in rein edt-cilium; do
     done
     agent_stop
 done
+
+# The fallback where no fq exists: the same program polices with congestion notification.
+agent_start --egress-mode police
+for rate in 10 100; do
+    for streams in 1 8; do
+        client rein-police $rate $streams rein run --egress ${rate}mbit --
+    done
+done
+agent_stop
+
+# A forwarded sender, as a container with its own network namespace: eth0 in netns "ctr",
+# its veth peer rein-c1 in the root namespace, which routes to the remote namespace. rein
+# paces inside the container's namespace, before the crossing; HTB on the host acts after
+# it, on rein-h0.
+echo 1 > /proc/sys/net/ipv4/ip_forward
+$IP netns add ctr
+$IP link add rein-c1 type veth peer name eth0 netns ctr
+$IP addr add 10.201.0.1/24 dev rein-c1 && $IP link set rein-c1 up
+$IP -n ctr addr add 10.201.0.2/24 dev eth0 && $IP -n ctr link set eth0 up
+$IP -n ctr link set lo up
+$IP -n ctr route add default via 10.201.0.1
+$IP -n remote route add 10.201.0.0/24 via 10.200.0.1
+for rate in 10 100; do
+    for streams in 1 8; do
+        $TC qdisc del dev rein-h0 root 2>/dev/null
+        $TC qdisc add dev rein-h0 root handle 1: htb default 10
+        $TC class add dev rein-h0 parent 1: classid 1:10 htb rate ${rate}mbit ceil ${rate}mbit
+        $TC qdisc add dev rein-h0 parent 1:10 fq_codel
+        client htb-fwd $rate $streams $IP netns exec ctr
+        $TC qdisc del dev rein-h0 root 2>/dev/null
+    done
+done
+agent_start
+for rate in 10 100; do
+    for streams in 1 8; do
+        client rein-netns $rate $streams rein run --egress ${rate}mbit -- $IP netns exec ctr
+    done
+done
+agent_stop
+echo 0 > /proc/sys/net/ipv4/ip_forward
 rein check | grep 'bpf test run' | sed 's/^/BPFCOST /'
