@@ -230,6 +230,17 @@ impl AgentGuard {
             .unwrap()
     }
 
+    /// Like `rein_spawn`, with stdout captured (read it with `wait_with_output`).
+    pub fn rein_spawn_output(&self, args: &[&str]) -> Child {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// A file of a container's cgroup.
     pub fn cgroup_file(&self, container: &str, file: &str) -> String {
         let p = self.root.join(container).join(file);
@@ -431,20 +442,133 @@ impl Drop for RemoteNetns {
 
 /// GET over plain HTTP/1.1 (loopback only), returning the body of a 200 answer.
 pub fn http_get(addr: &str, path: &str) -> String {
+    let (head, body) = http_request(addr, path, "");
+    assert!(head.starts_with("HTTP/1."), "{head}");
+    assert!(head.split_whitespace().nth(1) == Some("200"), "{head}");
+    body
+}
+
+/// One HTTP/1.0 GET (so no chunked answer) with `headers` (`"name: value\r\n"` lines);
+/// returns the response head and body.
+pub fn http_request(addr: &str, path: &str, headers: &str) -> (String, String) {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nhost: {addr}\r\n{headers}\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
+}
+
+/// A real Prometheus server (Debian's) scraping `target` every second into a scratch
+/// directory, on 127.0.0.1:9090; killed (and its directory removed) when dropped.
+pub struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    pub const ADDR: &str = "127.0.0.1:9090";
+
+    pub fn start(target: &str) -> Self {
+        require_vm();
+        let dir = PathBuf::from("/tmp/prometheus-test");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: rein\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={}", Self::ADDR))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let p = Self { child, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ready = std::net::TcpStream::connect(Self::ADDR).is_ok()
+                && http_request(Self::ADDR, "/-/ready", "").0.contains(" 200");
+            if ready {
+                return p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus did not become ready: {}",
+                std::fs::read_to_string(p.dir.join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// An instant PromQL query: each result series' labels and value.
+    pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let body = http_get(
+            Self::ADDR,
+            &format!("/api/v1/query?query={}", url_encode(promql)),
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{promql}: {body}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// The single value of `promql`, waiting (up to `timeout`) until there is exactly one.
+    pub fn value(&self, promql: &str, timeout: std::time::Duration) -> f64 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let r = self.query(promql);
+            if let [(_, v)] = r.as_slice() {
+                return *v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{promql}: {r:?} after {timeout:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Panics unless `promtool check metrics` finds no problem in `text`.

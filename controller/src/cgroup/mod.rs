@@ -16,6 +16,7 @@ pub mod files;
 mod io;
 mod memory;
 mod pids;
+mod usage;
 
 use std::{
     ffi::CString,
@@ -30,6 +31,8 @@ use serde::Serialize;
 
 pub use self::files::FileError;
 use crate::limits::{LimitError, Limits, Priority};
+
+pub use usage::{DeviceIo, Pressure, Psi, Usage};
 
 /// Controllers rein enables for its containers.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
@@ -365,37 +368,7 @@ impl Tree {
 
     /// Current usage from the cgroup files.
     pub fn usage(&self, name: &ContainerName) -> Result<Usage, CgroupError> {
-        let dir = self.existing(name)?;
-        let read = |f: &str| files::read(&dir.join(f));
-        let cpu = read("cpu.stat")?;
-        let events = read("memory.events")?;
-        let (mut rbytes, mut wbytes) = (0, 0);
-        for line in read("io.stat").unwrap_or_default().lines() {
-            for kv in line.split_whitespace().skip(1) {
-                match kv.split_once('=') {
-                    Some(("rbytes", v)) => rbytes += v.parse::<u64>().unwrap_or(0),
-                    Some(("wbytes", v)) => wbytes += v.parse::<u64>().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        let mstat = read("memory.stat").unwrap_or_default();
-        let current: u64 = read("memory.current")?.parse().unwrap_or(0);
-        Ok(Usage {
-            processes: read("cgroup.procs")?.lines().count(),
-            // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
-            memory_working_set_bytes: current
-                .saturating_sub(files::flat_key(&mstat, "inactive_file").unwrap_or(0)),
-            cpu_usage_usec: files::flat_key(&cpu, "usage_usec").unwrap_or(0),
-            cpu_nr_periods: files::flat_key(&cpu, "nr_periods").unwrap_or(0),
-            cpu_nr_throttled: files::flat_key(&cpu, "nr_throttled").unwrap_or(0),
-            cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
-            memory_current_bytes: current,
-            memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
-            pids_current: read("pids.current")?.parse().unwrap_or(0),
-            io_read_bytes: rbytes,
-            io_write_bytes: wbytes,
-        })
+        Ok(usage::read(&self.existing(name)?)?)
     }
 
     /// The processes of a container, its child cgroups included.
@@ -536,22 +509,6 @@ fn get_xattr(dir: &Path, key: &str) -> Option<String> {
     let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     let n = usize::try_from(n).ok()?;
     String::from_utf8(buf.get(..n)?.to_vec()).ok()
-}
-
-/// Usage counters read from the cgroup files (cumulative since the cgroup was created).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Usage {
-    pub processes: usize,
-    pub cpu_usage_usec: u64,
-    pub cpu_nr_periods: u64,
-    pub cpu_nr_throttled: u64,
-    pub cpu_throttled_usec: u64,
-    pub memory_current_bytes: u64,
-    pub memory_working_set_bytes: u64,
-    pub memory_oom_kills: u64,
-    pub pids_current: u64,
-    pub io_read_bytes: u64,
-    pub io_write_bytes: u64,
 }
 
 #[cfg(test)]

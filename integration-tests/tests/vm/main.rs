@@ -6,4 +6,5 @@ mod agent;
 mod cgroup_limits;
 mod check;
 mod ebpf;
+mod metrics;
 mod shaping;

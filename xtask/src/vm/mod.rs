@@ -44,6 +44,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/local/sbin/runc", "/usr/sbin/runc"),
     ("/usr/local/bin/crun", "/usr/bin/crun"),
     ("/usr/local/bin/promtool", "/usr/bin/promtool"),
+    ("/usr/local/bin/prometheus", "/usr/bin/prometheus"),
 ];
 /// Size of each scratch disk (sparse files): /dev/vda and /dev/vdb in the guest.
 const DISK_BYTES: u64 = 64 << 20;

@@ -7,6 +7,8 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
+mod openmetrics;
+
 use prometheus::{
     Encoder as _, Registry, TextEncoder,
     core::{Collector, Desc},
@@ -16,8 +18,8 @@ use prometheus::{
 use controller_common::{DELAY_BUCKETS, DelayHistogram, Traffic};
 
 use crate::{
-    cgroup::{ContainerName, Usage},
-    limits::{Limits, Max, Memory},
+    cgroup::{ContainerName, DeviceIo, Usage},
+    limits::{Limits, Max, Memory, Pids},
     node::Node,
 };
 
@@ -29,8 +31,15 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    /// The sample for one container, or None when it has no value (e.g. no CPU quota).
-    value: fn(&Sample) -> Option<f64>,
+    value: Values,
+}
+
+/// How a family's samples come from one container.
+enum Values {
+    /// One sample, or none when it has no value (e.g. no CPU quota).
+    One(fn(&Sample) -> Option<f64>),
+    /// One sample per block device in io.stat, with a `device` label as cAdvisor has it.
+    PerDevice(fn(&DeviceIo) -> u64),
 }
 
 /// What one container's samples are computed from.
@@ -51,127 +60,208 @@ const FAMILIES: &[Family] = &[
         name: "container_cpu_usage_seconds_total",
         help: "Cumulative CPU time consumed, in seconds (cpu.stat usage_usec).",
         kind: MetricType::COUNTER,
-        value: |s| Some(secs(s.usage.cpu_usage_usec)),
+        value: Values::One(|s| Some(secs(s.usage.cpu_usage_usec))),
     },
     Family {
         name: "container_cpu_cfs_periods_total",
         help: "Number of elapsed enforcement periods (cpu.stat nr_periods).",
         kind: MetricType::COUNTER,
-        value: |s| Some(s.usage.cpu_nr_periods as f64),
+        value: Values::One(|s| Some(s.usage.cpu_nr_periods as f64)),
     },
     Family {
         name: "container_cpu_cfs_throttled_periods_total",
         help: "Number of throttled periods (cpu.stat nr_throttled).",
         kind: MetricType::COUNTER,
-        value: |s| Some(s.usage.cpu_nr_throttled as f64),
+        value: Values::One(|s| Some(s.usage.cpu_nr_throttled as f64)),
     },
     Family {
         name: "container_cpu_cfs_throttled_seconds_total",
         help: "Total time duration the container has been throttled, in seconds.",
         kind: MetricType::COUNTER,
-        value: |s| Some(secs(s.usage.cpu_throttled_usec)),
+        value: Values::One(|s| Some(secs(s.usage.cpu_throttled_usec))),
     },
     Family {
         name: "container_memory_usage_bytes",
         help: "Current memory usage in bytes, including all memory regardless of when it was accessed (memory.current).",
         kind: MetricType::GAUGE,
-        value: |s| Some(s.usage.memory_current_bytes as f64),
+        value: Values::One(|s| Some(s.usage.memory_current_bytes as f64)),
     },
     Family {
         name: "container_memory_working_set_bytes",
         help: "Current working set in bytes: usage minus inactive file pages.",
         kind: MetricType::GAUGE,
-        value: |s| Some(s.usage.memory_working_set_bytes as f64),
+        value: Values::One(|s| Some(s.usage.memory_working_set_bytes as f64)),
     },
     Family {
         name: "container_oom_events_total",
         help: "Count of out of memory kills in the container (memory.events oom_kill).",
         kind: MetricType::COUNTER,
-        value: |s| Some(s.usage.memory_oom_kills as f64),
+        value: Values::One(|s| Some(s.usage.memory_oom_kills as f64)),
     },
     Family {
         name: "container_fs_reads_bytes_total",
-        help: "Cumulative count of bytes read from block devices (io.stat rbytes).",
+        help: "Cumulative count of bytes read from the block device (io.stat rbytes).",
         kind: MetricType::COUNTER,
-        value: |s| Some(s.usage.io_read_bytes as f64),
+        value: Values::PerDevice(|d| d.read_bytes),
     },
     Family {
         name: "container_fs_writes_bytes_total",
-        help: "Cumulative count of bytes written to block devices (io.stat wbytes).",
+        help: "Cumulative count of bytes written to the block device (io.stat wbytes).",
         kind: MetricType::COUNTER,
-        value: |s| Some(s.usage.io_write_bytes as f64),
+        value: Values::PerDevice(|d| d.write_bytes),
+    },
+    Family {
+        name: "container_fs_reads_total",
+        help: "Cumulative count of reads completed on the block device (io.stat rios).",
+        kind: MetricType::COUNTER,
+        value: Values::PerDevice(|d| d.reads),
+    },
+    Family {
+        name: "container_fs_writes_total",
+        help: "Cumulative count of writes completed on the block device (io.stat wios).",
+        kind: MetricType::COUNTER,
+        value: Values::PerDevice(|d| d.writes),
+    },
+    Family {
+        name: "rein_pressure_cpu_waiting_seconds_total",
+        help: "Time at least one task of the container waited for CPU (cpu.pressure some).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.cpu.map(|p| secs(p.some_usec))),
+    },
+    Family {
+        name: "rein_pressure_cpu_stalled_seconds_total",
+        help: "Time all non-idle tasks of the container waited for CPU at once (cpu.pressure full).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.cpu.and_then(|p| p.full_usec).map(secs)),
+    },
+    Family {
+        name: "rein_pressure_memory_waiting_seconds_total",
+        help: "Time at least one task of the container stalled on memory (memory.pressure some).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.memory.map(|p| secs(p.some_usec))),
+    },
+    Family {
+        name: "rein_pressure_memory_stalled_seconds_total",
+        help: "Time all non-idle tasks of the container stalled on memory at once (memory.pressure full).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.memory.and_then(|p| p.full_usec).map(secs)),
+    },
+    Family {
+        name: "rein_pressure_io_waiting_seconds_total",
+        help: "Time at least one task of the container stalled on IO (io.pressure some).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.io.map(|p| secs(p.some_usec))),
+    },
+    Family {
+        name: "rein_pressure_io_stalled_seconds_total",
+        help: "Time all non-idle tasks of the container stalled on IO at once (io.pressure full).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.usage.pressure.io.and_then(|p| p.full_usec).map(secs)),
+    },
+    Family {
+        name: "container_processes",
+        help: "Number of processes running inside the container (cgroup.procs).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| Some(s.usage.processes as f64)),
+    },
+    Family {
+        name: "container_threads",
+        help: "Number of threads running inside the container (pids.current).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| Some(s.usage.pids_current as f64)),
+    },
+    Family {
+        name: "rein_pids_limit",
+        help: "Most tasks the container may have (pids.max; absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| match s.limits.pids {
+            Some(Pids::Limit(n)) => Some(f64::from(n)),
+            _ => None,
+        }),
+    },
+    Family {
+        name: "container_spec_cpu_period",
+        help: "CPU period of the container's quota, in microseconds (absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| match s.limits.cpus {
+            Some(Max::Value(_)) => Some(100_000.0),
+            _ => None,
+        }),
+    },
+    Family {
+        name: "rein_memory_high_limit_bytes",
+        help: "Memory throttling threshold in bytes (memory.high; absent when unlimited).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| match s.limits.memory_high {
+            Some(Memory::Bytes(b)) => Some(b as f64),
+            _ => None,
+        }),
     },
     Family {
         name: "container_spec_cpu_quota",
         help: "CPU quota of the container, in microseconds per 100 ms period (absent when unlimited).",
         kind: MetricType::GAUGE,
-        value: |s| match s.limits.cpus {
+        value: Values::One(|s| match s.limits.cpus {
             Some(Max::Value(q)) => Some(q.quota_us() as f64),
             _ => None,
-        },
+        }),
     },
     Family {
         name: "container_spec_memory_limit_bytes",
         help: "Memory limit for the container in bytes (memory.max; 0 when unlimited, as cAdvisor).",
         kind: MetricType::GAUGE,
-        value: |s| match s.limits.memory {
+        value: Values::One(|s| match s.limits.memory {
             Some(Memory::Bytes(b)) => Some(b as f64),
             _ => Some(0.0),
-        },
+        }),
     },
     Family {
         name: "container_network_transmit_bytes_total",
         help: "Bytes sent by the container's sockets (IP packets, counted by eBPF at cgroup egress).",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.tx_bytes as f64),
+        value: Values::One(|s| s.net.map(|t| t.tx_bytes as f64)),
     },
     Family {
         name: "container_network_receive_bytes_total",
         help: "Bytes received by the container's sockets (IP packets, counted by eBPF at cgroup ingress).",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.rx_bytes as f64),
+        value: Values::One(|s| s.net.map(|t| t.rx_bytes as f64)),
     },
     Family {
         name: "rein_egress_limit_bytes_per_second",
         help: "Egress bandwidth limit in bytes per second (absent when unlimited).",
         kind: MetricType::GAUGE,
-        value: |s| s.limits.egress.map(|b| b.bytes_per_second() as f64),
+        value: Values::One(|s| s.limits.egress.map(|b| b.bytes_per_second() as f64)),
     },
     Family {
         name: "rein_shaper_delayed_packets_total",
         help: "Egress packets the shaper gave a later departure time.",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.delayed as f64),
+        value: Values::One(|s| s.net.map(|t| t.delayed as f64)),
     },
     Family {
         name: "rein_shaper_marked_packets_total",
         help: "Egress packets sent with congestion notification to TCP.",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.marked as f64),
+        value: Values::One(|s| s.net.map(|t| t.marked as f64)),
     },
     Family {
         name: "rein_shaper_dropped_packets_total",
         help: "Egress packets dropped beyond the shaper's horizon.",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.dropped as f64),
+        value: Values::One(|s| s.net.map(|t| t.dropped as f64)),
     },
     Family {
         name: "rein_ingress_limit_bytes_per_second",
         help: "Ingress bandwidth limit in bytes per second (absent when unlimited).",
         kind: MetricType::GAUGE,
-        value: |s| s.limits.ingress.map(|b| b.bytes_per_second() as f64),
+        value: Values::One(|s| s.limits.ingress.map(|b| b.bytes_per_second() as f64)),
     },
     Family {
         name: "rein_policer_dropped_packets_total",
         help: "Ingress packets dropped by the policer (over the ingress limit).",
         kind: MetricType::COUNTER,
-        value: |s| s.net.map(|t| t.rx_dropped as f64),
-    },
-    Family {
-        name: "rein_tasks",
-        help: "Processes and threads in the container (pids.current).",
-        kind: MetricType::GAUGE,
-        value: |s| Some(s.usage.pids_current as f64),
+        value: Values::One(|s| s.net.map(|t| t.rx_dropped as f64)),
     },
 ];
 
@@ -203,12 +293,53 @@ fn delay_histogram(h: &DelayHistogram) -> Histogram {
     out
 }
 
+fn label(name: &str, value: String) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.into());
+    l.set_value(value);
+    l
+}
+
+fn metric(labels: Vec<LabelPair>, kind: MetricType, v: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(labels);
+    if kind == MetricType::COUNTER {
+        let mut c = Counter::default();
+        c.set_value(v);
+        m.set_counter(c);
+    } else {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    }
+    m
+}
+
+/// cAdvisor labels block devices by name (`/dev/vda`); io.stat has `MAJ:MIN`, which sysfs
+/// resolves. A device sysfs does not know keeps its number.
+fn device_name(number: &str) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{number}/uevent"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|n| format!("/dev/{n}"))
+        })
+        .unwrap_or_else(|| number.to_owned())
+}
+
 impl ContainerCollector {
     pub fn new(node: Arc<Node>) -> prometheus::Result<Self> {
         let labels = || vec!["id".into(), "name".into()];
         let mut descs = FAMILIES
             .iter()
-            .map(|f| Desc::new(f.name.into(), f.help.into(), labels(), Default::default()))
+            .map(|f| {
+                let mut l = labels();
+                if matches!(f.value, Values::PerDevice(_)) {
+                    l.push("device".into());
+                }
+                Desc::new(f.name.into(), f.help.into(), l, Default::default())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         descs.push(Desc::new(
             DELAY_NAME.into(),
@@ -220,18 +351,10 @@ impl ContainerCollector {
     }
 
     fn labels(&self, name: &ContainerName) -> Vec<LabelPair> {
-        [
-            ("id", self.node.tree().cgroup_path(name)),
-            ("name", name.to_string()),
+        vec![
+            label("id", self.node.tree().cgroup_path(name)),
+            label("name", name.to_string()),
         ]
-        .into_iter()
-        .map(|(k, v)| {
-            let mut l = LabelPair::default();
-            l.set_name(k.into());
-            l.set_value(v);
-            l
-        })
-        .collect()
     }
 }
 
@@ -264,22 +387,31 @@ impl Collector for ContainerCollector {
                 net: self.node.traffic(name).ok().flatten(),
             };
             let labels = self.labels(name);
+            // Device names are looked up once per container and scrape, not per family.
+            let devices: Vec<Vec<LabelPair>> = sample
+                .usage
+                .io
+                .iter()
+                .map(|d| {
+                    let mut l = labels.clone();
+                    l.push(label("device", device_name(&d.device)));
+                    l
+                })
+                .collect();
             for (f, mf) in FAMILIES.iter().zip(out.iter_mut()) {
-                let Some(v) = (f.value)(&sample) else {
-                    continue;
-                };
-                let mut m = Metric::default();
-                m.set_label(labels.clone());
-                if f.kind == MetricType::COUNTER {
-                    let mut c = Counter::default();
-                    c.set_value(v);
-                    m.set_counter(c);
-                } else {
-                    let mut g = Gauge::default();
-                    g.set_value(v);
-                    m.set_gauge(g);
+                match f.value {
+                    Values::One(value) => {
+                        if let Some(v) = value(&sample) {
+                            mf.mut_metric().push(metric(labels.clone(), f.kind, v));
+                        }
+                    }
+                    Values::PerDevice(value) => {
+                        for (d, l) in sample.usage.io.iter().zip(&devices) {
+                            mf.mut_metric()
+                                .push(metric(l.clone(), f.kind, value(d) as f64));
+                        }
+                    }
                 }
-                mf.mut_metric().push(m);
             }
         }
         let mut delays = MetricFamily::default();
@@ -300,6 +432,43 @@ impl Collector for ContainerCollector {
     }
 }
 
+/// The exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Prometheus text 0.0.4, the default.
+    Text,
+    /// OpenMetrics 1.0 text, when the scraper's Accept header asks for it (Prometheus does).
+    OpenMetrics,
+}
+
+impl Format {
+    fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Self::OpenMetrics,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// One scrape: gathers and encodes. Runs on a blocking thread so that reading the cgroup
+/// files of many containers never stalls the API served by the same runtime.
+fn scrape(registry: &Registry, format: Format) -> Result<(&'static str, Vec<u8>), String> {
+    let families = registry.gather();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    match format {
+        Format::Text => {
+            TextEncoder::new()
+                .encode(&families, &mut buf)
+                .map_err(|e| e.to_string())?;
+            Ok(("text/plain; version=0.0.4; charset=utf-8", buf))
+        }
+        Format::OpenMetrics => {
+            openmetrics::encode(&families, &mut buf);
+            Ok((openmetrics::CONTENT_TYPE, buf))
+        }
+    }
+}
+
 /// Serves `/metrics` on `addr` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
@@ -311,17 +480,19 @@ pub async fn serve(
     let registry = Arc::new(registry);
     let app = Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: axum::http::HeaderMap| {
             let registry = registry.clone();
             async move {
-                let mut buf = Vec::new();
-                let encoder = TextEncoder::new();
-                match encoder.encode(&registry.gather(), &mut buf) {
-                    Ok(()) => (
-                        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
-                        buf,
-                    )
-                        .into_response(),
+                let format =
+                    Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+                let done = tokio::task::spawn_blocking(move || scrape(&registry, format)).await;
+                match done {
+                    Ok(Ok((content_type, body))) => {
+                        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                    }
+                    Ok(Err(e)) => {
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+                    }
                     Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                         .into_response(),
                 }

@@ -1,0 +1,176 @@
+//! Usage counters read from a cgroup's files: what `rein stats` shows and `/metrics` exports.
+//! Cumulative since the cgroup was created, in the kernel's units (microseconds, bytes).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::files::{self, FileError};
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Usage {
+    pub processes: usize,
+    pub cpu_usage_usec: u64,
+    pub cpu_nr_periods: u64,
+    pub cpu_nr_throttled: u64,
+    pub cpu_throttled_usec: u64,
+    pub memory_current_bytes: u64,
+    pub memory_working_set_bytes: u64,
+    pub memory_oom_kills: u64,
+    pub pids_current: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    /// Per block device (io.stat), in the kernel's order.
+    #[serde(skip)]
+    pub io: Vec<DeviceIo>,
+    /// Pressure stall information (cpu/memory/io.pressure); absent without PSI
+    /// (CONFIG_PSI or psi=0).
+    #[serde(skip)]
+    pub pressure: Pressure,
+}
+
+/// One line of io.stat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// `MAJ:MIN`.
+    pub device: String,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+/// Total stall time of one resource: `some` (at least one task waited) and `full` (all
+/// non-idle tasks waited at once), in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Psi {
+    pub some_usec: u64,
+    /// The kernel reports `full` for cpu only since 5.13; it is 0 at the root.
+    pub full_usec: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    pub cpu: Option<Psi>,
+    pub memory: Option<Psi>,
+    pub io: Option<Psi>,
+}
+
+/// Reads the usage of the cgroup at `dir`. cpu.stat, memory.events, memory.current,
+/// cgroup.procs and pids.current must exist (rein enables their controllers); io.stat,
+/// memory.stat and the pressure files are optional.
+pub fn read(dir: &Path) -> Result<Usage, FileError> {
+    let read = |f: &str| files::read(&dir.join(f));
+    let cpu = read("cpu.stat")?;
+    let events = read("memory.events")?;
+    let io = parse_io_stat(&read("io.stat").unwrap_or_default());
+    let mstat = read("memory.stat").unwrap_or_default();
+    let current: u64 = read("memory.current")?.parse().unwrap_or(0);
+    let psi = |f: &str| read(f).ok().and_then(|t| parse_pressure(&t));
+    Ok(Usage {
+        processes: read("cgroup.procs")?.lines().count(),
+        // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
+        memory_working_set_bytes: current
+            .saturating_sub(files::flat_key(&mstat, "inactive_file").unwrap_or(0)),
+        cpu_usage_usec: files::flat_key(&cpu, "usage_usec").unwrap_or(0),
+        cpu_nr_periods: files::flat_key(&cpu, "nr_periods").unwrap_or(0),
+        cpu_nr_throttled: files::flat_key(&cpu, "nr_throttled").unwrap_or(0),
+        cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
+        memory_current_bytes: current,
+        memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
+        pids_current: read("pids.current")?.parse().unwrap_or(0),
+        io_read_bytes: io.iter().map(|d| d.read_bytes).sum(),
+        io_write_bytes: io.iter().map(|d| d.write_bytes).sum(),
+        io,
+        pressure: Pressure {
+            cpu: psi("cpu.pressure"),
+            memory: psi("memory.pressure"),
+            io: psi("io.pressure"),
+        },
+    })
+}
+
+/// `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0` per line.
+fn parse_io_stat(text: &str) -> Vec<DeviceIo> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let mut d = DeviceIo {
+                device: words.next()?.to_owned(),
+                ..DeviceIo::default()
+            };
+            for kv in words {
+                let (k, v) = kv.split_once('=')?;
+                let v = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => d.read_bytes = v,
+                    "wbytes" => d.write_bytes = v,
+                    "rios" => d.reads = v,
+                    "wios" => d.writes = v,
+                    _ => {}
+                }
+            }
+            Some(d)
+        })
+        .collect()
+}
+
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and the same for `full`.
+fn parse_pressure(text: &str) -> Option<Psi> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(kind))?
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("total="))?
+            .parse()
+            .ok()
+    };
+    Some(Psi {
+        some_usec: total("some")?,
+        full_usec: total("full"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_stat_lines_become_devices() {
+        let d = parse_io_stat(
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+             253:1 rbytes=1 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n",
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[0],
+            DeviceIo {
+                device: "8:0".into(),
+                read_bytes: 4096,
+                write_bytes: 8192,
+                reads: 1,
+                writes: 2,
+            }
+        );
+        assert_eq!(d[1].device, "253:1");
+        assert!(parse_io_stat("").is_empty());
+    }
+
+    #[test]
+    fn pressure_totals_are_read_and_full_is_optional() {
+        let p = parse_pressure(
+            "some avg10=1.00 avg60=0.50 avg300=0.10 total=12345\n\
+             full avg10=0.00 avg60=0.00 avg300=0.00 total=678\n",
+        );
+        assert_eq!(
+            p,
+            Some(Psi {
+                some_usec: 12345,
+                full_usec: Some(678)
+            })
+        );
+        let cpu_5_10 = parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n");
+        assert_eq!(cpu_5_10.map(|p| p.full_usec), Some(None));
+        assert_eq!(parse_pressure("garbage"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The Prometheus endpoint against ground truth: a real Prometheus server (Debian's) scrapes
+//! the agent every second, and PromQL answers are compared with what the workloads did.
+
+use std::time::{Duration, Instant};
+
+use integration_tests::{
+    AgentGuard, HOST_DEV, Prometheus, REMOTE_IP, RemoteNetns, http_get, http_request,
+    promtool_accepts,
+};
+
+const METRICS: &str = "127.0.0.1:9796";
+
+/// Runs `sh -c script` in a new kept container; returns the `rein run` child.
+fn run_sh(agent: &AgentGuard, name: &str, limits: &[&str], script: &str) -> std::process::Child {
+    let mut args = vec!["run", "--keep", "--name", name];
+    args.extend_from_slice(limits);
+    args.extend_from_slice(&["--", "busybox", "sh", "-c", script]);
+    agent.rein_spawn(&args)
+}
+
+/// Kills `rein run` (it forwards SIGTERM to the workload) and reaps it.
+fn stop(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
+    let net = RemoteNetns::new("remote-prom");
+    let agent = AgentGuard::start_with(
+        "rein-prom",
+        &["--egress-dev", HOST_DEV, "--metrics-addr", METRICS],
+    );
+    let prom = Prometheus::start(METRICS);
+    let server = net.iperf3_server();
+
+    // A direct write to a block device and an OOM kill, then a shaped upload alone (CPU
+    // hogs beside it would starve the TCG guest's network), then the CPU workloads.
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "io",
+        "--",
+        "rein-test-helper",
+        "write-direct",
+        "/dev/vdb",
+        "4",
+    ]);
+    let oom = agent.rein(&[
+        "run",
+        "--keep",
+        "--name",
+        "oom",
+        "--memory",
+        "32M",
+        "--",
+        "rein-test-helper",
+        "alloc",
+        "64",
+    ]);
+    assert!(
+        !oom.status.success(),
+        "the 64 MiB allocation was not OOM-killed"
+    );
+    let iperf = agent.rein_spawn_output(&[
+        "run", "--keep", "--name", "net", "--egress", "20mbit", "--", "iperf3", "-c", REMOTE_IP,
+        "-J", "-i", "1", "-t", "8",
+    ]);
+    std::thread::sleep(Duration::from_secs(7));
+    let wait = Duration::from_secs(10);
+    let net_rate = prom.value(
+        r#"rate(container_network_transmit_bytes_total{name="net"}[4s]) * 8"#,
+        wait,
+    );
+    let out = iperf.wait_with_output().unwrap();
+    assert!(out.status.success(), "iperf3: {out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // iperf3's own rate over its steady seconds (the window PromQL saw, give or take one).
+    let steady: Vec<f64> = report["intervals"].as_array().unwrap()[2..7]
+        .iter()
+        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap())
+        .collect();
+    let iperf_rate = steady.iter().sum::<f64>() / steady.len() as f64;
+    let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+
+    let busy = run_sh(&agent, "busy", &["--cpus", "0.5"], "while :; do :; done");
+    let psi = run_sh(
+        &agent,
+        "psi",
+        &["--cpuset", "0"],
+        "while :; do :; done & while :; do :; done",
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let cpu = prom.value(
+        r#"rate(container_cpu_usage_seconds_total{name="busy"}[4s])"#,
+        wait,
+    );
+    let pressure = prom.value(
+        r#"rate(rein_pressure_cpu_waiting_seconds_total{name="psi"}[4s])"#,
+        wait,
+    );
+    eprintln!(
+        "promql: cpu {cpu:.3} of a CPU (quota 0.5), transmit {:.2} Mbit/s (iperf3 {:.2}), \
+         cpu pressure {pressure:.2} s/s",
+        net_rate / 1e6,
+        iperf_rate / 1e6
+    );
+    assert!((0.45..0.55).contains(&cpu), "busy loop at {cpu} CPUs");
+    assert!(
+        (0.9..1.1).contains(&(net_rate / iperf_rate)),
+        "PromQL transmit rate {net_rate} vs iperf3 {iperf_rate}"
+    );
+    assert!(pressure > 0.3, "two loops on one CPU: pressure {pressure}");
+
+    // Counters against exact ground truth, once the last scrape has them.
+    let deadline = Instant::now() + wait;
+    let transmitted = loop {
+        let v = prom.value(
+            r#"container_network_transmit_bytes_total{name="net"}"#,
+            wait,
+        );
+        if v >= sent || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        (0.98..1.03).contains(&(transmitted / sent)),
+        "transmitted {transmitted} bytes for iperf3's {sent}"
+    );
+    assert_eq!(
+        prom.value(r#"container_oom_events_total{name="oom"}"#, wait),
+        1.0,
+        "one OOM kill, counted once"
+    );
+    let written = prom.value(
+        r#"container_fs_writes_bytes_total{name="io",device="/dev/vdb"}"#,
+        wait,
+    );
+    assert!(
+        written >= 4.0 * 1048576.0,
+        "wrote 4 MiB to /dev/vdb, counted {written}"
+    );
+
+    // The scrape Prometheus got was OpenMetrics, and healthy.
+    let targets = http_get(Prometheus::ADDR, "/api/v1/targets");
+    assert!(targets.contains(r#""health":"up""#), "{targets}");
+    let (head, body) = http_request(
+        METRICS,
+        "/metrics",
+        "accept: application/openmetrics-text;version=1.0.0\r\n",
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("# TYPE container_cpu_usage_seconds counter\n"));
+    // The classic text format of the same moment is lint-clean.
+    promtool_accepts(&http_get(METRICS, "/metrics"));
+
+    // A removed container's series go stale in Prometheus.
+    stop(busy);
+    agent.rein_ok(&["rm", "busy"]);
+    let deadline = Instant::now() + wait;
+    while !prom
+        .query(r#"container_cpu_usage_seconds_total{name="busy"}"#)
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "busy's series outlived it");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop(psi);
+    let mut server = server;
+    let _ = server.kill();
+    let _ = server.wait();
+}
