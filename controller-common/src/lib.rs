@@ -176,6 +176,43 @@ impl DelayHistogram {
     }
 }
 
+/// Name of the per-CPU hash map of run-queue latency histograms ([`DelayHistogram`] layout:
+/// time from wake-up, or preemption, to running) keyed by cgroup id.
+pub const RUNQ_MAP: &str = "REIN_RUNQ";
+/// Name of the hash map of cgroup ids whose run-queue latency is recorded (rein's
+/// containers; value unused): the scheduler hooks run for every task of the node and skip
+/// all others after one lookup.
+pub const WATCH_MAP: &str = "REIN_WATCH";
+/// Name of the one-entry array map of [`KernelOffsets`].
+pub const OFFSETS_MAP: &str = "REIN_OFFSETS";
+/// Most watched cgroups.
+pub const WATCH_MAP_MAX_ENTRIES: u32 = 16_384;
+
+/// Byte offsets of the kernel struct members the scheduler programs read with
+/// `bpf_probe_read_kernel`, resolved by the agent from the running kernel's BTF (Rust eBPF
+/// has no CO-RE relocations). `valid == 0` until the agent wrote them: the programs do
+/// nothing before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.pid` (i32).
+    pub task_pid: u32,
+    /// `task_struct.__state` (`state` before 5.14; 0 is TASK_RUNNING).
+    pub task_state: u32,
+    /// `task_struct.cgroups` (`struct css_set *`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (`struct cgroup *`, the task's cgroup v2).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (u64: the cgroup id, the inode number of its directory).
+    pub kernfs_node_id: u32,
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
+
 /// The pacing clock of one cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,6 +233,9 @@ unsafe impl aya::Pod for ShaperConfig {}
 // SAFETY: one `u64`.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ShaperState {}
+// SAFETY: `#[repr(C)]`, eight `u32`s (padding spelled out), so any bits are valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}
 // SAFETY: `#[repr(C)]`, two `u64`s, no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PolicerConfig {}

@@ -7,15 +7,16 @@
 #![no_std]
 #![no_main]
 
+mod sched;
 mod shaper;
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_NOEXIST},
     helpers::bpf_skb_cgroup_id,
-    macros::{cgroup_skb, map},
+    macros::{cgroup_skb, map, raw_tracepoint},
     maps::PerCpuHashMap,
-    programs::SkBuffContext,
+    programs::{RawTracePointContext, SkBuffContext},
 };
 use aya_log_ebpf::{debug, warn};
 use controller_common::{TRAFFIC_MAP_MAX_ENTRIES, Traffic};
@@ -138,6 +139,21 @@ fn count(ctx: &SkBuffContext, id: u64, outcome: Outcome) {
     } else {
         warn!(ctx, "rein: traffic map full, cgroup {} is not counted", id);
     }
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn rein_sched_wakeup(ctx: RawTracePointContext) -> u32 {
+    sched::wakeup(&ctx)
+}
+
+#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
+pub fn rein_sched_wakeup_new(ctx: RawTracePointContext) -> u32 {
+    sched::wakeup(&ctx)
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn rein_sched_switch(ctx: RawTracePointContext) -> u32 {
+    sched::switch(&ctx)
 }
 
 #[cfg(not(test))]

@@ -297,6 +297,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     let datapath = start_datapath(&settings, &tree);
     let node = Node::new(tree, datapath, settings.shaper);
+    match node.start_sched_latency(&settings.bpf_dir) {
+        Ok(()) => tracing::info!("run-queue latency recorded per container"),
+        Err(e) => tracing::warn!("no run-queue latency histograms: {e}"),
+    }
+    if let Err(e) = node.watch_all() {
+        tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");
+    }
     let adopted = node.tree().list()?;
     for name in &adopted {
         match node.limits(name) {

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod btf;
 pub mod cgroup;
 pub mod check;
 pub mod cli;

@@ -418,14 +418,45 @@ impl Node {
         self.check_enforceable(l)?;
         self.tree.create(name, l)?;
         let net = self.planned(l, NetState::default());
-        if net != NetState::default() {
-            let written = self.cgroup_id(name).and_then(|id| self.write_net(id, net));
-            if let Err(e) = written {
-                let _ = self.tree.remove(name, true);
-                return Err(e);
+        let written = self.cgroup_id(name).and_then(|id| {
+            if net != NetState::default() {
+                self.write_net(id, net)?;
             }
+            self.with_datapath(|dp| dp.watch(id))?;
+            Ok(())
+        });
+        if let Err(e) = written {
+            let _ = self.tree.remove(name, true);
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Records the run-queue latency of every container in the tree (after a restart, or
+    /// for containers made before the scheduler programs ran).
+    pub fn watch_all(&self) -> Result<(), NodeError> {
+        for name in self.tree.list()? {
+            let id = self.cgroup_id(&name)?;
+            self.with_datapath(|dp| dp.watch(id))?;
+        }
+        Ok(())
+    }
+
+    /// The container's run-queue latency histogram (summed over CPUs), if recorded.
+    pub fn runq(
+        &self,
+        name: &ContainerName,
+    ) -> Result<Option<controller_common::DelayHistogram>, NodeError> {
+        let id = self.cgroup_id(name)?;
+        Ok(self.with_datapath(|dp| dp.runq_of(id))?.flatten())
+    }
+
+    /// Loads and attaches the scheduler programs with offsets from the kernel's BTF.
+    pub fn start_sched_latency(&self, pin_dir: &std::path::Path) -> Result<(), String> {
+        let offsets = crate::net::programs::kernel_offsets().map_err(|e| e.to_string())?;
+        self.with_datapath(|dp| dp.start_sched_latency(offsets, pin_dir))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "rein's eBPF programs are not loaded".to_owned())
     }
 
     /// Changes limits live: the maps first (one update each, undone if the files fail), then

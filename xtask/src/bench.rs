@@ -26,12 +26,23 @@ pub enum Bench {
         #[command(flatten)]
         vm: vm::VmArgs,
     },
+    /// The cost of the Prometheus endpoint with 1, 100 and 1000 containers: scrape latency
+    /// (median, p99) next to reading the same cgroup files directly, the agent's CPU per
+    /// scrape and its RSS. Raw results go to target/bench/metrics.json.
+    Metrics {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// Scrapes timed at each size.
+        #[arg(long, default_value_t = 50)]
+        scrapes: u32,
+    },
 }
 
 pub fn run(b: &Bench) -> anyhow::Result<i32> {
     match b {
         Bench::Api { vm, calls } => api(vm, *calls),
         Bench::Shaping { vm } => shaping(vm),
+        Bench::Metrics { vm, scrapes } => metrics(vm, *scrapes),
     }
 }
 
@@ -132,6 +143,127 @@ fn shaping(args: &vm::VmArgs) -> anyhow::Result<i32> {
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)?;
     println!("\nraw results: {}", out.display());
     Ok(status)
+}
+
+/// Writes a guest script under target/vm and returns its path.
+fn guest_script(name: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let path: PathBuf = workspace_root().join("target").join("vm").join(name);
+    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The `BENCH {json}` lines of a guest's output.
+fn bench_lines(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l.strip_prefix("BENCH ")?).ok())
+        .collect()
+}
+
+fn metrics(args: &vm::VmArgs, scrapes: u32) -> anyhow::Result<i32> {
+    let args = &vm::VmArgs {
+        release: true,
+        timeout: args.timeout.max(1800),
+        ..args.clone()
+    };
+    // The scheduler programs' cost first: context switches with no agent, then with its
+    // programs attached, for a task rein does not watch and for one in a container.
+    let mut script = String::from(
+        "rein-test-helper bench-sched none 20000\n\
+         rein agent --metrics-addr 127.0.0.1:9798 2>/tmp/agent.log &\n\
+         AGENT=$!\n\
+         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         rein-test-helper bench-sched unwatched 20000\n\
+         rein run -- rein-test-helper bench-sched watched 20000\n",
+    );
+    for n in [1, 100, 1000] {
+        script.push_str(&format!(
+            "rein-test-helper bench-scrape /run/rein/rein.sock 127.0.0.1:9798 $AGENT {n} {scrapes}\n"
+        ));
+    }
+    let path = guest_script("bench-metrics.sh", &script)?;
+    let mut all = Vec::new();
+    let mut status = 0;
+    for (series, outcome) in vm::run_script_outcomes(args, &path)? {
+        status = status.max(outcome.status);
+        let (runs, sched): (Vec<_>, Vec<_>) = bench_lines(&outcome.lines)
+            .into_iter()
+            .partition(|r| r.get("containers").is_some());
+        print_sched_table(series.name(), &sched);
+        println!(
+            "\nbench metrics on {} (TCG guest, {scrapes} scrapes per size; each container has \
+             CPU and memory limits)",
+            series.name()
+        );
+        println!(
+            "{:>10} {:>12} {:>12} {:>12} {:>10} {:>12} {:>10} {:>10}",
+            "containers",
+            "scrape p50",
+            "scrape p99",
+            "bare reads",
+            "ratio",
+            "cpu/scrape",
+            "rss",
+            "body"
+        );
+        for r in &runs {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{:>10} {:>10.1}ms {:>10.1}ms {:>10.1}ms {:>9.2}x {:>10.1}ms {:>8.1}MiB {:>8.0}KiB",
+                r["containers"],
+                f("scrape_us_median") / 1e3,
+                f("scrape_us_p99") / 1e3,
+                f("bare_reads_us_median") / 1e3,
+                f("scrape_us_median") / f("bare_reads_us_median"),
+                f("agent_cpu_ms_per_scrape"),
+                f("agent_rss_kib") / 1024.0,
+                f("body_bytes") / 1024.0,
+            );
+        }
+        println!(
+            "ratio: a scrape over reading the same cgroup files directly (no parsing, no encoding)"
+        );
+        all.push(serde_json::json!({ "kernel": series.name(), "scrapes": runs, "sched": sched }));
+    }
+    let out = workspace_root()
+        .join("target")
+        .join("bench")
+        .join("metrics.json");
+    std::fs::create_dir_all(out.parent().unwrap_or(&out))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&all)?)?;
+    println!("\nraw results: {}", out.display());
+    Ok(status)
+}
+
+fn print_sched_table(kernel: &str, runs: &[serde_json::Value]) {
+    println!(
+        "\nbench metrics on {kernel}: run-queue latency programs (pipe ping-pong of two threads \
+         on one CPU)"
+    );
+    println!(
+        "{:<34} {:>14} {:>10} {:>16} {:>14}",
+        "", "ns/roundtrip", "vs none", "program runs", "ns per run"
+    );
+    let none = runs
+        .iter()
+        .find(|r| r["label"] == "none")
+        .and_then(|r| r["ns_per_roundtrip"].as_f64());
+    for r in runs {
+        let rt = r["ns_per_roundtrip"].as_f64().unwrap_or(f64::NAN);
+        let label = match r["label"].as_str() {
+            Some("none") => "no agent",
+            Some("unwatched") => "agent, task outside rein",
+            Some("watched") => "agent, task in a rein container",
+            _ => "?",
+        };
+        println!(
+            "{label:<34} {rt:>14.0} {:>9.2}x {:>16} {:>14.0}",
+            none.map_or(f64::NAN, |n| rt / n),
+            r["sched_program_runs"],
+            r["sched_ns_per_run"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
 }
 
 fn print_shaping_table(kernel: &str, runs: &[serde_json::Value], cost: &str) {

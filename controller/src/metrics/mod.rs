@@ -20,7 +20,7 @@ use controller_common::{DELAY_BUCKETS, DelayHistogram, Traffic};
 use crate::{
     cgroup::{ContainerName, DeviceIo, Usage},
     limits::{Limits, Max, Memory, Pids},
-    node::Node,
+    node::{Node, NodeError},
 };
 
 /// Default metrics address: loopback only (see README, threat model).
@@ -271,8 +271,23 @@ pub struct ContainerCollector {
     descs: Vec<Desc>,
 }
 
-const DELAY_NAME: &str = "rein_shaper_delay_seconds";
-const DELAY_HELP: &str = "Delay the egress shaper imposed on delayed packets, in seconds.";
+/// A container's log2 histogram from an eBPF map.
+type HistogramOf = fn(&Node, &ContainerName) -> Result<Option<DelayHistogram>, NodeError>;
+
+/// The histogram families: name, help, where the data comes from.
+const HISTOGRAMS: &[(&str, &str, HistogramOf)] = &[
+    (
+        "rein_shaper_delay_seconds",
+        "Delay the egress shaper imposed on delayed packets, in seconds.",
+        Node::delays,
+    ),
+    (
+        "rein_runqueue_latency_seconds",
+        "Time the container's tasks waited runnable for a CPU (wake-up or preemption to \
+         running), in seconds, from the scheduler tracepoints.",
+        Node::runq,
+    ),
+];
 
 /// The kernel-side histogram as a Prometheus one: bucket `i` holds delays below `2^i` us, so
 /// the cumulative count at `le = 2^i us` sums buckets `0..=i`; the last bucket is `+Inf`.
@@ -341,12 +356,14 @@ impl ContainerCollector {
                 Desc::new(f.name.into(), f.help.into(), l, Default::default())
             })
             .collect::<Result<Vec<_>, _>>()?;
-        descs.push(Desc::new(
-            DELAY_NAME.into(),
-            DELAY_HELP.into(),
-            labels(),
-            Default::default(),
-        )?);
+        for (name, help, _) in HISTOGRAMS {
+            descs.push(Desc::new(
+                (*name).into(),
+                (*help).into(),
+                labels(),
+                Default::default(),
+            )?);
+        }
         Ok(Self { node, descs })
     }
 
@@ -414,19 +431,21 @@ impl Collector for ContainerCollector {
                 }
             }
         }
-        let mut delays = MetricFamily::default();
-        delays.set_name(DELAY_NAME.into());
-        delays.set_help(DELAY_HELP.into());
-        delays.set_field_type(MetricType::HISTOGRAM);
-        for name in &names {
-            if let Ok(Some(h)) = self.node.delays(name) {
-                let mut m = Metric::default();
-                m.set_label(self.labels(name));
-                m.set_histogram(delay_histogram(&h));
-                delays.mut_metric().push(m);
+        for (name, help, histogram) in HISTOGRAMS {
+            let mut mf = MetricFamily::default();
+            mf.set_name((*name).into());
+            mf.set_help((*help).into());
+            mf.set_field_type(MetricType::HISTOGRAM);
+            for c in &names {
+                if let Ok(Some(h)) = histogram(&self.node, c) {
+                    let mut m = Metric::default();
+                    m.set_label(self.labels(c));
+                    m.set_histogram(delay_histogram(&h));
+                    mf.mut_metric().push(m);
+                }
             }
+            out.push(mf);
         }
-        out.push(delays);
         out.retain(|mf| !mf.get_metric().is_empty());
         out
     }

@@ -12,10 +12,14 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    DELAY_MAP, DelayHistogram, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
-    PROG_COUNT_INGRESS, PolicerConfig, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig, ShaperState,
-    TRAFFIC_MAP, Traffic,
+    DELAY_MAP, DelayHistogram, OFFSETS_MAP, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
+    PROG_COUNT_INGRESS, PolicerConfig, RUNQ_MAP, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig,
+    ShaperState, TRAFFIC_MAP, Traffic, WATCH_MAP,
 };
+
+mod sched;
+
+pub use sched::kernel_offsets;
 
 /// The eBPF object file, aligned as aya's ELF parser needs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rein-ebpf"));
@@ -54,12 +58,16 @@ pub struct Datapath {
 }
 
 /// Maps the agent pins so their contents outlive it.
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 9] = [
     TRAFFIC_MAP,
     SHAPER_MAP,
     SHAPER_STATE_MAP,
     POLICER_MAP,
     POLICER_STATE_MAP,
+    DELAY_MAP,
+    RUNQ_MAP,
+    WATCH_MAP,
+    OFFSETS_MAP,
 ];
 
 /// Whether [`Datapath::ensure_attached`] found the programs already attached.
@@ -266,10 +274,11 @@ impl Datapath {
         Ok(outcome)
     }
 
-    /// Forgets a removed cgroup: its shaping, pacing clock and counters.
+    /// Forgets a removed cgroup: its shaping, pacing clock, counters and histograms.
     pub fn forget(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.clear_shaping(cgroup_id)?;
         self.clear_policing(cgroup_id)?;
+        self.unwatch(cgroup_id)?;
         self.remove_per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?;
         self.remove_per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)
     }

@@ -7,6 +7,13 @@
 //!   wait for each echo.
 //! - `bench-summary LABEL LIMIT_MBIT STREAMS IPERF3_JSON PING_OUTPUT`: one line
 //!   `BENCH {json}` with goodput, retransmits and ping RTT p50/p99 of a shaping run.
+//! - `bench-scrape SOCKET ADDR AGENT_PID CONTAINERS SCRAPES`: grows the agent's tree to
+//!   CONTAINERS containers (with CPU and memory limits), then times SCRAPES scrapes of
+//!   `http://ADDR/metrics` next to reading the same cgroup files directly; prints one
+//!   `BENCH {json}` line with latencies, the agent's CPU per scrape and its RSS.
+//! - `bench-sched LABEL N`: N pipe round trips between two threads pinned to CPU 0 (two
+//!   context switches each); prints one `BENCH {json}` line with the time per round trip and,
+//!   with BPF statistics switched on, the runs and mean run time of rein's scheduler programs.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
@@ -68,6 +75,8 @@ fn main() {
             }
         }
         Some("bench-summary") => bench_summary(&args),
+        Some("bench-scrape") => bench_scrape(&args),
+        Some("bench-sched") => bench_sched(args.get(1).unwrap_or_else(|| usage()), num(2)),
         Some("bench-set") => {
             let socket = args.get(1).unwrap_or_else(|| usage());
             let name = args.get(2).unwrap_or_else(|| usage());
@@ -154,6 +163,170 @@ fn bench_summary(args: &[String]) {
     println!("BENCH {out}");
 }
 
+/// See the module docs.
+fn bench_scrape(args: &[String]) {
+    let arg = |i: usize| args.get(i).unwrap_or_else(|| usage()).as_str();
+    let n = |i: usize| -> usize { arg(i).parse().unwrap_or_else(|_| usage()) };
+    let (socket, addr, pid, containers, scrapes) = (arg(1), arg(2), arg(3), n(4), n(5));
+    let root = std::path::Path::new("/sys/fs/cgroup/rein.slice");
+    for i in 0..containers {
+        let name = format!("m{i}");
+        if !root.join(&name).exists() {
+            api_call(
+                socket,
+                "POST",
+                "/v1/containers",
+                &format!(r#"{{"name":"{name}","limits":{{"cpus":"0.5","memory":"64M"}}}}"#),
+                "201",
+            );
+        }
+    }
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which may hold spaces): utime is the 14th field
+        // overall, stime the 15th.
+        let rest = stat.rsplit_once(") ").unwrap().1;
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f[11] + f[12]
+    };
+    let status_kib = |key: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut bytes = scrape(addr).len();
+    let ticks0 = cpu_ticks();
+    let scrape_us = timed(scrapes, |_| bytes = scrape(addr).len());
+    let ticks = cpu_ticks() - ticks0;
+    // The floor: reading the files a scrape reads, directly, without any formatting.
+    let files = [
+        "cpu.stat",
+        "memory.events",
+        "io.stat",
+        "memory.stat",
+        "memory.current",
+        "cgroup.procs",
+        "pids.current",
+        "cpu.pressure",
+        "memory.pressure",
+        "io.pressure",
+        "cpu.max",
+        "memory.max",
+    ];
+    let read_us = timed(scrapes, |_| {
+        for i in 0..containers {
+            let dir = root.join(format!("m{i}"));
+            for f in files {
+                let _ = std::fs::read_to_string(dir.join(f));
+            }
+        }
+    });
+    let out = serde_json::json!({
+        "containers": containers,
+        "scrapes": scrapes,
+        "scrape_us_median": scrape_us.0,
+        "scrape_us_p99": scrape_us.1,
+        "bare_reads_us_median": read_us.0,
+        "body_bytes": bytes,
+        // USER_HZ is 100 on every Linux architecture rein supports.
+        "agent_cpu_ms_per_scrape": ticks as f64 * 10.0 / scrapes as f64,
+        "agent_rss_kib": status_kib("VmRSS:"),
+        "agent_peak_rss_kib": status_kib("VmHWM:"),
+    });
+    println!("BENCH {out}");
+}
+
+/// See the module docs.
+fn bench_sched(label: &str, n: usize) {
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    // (runs, run time) of rein's scheduler programs, summed.
+    let stats = || -> (u64, u128) {
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("rein_sched")))
+            .fold((0, 0), |(c, t), p| {
+                (c + p.run_count(), t + p.run_time().as_nanos())
+            })
+    };
+    let pin_cpu0 = || {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::CPU_SET(0, &mut set) };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is the calling thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    };
+    let (mut a_rx, mut a_tx) = std::io::pipe().unwrap();
+    let (mut b_rx, mut b_tx) = std::io::pipe().unwrap();
+    let (runs0, time0) = stats();
+    pin_cpu0();
+    let echo = std::thread::spawn(move || {
+        use std::io::Read as _;
+        pin_cpu0();
+        let mut byte = [0u8; 1];
+        for _ in 0..n {
+            a_rx.read_exact(&mut byte).unwrap();
+            b_tx.write_all(&byte).unwrap();
+        }
+    });
+    let t = Instant::now();
+    let mut byte = [0u8; 1];
+    for _ in 0..n {
+        use std::io::Read as _;
+        a_tx.write_all(&byte).unwrap();
+        b_rx.read_exact(&mut byte).unwrap();
+    }
+    let elapsed = t.elapsed();
+    echo.join().unwrap();
+    let (runs1, time1) = stats();
+    let runs = runs1 - runs0;
+    let out = serde_json::json!({
+        "label": label,
+        "roundtrips": n,
+        "ns_per_roundtrip": elapsed.as_nanos() as f64 / n as f64,
+        "sched_program_runs": runs,
+        "sched_ns_per_run": if runs > 0 { (time1 - time0) as f64 / runs as f64 } else { 0.0 },
+    });
+    println!("BENCH {out}");
+}
+
+/// One GET of /metrics over loopback; returns the body.
+fn scrape(addr: &str) -> String {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nhost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_owned()
+}
+
+/// One API request over a fresh connection, checked for `status`.
+fn api_call(socket: &str, method: &str, path: &str, body: &str, status: &str) {
+    use std::io::Read as _;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with(&format!("HTTP/1.1 {status}")),
+        "{method} {path}: {resp}"
+    );
+}
+
 /// Alternating quotas so every call really changes the file.
 fn quota(i: usize) -> u32 {
     if i.is_multiple_of(2) { 50_000 } else { 60_000 }
@@ -174,19 +347,14 @@ fn timed(n: usize, mut f: impl FnMut(usize)) -> (u128, u128) {
 
 /// One PATCH /v1/containers/NAME over a fresh connection, checked for 200.
 fn api_set(socket: &str, name: &str, i: usize) {
-    use std::io::Read as _;
     let body = format!("{{\"limits\":{{\"cpus\":\"{}m\"}}}}", quota(i) / 100);
-    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(
-        s,
-        "PATCH /v1/containers/{name} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    api_call(
+        socket,
+        "PATCH",
+        &format!("/v1/containers/{name}"),
+        &body,
+        "200",
+    );
 }
 
 fn usage() -> ! {

@@ -178,3 +178,62 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// `rein_runqueue_latency_seconds_{count,sum}` of container `name` in a scrape.
+fn runq(text: &str, name: &str) -> (f64, f64) {
+    let get = |suffix: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("rein_runqueue_latency_seconds_{suffix}{{"))
+                    && l.contains(&format!("name=\"{name}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (get("count"), get("sum"))
+}
+
+/// The scheduler programs (offsets from the kernel's BTF) record how long each container's
+/// tasks wait for a CPU: three loops crowded on one CPU wait a time slice at a time, a
+/// sleeper alone on the other CPU hardly waits.
+#[test]
+fn runqueue_latency_is_recorded_per_container() {
+    let agent = AgentGuard::start_with("rein-runq", &["--metrics-addr", METRICS]);
+    let crowd = run_sh(
+        &agent,
+        "crowd",
+        &["--cpuset", "0"],
+        "while :; do :; done & while :; do :; done & while :; do :; done",
+    );
+    let alone = run_sh(
+        &agent,
+        "alone",
+        &["--cpuset", "1"],
+        "while :; do usleep 5000; done",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let text = http_get(METRICS, "/metrics");
+    let (crowd_n, crowd_sum) = runq(&text, "crowd");
+    let (alone_n, alone_sum) = runq(&text, "alone");
+    let mean = |n: f64, sum: f64| if n > 0.0 { sum / n } else { f64::NAN };
+    eprintln!(
+        "runq: crowd {crowd_n} waits, mean {:.3} ms; alone {alone_n} waits, mean {:.3} ms",
+        mean(crowd_n, crowd_sum) * 1e3,
+        mean(alone_n, alone_sum) * 1e3
+    );
+    assert!(crowd_n > 20.0 && alone_n > 20.0, "too few samples:\n{text}");
+    assert!(
+        mean(crowd_n, crowd_sum) > 5.0 * mean(alone_n, alone_sum),
+        "crowded tasks should wait far longer"
+    );
+    promtool_accepts(&text);
+    stop(crowd);
+    stop(alone);
+    agent.rein_ok(&["rm", "--force", "crowd"]);
+    let after = http_get(METRICS, "/metrics");
+    assert_eq!(
+        runq(&after, "crowd"),
+        (0.0, 0.0),
+        "a removed container's histogram remains"
+    );
+}

@@ -1,0 +1,101 @@
+//! The scheduler programs (run-queue latency per container): offsets from BTF, attach through
+//! pinned links like the cgroup programs, and the watch list of rein's cgroups.
+
+use std::path::Path;
+
+use aya::{
+    maps::{Array, HashMap},
+    programs::{RawTracePoint, links::FdLink},
+};
+use controller_common::{DelayHistogram, KernelOffsets, OFFSETS_MAP, RUNQ_MAP, WATCH_MAP};
+
+use super::{Datapath, ProgramError, absent_ok};
+use crate::btf::Offsets;
+
+/// The programs and the tracepoints they attach to.
+const PROGRAMS: [(&str, &str); 3] = [
+    ("rein_sched_wakeup", "sched_wakeup"),
+    ("rein_sched_wakeup_new", "sched_wakeup_new"),
+    ("rein_sched_switch", "sched_switch"),
+];
+
+/// The members the programs read, resolved for the running kernel.
+pub fn kernel_offsets() -> Result<KernelOffsets, crate::btf::BtfError> {
+    let o = Offsets::from_kernel(&["task_struct", "css_set", "cgroup", "kernfs_node"])?;
+    Ok(KernelOffsets {
+        task_pid: o.of("task_struct", "pid")?,
+        task_state: o.of_any("task_struct", &["__state", "state"])?,
+        task_cgroups: o.of("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: o.of("css_set", "dfl_cgrp")?,
+        cgroup_kn: o.of("cgroup", "kn")?,
+        kernfs_node_id: o.of("kernfs_node", "id")?,
+        valid: 1,
+        _pad: 0,
+    })
+}
+
+impl Datapath {
+    /// Writes the kernel offsets, loads the scheduler programs and attaches them through
+    /// links pinned in `pin_dir/links` (an earlier agent's pinned links are adopted).
+    pub fn start_sched_latency(
+        &mut self,
+        offsets: KernelOffsets,
+        pin_dir: &Path,
+    ) -> Result<(), ProgramError> {
+        let err = |source| ProgramError::Map {
+            name: OFFSETS_MAP,
+            source,
+        };
+        Array::<_, KernelOffsets>::try_from(self.map_mut(OFFSETS_MAP)?)
+            .and_then(|mut m| m.set(0, &offsets, 0))
+            .map_err(err)?;
+        let links = pin_dir.join("links");
+        let pin_err = |path: &Path, e: &dyn std::fmt::Display| ProgramError::Pin {
+            path: path.to_owned(),
+            problem: e.to_string(),
+        };
+        std::fs::create_dir_all(&links).map_err(|e| pin_err(&links, &e))?;
+        for (name, tracepoint) in PROGRAMS {
+            let pin = links.join(name);
+            if pin.exists() {
+                continue;
+            }
+            let prog: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProgramError::Missing { name })?
+                .try_into()
+                .map_err(|source| ProgramError::Program { name, source })?;
+            let fail = |source| ProgramError::Program { name, source };
+            prog.load().map_err(fail)?;
+            let id = prog.attach(tracepoint).map_err(fail)?;
+            let link: FdLink = prog.take_link(id).map_err(fail)?.into();
+            link.pin(&pin).map_err(|e| pin_err(&pin, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts recording the run-queue latency of a cgroup.
+    pub fn watch(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
+        self.set_entry(WATCH_MAP, cgroup_id, 1u8)
+    }
+
+    /// Stops recording a cgroup and forgets its histogram.
+    pub fn unwatch(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
+        let removed = HashMap::<_, u64, u8>::try_from(self.map_mut(WATCH_MAP)?)
+            .and_then(|mut m| m.remove(&cgroup_id));
+        absent_ok(removed, WATCH_MAP)?;
+        self.remove_per_cpu_entry::<DelayHistogram>(RUNQ_MAP, cgroup_id)
+    }
+
+    /// The cgroup's run-queue latency histogram, summed over CPUs.
+    pub fn runq_of(&self, cgroup_id: u64) -> Result<Option<DelayHistogram>, ProgramError> {
+        Ok(self
+            .per_cpu_entry::<DelayHistogram>(RUNQ_MAP, cgroup_id)?
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .fold(DelayHistogram::default(), |a, h| a.merged(h))
+            }))
+    }
+}
