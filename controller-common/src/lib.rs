@@ -213,6 +213,53 @@ pub struct KernelOffsets {
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
 
+/// Name of the LRU hash map from socket cookie to [`SockInfo`]: the egress program learns
+/// each socket's cgroup from its packets, so the sock_ops program (which has no cgroup
+/// helper) can attribute TCP events.
+pub const SOCK_MAP: &str = "REIN_SOCK";
+/// Sockets remembered at once (least recently used are forgotten first).
+pub const SOCK_MAP_MAX_ENTRIES: u32 = 65_536;
+/// Name of the per-CPU hash map of [`TcpStats`] keyed by cgroup id.
+pub const TCP_MAP: &str = "REIN_TCP";
+
+/// What rein knows of one socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockInfo {
+    pub cgroup_id: u64,
+    /// 1 once the socket was counted as a connection.
+    pub counted: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
+
+/// TCP as the container's sockets saw it, from the sock_ops program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Smoothed round-trip time at each RTT sample (log2 microsecond buckets, sum in ns).
+    pub rtt: DelayHistogram,
+    /// Segments retransmitted (successfully handed to the IP layer).
+    pub retransmitted_segments: u64,
+    /// Connections that took their first RTT sample (carried data both ways).
+    pub connections: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TcpStats>() == 8 * (DELAY_BUCKETS + 3));
+
+impl TcpStats {
+    #[must_use]
+    pub fn merged(self, other: &Self) -> Self {
+        Self {
+            rtt: self.rtt.merged(&other.rtt),
+            retransmitted_segments: self
+                .retransmitted_segments
+                .saturating_add(other.retransmitted_segments),
+            connections: self.connections.saturating_add(other.connections),
+        }
+    }
+}
+
 /// The pacing clock of one cgroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -233,6 +280,12 @@ unsafe impl aya::Pod for ShaperConfig {}
 // SAFETY: one `u64`.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ShaperState {}
+// SAFETY: `#[repr(C)]`, two `u64`s.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockInfo {}
+// SAFETY: `#[repr(C)]`, only `u64`s (size asserted), so any bits are valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for TcpStats {}
 // SAFETY: `#[repr(C)]`, eight `u32`s (padding spelled out), so any bits are valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}

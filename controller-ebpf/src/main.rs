@@ -9,14 +9,15 @@
 
 mod sched;
 mod shaper;
+mod tcp;
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, BPF_NOEXIST},
     helpers::bpf_skb_cgroup_id,
-    macros::{cgroup_skb, map, raw_tracepoint},
+    macros::{cgroup_skb, map, raw_tracepoint, sock_ops},
     maps::PerCpuHashMap,
-    programs::{RawTracePointContext, SkBuffContext},
+    programs::{RawTracePointContext, SkBuffContext, SockOpsContext},
 };
 use aya_log_ebpf::{debug, warn};
 use controller_common::{TRAFFIC_MAP_MAX_ENTRIES, Traffic};
@@ -54,6 +55,9 @@ pub fn rein_count_egress(ctx: SkBuffContext) -> i32 {
         Outcome::Sent
     };
     count(&ctx, id, outcome);
+    if verdict != shaper::Verdict::Dropped {
+        tcp::remember(&ctx, id);
+    }
     if verdict != shaper::Verdict::Pass {
         record(id, verdict);
     }
@@ -139,6 +143,11 @@ fn count(ctx: &SkBuffContext, id: u64, outcome: Outcome) {
     } else {
         warn!(ctx, "rein: traffic map full, cgroup {} is not counted", id);
     }
+}
+
+#[sock_ops]
+pub fn rein_sock_ops(ctx: SockOpsContext) -> u32 {
+    tcp::sock_ops(&ctx)
 }
 
 #[raw_tracepoint(tracepoint = "sched_wakeup")]

@@ -24,10 +24,11 @@ static REIN_WATCH: HashMap<u64, u8> = HashMap::with_max_entries(WATCH_MAP_MAX_EN
 static REIN_RUNQ: PerCpuHashMap<u64, DelayHistogram> =
     PerCpuHashMap::with_max_entries(WATCH_MAP_MAX_ENTRIES, 0);
 
-/// When each watched runnable task (by pid) started waiting. LRU: a task that exits while
-/// runnable never has its entry consumed.
+/// When each watched runnable task (by pid) started waiting, and its cgroup (so the switch
+/// does not walk the task's cgroup again). LRU: a task that exits while runnable never has
+/// its entry consumed.
 #[map]
-static REIN_RUNNABLE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32_768, 0);
+static REIN_RUNNABLE: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(32_768, 0);
 
 /// The `n`th raw tracepoint argument (a `task_struct` address for the ones used here).
 #[inline(always)]
@@ -64,15 +65,15 @@ fn offsets() -> Option<&'static KernelOffsets> {
 /// Marks `task` runnable now, if watched.
 #[inline(always)]
 fn runnable(o: &KernelOffsets, task: u64) {
-    if watched_cgroup(o, task).is_none() {
+    let Some(id) = watched_cgroup(o, task) else {
         return;
-    }
+    };
     let Some(pid) = read::<i32>(task, o.task_pid) else {
         return;
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let _ = REIN_RUNNABLE.insert(&(pid as u32), &now, 0);
+    let _ = REIN_RUNNABLE.insert(&(pid as u32), &[now, id], 0);
 }
 
 /// `sched_wakeup(p)` and `sched_wakeup_new(p)`.
@@ -100,13 +101,10 @@ pub fn switch(ctx: &RawTracePointContext) -> u32 {
     };
     let pid = pid as u32;
     // SAFETY: lookup; the value is copied out at once.
-    let Some(since) = (unsafe { REIN_RUNNABLE.get(&pid) }).copied() else {
+    let Some([since, id]) = (unsafe { REIN_RUNNABLE.get(&pid) }).copied() else {
         return 0;
     };
     let _ = REIN_RUNNABLE.remove(&pid);
-    let Some(id) = watched_cgroup(o, next) else {
-        return 0;
-    };
     // SAFETY: helper without arguments.
     let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
     let add = |h: &mut DelayHistogram| {

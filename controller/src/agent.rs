@@ -301,6 +301,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("run-queue latency recorded per container"),
         Err(e) => tracing::warn!("no run-queue latency histograms: {e}"),
     }
+    match node.start_tcp_stats(&settings.bpf_dir) {
+        Ok(()) => tracing::info!("TCP round-trip times and retransmissions recorded per container"),
+        Err(e) => tracing::warn!("no TCP statistics: {e}"),
+    }
     if let Err(e) = node.watch_all() {
         tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");
     }

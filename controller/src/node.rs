@@ -451,6 +451,23 @@ impl Node {
         Ok(self.with_datapath(|dp| dp.runq_of(id))?.flatten())
     }
 
+    /// The container's TCP statistics (summed over CPUs), if any of its sockets saw an event.
+    pub fn tcp(
+        &self,
+        name: &ContainerName,
+    ) -> Result<Option<controller_common::TcpStats>, NodeError> {
+        let id = self.cgroup_id(name)?;
+        Ok(self.with_datapath(|dp| dp.tcp_of(id))?.flatten())
+    }
+
+    /// Attaches the sock_ops program (TCP statistics) to the managed root.
+    pub fn start_tcp_stats(&self, pin_dir: &std::path::Path) -> Result<(), String> {
+        let root = self.tree.root().to_owned();
+        self.with_datapath(|dp| dp.ensure_sock_ops(&root, pin_dir))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "rein's eBPF programs are not loaded".to_owned())
+    }
+
     /// Loads and attaches the scheduler programs with offsets from the kernel's BTF.
     pub fn start_sched_latency(&self, pin_dir: &std::path::Path) -> Result<(), String> {
         let offsets = crate::net::programs::kernel_offsets().map_err(|e| e.to_string())?;

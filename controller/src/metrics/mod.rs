@@ -15,7 +15,7 @@ use prometheus::{
     proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use controller_common::{DELAY_BUCKETS, DelayHistogram, Traffic};
+use controller_common::{DELAY_BUCKETS, DelayHistogram, TcpStats, Traffic};
 
 use crate::{
     cgroup::{ContainerName, DeviceIo, Usage},
@@ -48,6 +48,8 @@ struct Sample {
     limits: Limits,
     /// None when the eBPF programs are not running.
     net: Option<Traffic>,
+    /// None until one of the container's TCP sockets had an event.
+    tcp: Option<TcpStats>,
 }
 
 /// Microseconds to seconds.
@@ -157,6 +159,18 @@ const FAMILIES: &[Family] = &[
         help: "Time all non-idle tasks of the container stalled on IO at once (io.pressure full).",
         kind: MetricType::COUNTER,
         value: Values::One(|s| s.usage.pressure.io.and_then(|p| p.full_usec).map(secs)),
+    },
+    Family {
+        name: "rein_tcp_retransmitted_segments_total",
+        help: "TCP segments the container's sockets retransmitted (sock_ops RETRANS_CB).",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.tcp.map(|t| t.retransmitted_segments as f64)),
+    },
+    Family {
+        name: "rein_tcp_connections_total",
+        help: "TCP connections of the container that took a first round-trip time sample.",
+        kind: MetricType::COUNTER,
+        value: Values::One(|s| s.tcp.map(|t| t.connections as f64)),
     },
     Family {
         name: "container_processes",
@@ -282,6 +296,12 @@ const HISTOGRAMS: &[(&str, &str, HistogramOf)] = &[
         Node::delays,
     ),
     (
+        "rein_tcp_rtt_seconds",
+        "Smoothed TCP round-trip time of the container's connections at each RTT sample, in \
+         seconds (sock_ops RTT_CB).",
+        |node, name| Ok(node.tcp(name)?.map(|t| t.rtt)),
+    ),
+    (
         "rein_runqueue_latency_seconds",
         "Time the container's tasks waited runnable for a CPU (wake-up or preemption to \
          running), in seconds, from the scheduler tracepoints.",
@@ -402,6 +422,7 @@ impl Collector for ContainerCollector {
                 usage,
                 limits,
                 net: self.node.traffic(name).ok().flatten(),
+                tcp: self.node.tcp(name).ok().flatten(),
             };
             let labels = self.labels(name);
             // Device names are looked up once per container and scrape, not per family.

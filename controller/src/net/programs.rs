@@ -14,10 +14,11 @@ use aya_log::EbpfLogger;
 use controller_common::{
     DELAY_MAP, DelayHistogram, OFFSETS_MAP, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
     PROG_COUNT_INGRESS, PolicerConfig, RUNQ_MAP, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig,
-    ShaperState, TRAFFIC_MAP, Traffic, WATCH_MAP,
+    ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic, WATCH_MAP,
 };
 
 mod sched;
+mod tcp;
 
 pub use sched::kernel_offsets;
 
@@ -58,7 +59,7 @@ pub struct Datapath {
 }
 
 /// Maps the agent pins so their contents outlive it.
-const PINNED_MAPS: [&str; 9] = [
+const PINNED_MAPS: [&str; 10] = [
     TRAFFIC_MAP,
     SHAPER_MAP,
     SHAPER_STATE_MAP,
@@ -68,6 +69,7 @@ const PINNED_MAPS: [&str; 9] = [
     RUNQ_MAP,
     WATCH_MAP,
     OFFSETS_MAP,
+    TCP_MAP,
 ];
 
 /// Whether [`Datapath::ensure_attached`] found the programs already attached.
@@ -279,6 +281,7 @@ impl Datapath {
         self.clear_shaping(cgroup_id)?;
         self.clear_policing(cgroup_id)?;
         self.unwatch(cgroup_id)?;
+        self.remove_per_cpu_entry::<TcpStats>(TCP_MAP, cgroup_id)?;
         self.remove_per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?;
         self.remove_per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)
     }

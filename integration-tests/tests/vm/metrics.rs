@@ -237,3 +237,59 @@ fn runqueue_latency_is_recorded_per_container() {
         "a removed container's histogram remains"
     );
 }
+
+/// The value of `family{...name="NAME"...}` in a scrape (0 when absent).
+fn sample(text: &str, family: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(&format!("name=\"{name}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sock_ops program sees what TCP sees: over a path with 10 ms of delay and 1% loss
+/// (netem on the host end), the container's RTT histogram sits above 10 ms and its
+/// retransmitted segments match iperf3's own count.
+#[test]
+fn tcp_round_trips_and_retransmissions_match_iperf3() {
+    let net = RemoteNetns::new("remote-tcpstats");
+    // fq goes on lo, so netem can own the veth.
+    let agent = AgentGuard::start_with(
+        "rein-tcpstats",
+        &["--egress-dev", "lo", "--metrics-addr", METRICS],
+    );
+    let tc = std::process::Command::new("/usr/local/sbin/tc")
+        .args([
+            "qdisc", "replace", "dev", HOST_DEV, "root", "netem", "delay", "10ms", "loss", "1%",
+        ])
+        .status()
+        .unwrap();
+    assert!(tc.success(), "netem");
+    let mut server = net.iperf3_server();
+    let out = agent.rein_ok(&[
+        "run", "--keep", "--name", "tcp", "--", "iperf3", "-c", REMOTE_IP, "-J", "-t", "4",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let iperf_retrans = report["end"]["sum_sent"]["retransmits"].as_f64().unwrap();
+    let text = http_get(METRICS, "/metrics");
+    let retrans = sample(&text, "rein_tcp_retransmitted_segments_total", "tcp");
+    let connections = sample(&text, "rein_tcp_connections_total", "tcp");
+    let n = sample(&text, "rein_tcp_rtt_seconds_count", "tcp");
+    let mean_rtt = sample(&text, "rein_tcp_rtt_seconds_sum", "tcp") / n;
+    eprintln!(
+        "tcp: {retrans} segments retransmitted (iperf3: {iperf_retrans}), {connections} \
+         connections, {n} RTT samples, mean {:.1} ms",
+        mean_rtt * 1e3
+    );
+    assert!(iperf_retrans > 0.0, "1% loss caused no retransmission");
+    assert!(
+        (retrans - iperf_retrans).abs() <= 2.0 + 0.1 * iperf_retrans,
+        "retransmitted {retrans} vs iperf3 {iperf_retrans}"
+    );
+    // iperf3 opens a control and a data connection.
+    assert!(connections >= 2.0, "{connections} connections");
+    assert!(n > 100.0, "{n} RTT samples");
+    assert!((0.010..0.2).contains(&mean_rtt), "mean RTT {mean_rtt}");
+    promtool_accepts(&text);
+    let _ = server.kill();
+    let _ = server.wait();
+}
