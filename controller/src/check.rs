@@ -188,6 +188,25 @@ pub fn run() -> Report {
          delay; load the sch_fq module (modprobe sch_fq) to fix",
     ));
     caps.push(egress_mode(&caps));
+    caps.push(match crate::net::programs::kernel_offsets() {
+        Ok(o) => cap(
+            "kernel BTF",
+            true,
+            format!(
+                "/sys/kernel/btf/vmlinux resolves the members the scheduler programs read \
+                 (task_struct.cgroups at {}, cgroup.kn at {})",
+                o.task_cgroups, o.cgroup_kn
+            ),
+            "",
+        ),
+        Err(e) => cap(
+            "kernel BTF",
+            false,
+            e.to_string(),
+            "no run-queue latency histograms (the scheduler programs need the kernel's struct \
+             offsets); everything else works",
+        ),
+    });
     caps.push(cap(
         "mono delivery time",
         at_least(5, 18),
