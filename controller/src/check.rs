@@ -184,8 +184,8 @@ pub fn run() -> Report {
     caps.push(qdisc_cap(
         "sch_fq",
         "fq",
-        "no earliest-departure-time pacing: egress limits need a fallback with more queueing \
-         delay; load the sch_fq module (modprobe sch_fq) to fix",
+        "no earliest-departure-time pacing: egress limits are policed instead (see the egress \
+         shaping line); load the sch_fq module (modprobe sch_fq) to fix",
     ));
     caps.push(egress_mode(&caps));
     caps.push(match crate::net::programs::kernel_offsets() {
