@@ -92,6 +92,8 @@ pub struct Settings {
     pub shaper: crate::node::ShaperOverrides,
     /// Which egress mode to use (`--egress-mode`).
     pub egress_mode: ModeChoice,
+    /// Attach the scheduler programs (run-queue latency histograms).
+    pub runqueue_latency: bool,
 }
 
 /// `rein agent --egress-mode`: how egress limits are enforced.
@@ -297,9 +299,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     })?;
     let datapath = start_datapath(&settings, &tree);
     let node = Node::new(tree, datapath, settings.shaper);
-    match node.start_sched_latency(&settings.bpf_dir) {
-        Ok(()) => tracing::info!("run-queue latency recorded per container"),
-        Err(e) => tracing::warn!("no run-queue latency histograms: {e}"),
+    if settings.runqueue_latency {
+        match node.start_sched_latency(&settings.bpf_dir) {
+            Ok(()) => tracing::info!("run-queue latency recorded per container"),
+            Err(e) => tracing::warn!("no run-queue latency histograms: {e}"),
+        }
     }
     match node.start_tcp_stats(&settings.bpf_dir) {
         Ok(()) => tracing::info!("TCP round-trip times and retransmissions recorded per container"),

@@ -155,6 +155,10 @@ pub enum Command {
         /// polices (TCP gets congestion notification, nothing is delayed).
         #[arg(long, value_enum, value_name = "MODE")]
         egress_mode: Option<agent::ModeChoice>,
+        /// Do not attach the scheduler programs behind rein_runqueue_latency_seconds: they
+        /// run on every context switch of the node (see `cargo xtask bench metrics`).
+        #[arg(long)]
+        no_runqueue_latency: bool,
         /// Shaper: default credit a quiet container may spend at once, in ms at its rate
         /// (default 2; per container: --egress-burst).
         #[arg(long, value_name = "MS")]
@@ -268,6 +272,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             egress_devs,
             bpf_dir,
             egress_mode,
+            no_runqueue_latency,
             egress_burst_ms,
             egress_mark_ms,
             egress_horizon_ms,
@@ -297,6 +302,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             agent::run(agent::Settings {
                 shaper,
                 egress_mode: egress_mode.or(cfg.egress_mode).unwrap_or_default(),
+                runqueue_latency: !no_runqueue_latency,
                 socket,
                 root: root
                     .or(cfg.root)

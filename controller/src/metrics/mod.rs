@@ -20,7 +20,7 @@ use controller_common::{DELAY_BUCKETS, DelayHistogram, TcpStats, Traffic};
 use crate::{
     cgroup::{ContainerName, DeviceIo, Usage},
     limits::{Limits, Max, Memory, Pids},
-    node::{Node, NodeError},
+    node::Node,
 };
 
 /// Default metrics address: loopback only (see README, threat model).
@@ -50,6 +50,8 @@ struct Sample {
     net: Option<Traffic>,
     /// None until one of the container's TCP sockets had an event.
     tcp: Option<TcpStats>,
+    delays: Option<DelayHistogram>,
+    runq: Option<DelayHistogram>,
 }
 
 /// Microseconds to seconds.
@@ -286,26 +288,26 @@ pub struct ContainerCollector {
 }
 
 /// A container's log2 histogram from an eBPF map.
-type HistogramOf = fn(&Node, &ContainerName) -> Result<Option<DelayHistogram>, NodeError>;
+type HistogramOf = fn(&Sample) -> Option<DelayHistogram>;
 
 /// The histogram families: name, help, where the data comes from.
 const HISTOGRAMS: &[(&str, &str, HistogramOf)] = &[
     (
         "rein_shaper_delay_seconds",
         "Delay the egress shaper imposed on delayed packets, in seconds.",
-        Node::delays,
+        |s| s.delays,
     ),
     (
         "rein_tcp_rtt_seconds",
         "Smoothed TCP round-trip time of the container's connections at each RTT sample, in \
          seconds (sock_ops RTT_CB).",
-        |node, name| Ok(node.tcp(name)?.map(|t| t.rtt)),
+        |s| s.tcp.map(|t| t.rtt),
     ),
     (
         "rein_runqueue_latency_seconds",
         "Time the container's tasks waited runnable for a CPU (wake-up or preemption to \
          running), in seconds, from the scheduler tracepoints.",
-        Node::runq,
+        |s| s.runq,
     ),
 ];
 
@@ -412,19 +414,24 @@ impl Collector for ContainerCollector {
             })
             .collect();
         let names = self.node.tree().list().unwrap_or_default();
+        let mut samples = Vec::with_capacity(names.len());
         for name in &names {
             // A container removed between list and read simply has no samples this scrape.
-            let (Ok(usage), Ok(limits)) = (self.node.tree().usage(name), self.node.limits(name))
+            let (Ok(usage), Ok(view)) = (self.node.tree().usage(name), self.node.scrape_view(name))
             else {
                 continue;
             };
             let sample = Sample {
                 usage,
-                limits,
-                net: self.node.traffic(name).ok().flatten(),
-                tcp: self.node.tcp(name).ok().flatten(),
+                limits: view.limits,
+                net: view.traffic,
+                tcp: view.tcp,
+                delays: view.delays,
+                runq: view.runq,
             };
-            let labels = self.labels(name);
+            samples.push((self.labels(name), sample));
+        }
+        for (labels, sample) in &samples {
             // Device names are looked up once per container and scrape, not per family.
             let devices: Vec<Vec<LabelPair>> = sample
                 .usage
@@ -439,7 +446,7 @@ impl Collector for ContainerCollector {
             for (f, mf) in FAMILIES.iter().zip(out.iter_mut()) {
                 match f.value {
                     Values::One(value) => {
-                        if let Some(v) = value(&sample) {
+                        if let Some(v) = value(sample) {
                             mf.mut_metric().push(metric(labels.clone(), f.kind, v));
                         }
                     }
@@ -457,10 +464,10 @@ impl Collector for ContainerCollector {
             mf.set_name((*name).into());
             mf.set_help((*help).into());
             mf.set_field_type(MetricType::HISTOGRAM);
-            for c in &names {
-                if let Ok(Some(h)) = histogram(&self.node, c) {
+            for (labels, sample) in &samples {
+                if let Some(h) = histogram(sample) {
                     let mut m = Metric::default();
-                    m.set_label(self.labels(c));
+                    m.set_label(labels.clone());
                     m.set_histogram(delay_histogram(&h));
                     mf.mut_metric().push(m);
                 }
