@@ -1,8 +1,10 @@
 //! rein: a node agent that puts containers on a leash.
 //!
 //! One module per concern (see DESIGN.md): `limits` is the model and parser, `cgroup` the v2
-//! tree, `net` loads and feeds the eBPF programs, `api` the agent socket's server and client,
-//! `agent` wires them, `check` probes the kernel, `cli` is the command line.
+//! tree, `net` loads and feeds the eBPF programs (`btf` resolves the kernel offsets the
+//! tracing ones need), `node` applies a container's limits to both, `api` the agent socket's
+//! server and client, `metrics` the Prometheus endpoint, `agent` wires them, `check` probes
+//! the kernel, `hook` reads OCI bundles (in progress), `cli` is the command line.
 
 pub mod agent;
 pub mod api;
@@ -10,6 +12,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
+pub mod hook;
 pub mod limits;
 pub mod metrics;
 pub mod net;

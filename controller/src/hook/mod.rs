@@ -1,0 +1,6 @@
+//! Runtime integration (issue 7, in progress): what `rein hook STAGE` will read from a
+//! container's OCI bundle. Today: limits and Kubernetes labels from annotations. Not yet
+//! wired to a command: the agent does not yet manage containers outside its own tree (a
+//! runtime's `linux.cgroupsPath`), which the hook needs.
+
+pub mod annotations;
