@@ -1,0 +1,300 @@
+//! What a runtime hands `rein hook`: the OCI state on stdin and the bundle's config.json,
+//! read with the `oci-spec` crate, turned into the container's cgroup directory, its labels
+//! and the limits rein applies.
+//!
+//! Precedence: the runtime writes the resources its spec sets (`linux.resources`, including
+//! `unified` keys) itself, and the spec is what the user's orchestrator asked for, so an
+//! annotation for a knob the spec already sets is dropped (and reported), never applied over
+//! it. Network limits, `--priority` and `--egress-burst` have no spec equivalent: annotations
+//! are their only source.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use oci_spec::runtime::{LinuxResources, Spec, State};
+
+use super::annotations::{self, AnnotationError, KubeLabels};
+use crate::limits::{Flag, Limits};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("the OCI state on stdin is not valid: {0}")]
+    State(String),
+    #[error("reading the bundle's config.json ({path}): {problem}")]
+    Config { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    #[error("linux.cgroupsPath {0:?} is not a path rein can place under the cgroup2 mount")]
+    CgroupsPath(String),
+}
+
+/// A container as the hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub pid: Option<i32>,
+    /// The container's cgroup directory (under `cgroup_root`).
+    pub cgroup: PathBuf,
+    pub labels: KubeLabels,
+    /// The limits rein applies: the annotations' minus what the spec sets.
+    pub limits: Limits,
+    /// Knobs an annotation asked for that the spec already sets (the spec wins).
+    pub overridden: Vec<Flag>,
+}
+
+/// Reads the state JSON and the config.json of its bundle.
+pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleError> {
+    let state: State =
+        serde_json::from_slice(state_json).map_err(|e| BundleError::State(e.to_string()))?;
+    if state.id().is_empty() {
+        return Err(BundleError::State("no container id".into()));
+    }
+    let path = state.bundle().join("config.json");
+    let spec = Spec::load(&path).map_err(|e| BundleError::Config {
+        path: path.clone(),
+        problem: e.to_string(),
+    })?;
+    // The state's annotations are the spec's; take both, the state's winning.
+    let mut notes: BTreeMap<String, String> = BTreeMap::new();
+    for map in [spec.annotations(), state.annotations()]
+        .into_iter()
+        .flatten()
+    {
+        notes.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let linux = spec.linux().as_ref();
+    let cgroup = cgroup_dir(
+        linux.and_then(|l| l.cgroups_path().as_deref()),
+        state.id(),
+        cgroup_root,
+    )?;
+    let mut limits = annotations::limits(&notes)?;
+    let set = linux
+        .and_then(|l| l.resources().as_ref())
+        .map(spec_sets)
+        .unwrap_or_default();
+    let overridden = drop_flags(&mut limits, &set);
+    Ok(Container {
+        id: state.id().clone(),
+        pid: *state.pid(),
+        cgroup,
+        labels: annotations::kube_labels(&notes),
+        limits,
+        overridden,
+    })
+}
+
+/// Where the runtime puts the container's cgroup: `linux.cgroupsPath` as an absolute path
+/// under the cgroup2 mount, or systemd's `slice:prefix:name` form (`system.slice:docker:ID`
+/// is `system.slice/docker-ID.scope`; a dashed slice nests, `a-b.slice` is
+/// `a.slice/a-b.slice`), or unset: `/<id>`, runc's and crun's default.
+pub fn cgroup_dir(path: Option<&Path>, id: &str, root: &Path) -> Result<PathBuf, BundleError> {
+    let Some(path) = path else {
+        return Ok(root.join(id));
+    };
+    let text = path.to_string_lossy();
+    let bad = || BundleError::CgroupsPath(text.to_string());
+    if !text.starts_with('/')
+        && let [slice, prefix, name] = text.split(':').collect::<Vec<_>>()[..]
+    {
+        let mut dir = root.to_owned();
+        if !slice.is_empty() && slice != "-.slice" {
+            let stem = slice.strip_suffix(".slice").ok_or_else(bad)?;
+            let parts: Vec<&str> = stem.split('-').collect();
+            for i in 1..=parts.len() {
+                dir.push(format!("{}.slice", parts[..i].join("-")));
+            }
+        }
+        let scope = if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        dir.push(scope);
+        return Ok(dir);
+    }
+    // Absolute (or, rarely, relative) paths are below the cgroup2 mount; `..` would escape.
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(bad());
+    }
+    Ok(root.join(text.trim_start_matches('/')))
+}
+
+/// The flags whose knob the spec's resources already set.
+fn spec_sets(r: &LinuxResources) -> BTreeSet<Flag> {
+    let mut set = BTreeSet::new();
+    if let Some(cpu) = r.cpu() {
+        if cpu.quota().is_some_and(|q| q > 0) {
+            set.insert(Flag::Cpus);
+        }
+        if cpu.shares().is_some() {
+            set.insert(Flag::CpuWeight);
+        }
+        if cpu.cpus().as_ref().is_some_and(|c| !c.is_empty()) {
+            set.insert(Flag::Cpuset);
+        }
+    }
+    if let Some(m) = r.memory() {
+        if m.limit().is_some_and(|l| l > 0) {
+            set.insert(Flag::Memory);
+        }
+        if m.reservation().is_some_and(|l| l > 0) {
+            set.insert(Flag::MemoryLow);
+        }
+        if m.swap().is_some_and(|l| l > 0) {
+            set.insert(Flag::Swap);
+        }
+    }
+    if r.pids().as_ref().is_some_and(|p| p.limit() > 0) {
+        set.insert(Flag::Pids);
+    }
+    if let Some(io) = r.block_io() {
+        if io.weight().is_some() {
+            set.insert(Flag::IoWeight);
+        }
+        let throttled = [
+            io.throttle_read_bps_device(),
+            io.throttle_write_bps_device(),
+            io.throttle_read_iops_device(),
+            io.throttle_write_iops_device(),
+        ]
+        .iter()
+        .any(|d| d.as_ref().is_some_and(|d| !d.is_empty()));
+        if throttled {
+            set.insert(Flag::IoMax);
+        }
+    }
+    for key in r.unified().iter().flat_map(|u| u.keys()) {
+        let flag = match key.as_str() {
+            "cpu.max" => Flag::Cpus,
+            "cpu.weight" => Flag::CpuWeight,
+            "cpuset.cpus" => Flag::Cpuset,
+            "memory.max" => Flag::Memory,
+            "memory.high" => Flag::MemoryHigh,
+            "memory.low" => Flag::MemoryLow,
+            "memory.min" => Flag::MemoryMin,
+            "memory.swap.max" => Flag::Swap,
+            "memory.oom.group" => Flag::OomGroup,
+            "pids.max" => Flag::Pids,
+            "io.weight" => Flag::IoWeight,
+            "io.max" => Flag::IoMax,
+            _ => continue,
+        };
+        set.insert(flag);
+    }
+    set
+}
+
+/// Clears the flags in `set` from `l`; returns the ones that were set.
+fn drop_flags(l: &mut Limits, set: &BTreeSet<Flag>) -> Vec<Flag> {
+    let mut dropped = Vec::new();
+    macro_rules! drop_if_set {
+        ($($field:ident => $flag:expr),* $(,)?) => {$(
+            if l.$field.is_some() && set.contains(&$flag) {
+                l.$field = None;
+                dropped.push($flag);
+            }
+        )*};
+    }
+    drop_if_set!(
+        cpus => Flag::Cpus,
+        cpu_weight => Flag::CpuWeight,
+        cpuset => Flag::Cpuset,
+        memory => Flag::Memory,
+        memory_high => Flag::MemoryHigh,
+        memory_low => Flag::MemoryLow,
+        memory_min => Flag::MemoryMin,
+        swap => Flag::Swap,
+        oom_group => Flag::OomGroup,
+        pids => Flag::Pids,
+        io_weight => Flag::IoWeight,
+    );
+    if !l.io_max.is_empty() && set.contains(&Flag::IoMax) {
+        l.io_max.clear();
+        dropped.push(Flag::IoMax);
+    }
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(config: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        let state = format!(
+            r#"{{"ociVersion":"1.0.2","id":"web","status":"creating","pid":4242,
+                "bundle":"{}"}}"#,
+            dir.path().display()
+        );
+        (dir, state)
+    }
+
+    #[test]
+    fn annotations_apply_where_the_spec_is_silent() {
+        let (_dir, state) = bundle(
+            r#"{"ociVersion":"1.0.2",
+                "annotations":{"rein/cpus":"0.5","rein/memory":"64M","rein/egress":"10mbit",
+                               "io.kubernetes.pod.name":"web-0"},
+                "linux":{"cgroupsPath":"/k8s/web",
+                         "resources":{"memory":{"limit":134217728},
+                                      "unified":{"memory.high":"100000000"}}}}"#,
+        );
+        let c = read(state.as_bytes(), Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(c.id, "web");
+        assert_eq!(c.pid, Some(4242));
+        assert_eq!(c.cgroup, Path::new("/sys/fs/cgroup/k8s/web"));
+        assert_eq!(c.labels.pod.as_deref(), Some("web-0"));
+        // The spec's 128M memory limit wins over the annotation's 64M.
+        assert_eq!(c.limits.to_string(), "--cpus 0.5 --egress 10mbit");
+        assert_eq!(c.overridden, vec![Flag::Memory]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_naming_it() {
+        let root = Path::new("/sys/fs/cgroup");
+        assert!(matches!(
+            read(b"not json", root),
+            Err(BundleError::State(_))
+        ));
+        let (_dir, state) = bundle("{ not json");
+        let e = read(state.as_bytes(), root).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("reading the bundle's config.json"),
+            "{e}"
+        );
+        let (_dir, state) =
+            bundle(r#"{"ociVersion":"1.0.2","annotations":{"rein/egress":"fast"}}"#);
+        let e = read(state.as_bytes(), root).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("annotation rein/egress: invalid value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cgroups_paths_resolve_as_runc_and_systemd_place_them() {
+        let root = Path::new("/sys/fs/cgroup");
+        let dir = |p: Option<&str>| cgroup_dir(p.map(Path::new), "abc", root);
+        assert_eq!(dir(None).unwrap(), root.join("abc"));
+        assert_eq!(dir(Some("/a/b")).unwrap(), root.join("a/b"));
+        assert_eq!(
+            dir(Some("system.slice:docker:abc")).unwrap(),
+            root.join("system.slice/docker-abc.scope")
+        );
+        assert_eq!(
+            dir(Some("machine-pod1.slice:libpod:abc")).unwrap(),
+            root.join("machine.slice/machine-pod1.slice/libpod-abc.scope")
+        );
+        assert!(dir(Some("/a/../../etc")).is_err());
+        assert!(dir(Some("notaslice:x:y")).is_err());
+    }
+}
