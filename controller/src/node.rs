@@ -223,12 +223,26 @@ impl Node {
     }
 
     /// Rewrites adopted shaping entries whose mode bit differs from this agent's mode.
+    /// Entries still on the other mode's default mark and horizon take this mode's (the
+    /// pacing defaults collapse TCP when policing); timings an operator chose stay.
     fn align_mode(&self) -> Result<(), NodeError> {
         let police = self.police();
+        let other = if police {
+            ShaperParams::EDT
+        } else {
+            ShaperParams::POLICE
+        };
+        let params = self.params;
         self.with_datapath(|dp| {
             for (id, mut cfg) in dp.shaped()? {
                 let before = cfg;
                 set_police(&mut cfg, police);
+                if cfg.flags != before.flags
+                    && (cfg.mark_ns, cfg.horizon_ns) == (other.mark_ns, other.horizon_ns)
+                {
+                    cfg.mark_ns = params.mark_ns;
+                    cfg.horizon_ns = params.horizon_ns;
+                }
                 if cfg != before {
                     dp.set_shaping(id, cfg)?;
                 }

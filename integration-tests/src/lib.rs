@@ -178,6 +178,12 @@ impl AgentGuard {
         }
     }
 
+    /// Restarts the agent with other extra arguments.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.restart();
+    }
+
     /// Stops the agent with `signal` (SIGKILL simulates a crash) and reaps it.
     pub fn stop(&mut self, signal: i32) {
         if let Some(mut c) = self.child.take() {

@@ -464,3 +464,42 @@ fn egress_burst_is_per_container_and_live() {
     );
     agent.rein_ok(&["rm", "b"]);
 }
+
+/// A container's shaping entry as the pinned map holds it.
+fn pinned_shaping(agent: &AgentGuard, name: &str) -> controller_common::ShaperConfig {
+    use std::os::unix::fs::MetadataExt as _;
+    let id = std::fs::metadata(agent.root.join(name)).unwrap().ino();
+    let data = aya::maps::MapData::from_pin(agent.bpf_dir().join("REIN_SHAPER")).unwrap();
+    let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    map.get(&id, 0).unwrap()
+}
+
+/// An agent restarted in police mode switches adopted limits to policing, with police
+/// timings where they were on the pacing defaults (those would collapse TCP), and back.
+#[test]
+fn a_mode_change_on_restart_switches_adopted_limits() {
+    let mut agent = AgentGuard::start_with("rein-mode", &["--egress-dev", "lo"]);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "m", "--egress", "20mbit", "--", "true",
+    ]);
+    let ms = 1_000_000;
+    let edt = pinned_shaping(&agent, "m");
+    assert_eq!(edt.flags & controller_common::POLICE, 0);
+    assert_eq!((edt.mark_ns, edt.horizon_ns), (4 * ms, 40 * ms));
+    agent.restart_with(&["--egress-dev", "lo", "--egress-mode", "police"]);
+    let police = pinned_shaping(&agent, "m");
+    assert_ne!(police.flags & controller_common::POLICE, 0);
+    assert_eq!((police.mark_ns, police.horizon_ns), (40 * ms, 200 * ms));
+    assert_eq!(
+        police.rate_bytes_per_sec, 2_500_000,
+        "the limit itself is kept"
+    );
+    assert_eq!(
+        stats(&agent, "m")["egress_mode"],
+        "police-cn (chosen with --egress-mode police)"
+    );
+    agent.restart_with(&["--egress-dev", "lo"]);
+    assert_eq!(pinned_shaping(&agent, "m"), edt, "back to pacing as it was");
+    agent.rein_ok(&["rm", "m"]);
+}
