@@ -201,6 +201,27 @@ async fn stats(
                 usage.insert(k.into(), v);
             }
         }
+        // Means of the eBPF histograms, in microseconds, with their sample counts.
+        let mean_us = |h: &controller_common::DelayHistogram| {
+            let n: u64 = h.buckets.iter().sum();
+            (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
+        };
+        if let Some(t) = node.tcp(&name)? {
+            let (n, mean) = mean_us(&t.rtt);
+            for (k, v) in [
+                ("tcp_connections", t.connections),
+                ("tcp_retransmitted_segments", t.retransmitted_segments),
+                ("tcp_rtt_samples", n),
+                ("tcp_rtt_mean_us", mean),
+            ] {
+                usage.insert(k.into(), v);
+            }
+        }
+        if let Some(h) = node.runq(&name)? {
+            let (n, mean) = mean_us(&h);
+            usage.insert("runqueue_waits".into(), n);
+            usage.insert("runqueue_wait_mean_us".into(), mean);
+        }
         Ok(Stats {
             container: info(&node, &name)?,
             usage,

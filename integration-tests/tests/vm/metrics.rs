@@ -227,6 +227,12 @@ fn runqueue_latency_is_recorded_per_container() {
         "crowded tasks should wait far longer"
     );
     promtool_accepts(&text);
+    let stats: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "crowd", "--json"])).unwrap();
+    assert!(
+        stats["usage"]["runqueue_waits"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
     stop(crowd);
     stop(alone);
     agent.rein_ok(&["rm", "--force", "crowd"]);
@@ -289,6 +295,18 @@ fn tcp_round_trips_and_retransmissions_match_iperf3() {
     assert!(connections >= 2.0, "{connections} connections");
     assert!(n > 100.0, "{n} RTT samples");
     assert!((0.010..0.2).contains(&mean_rtt), "mean RTT {mean_rtt}");
+    // `rein stats` shows the same counters.
+    let stats: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "tcp", "--json"])).unwrap();
+    assert_eq!(
+        stats["usage"]["tcp_retransmitted_segments"].as_f64(),
+        Some(retrans),
+        "{stats}"
+    );
+    assert!(
+        stats["usage"]["tcp_rtt_mean_us"].as_u64().unwrap() >= 10_000,
+        "{stats}"
+    );
     promtool_accepts(&text);
     let _ = server.kill();
     let _ = server.wait();
