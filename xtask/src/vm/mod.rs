@@ -31,6 +31,7 @@ const MODULES: &[&str] = &[
     "sch_htb",
     "sch_tbf",
     "sch_netem",
+    "sch_prio",
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
