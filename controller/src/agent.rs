@@ -231,8 +231,11 @@ fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, EgressM
     let mut failures = Vec::new();
     for dev in &settings.egress_devs {
         match rt.block_on(qdisc::install_fq(dev)) {
-            Ok(()) => {
-                tracing::info!(device = %dev, "fq is the root qdisc: egress pacing active");
+            Ok(instances) => {
+                tracing::info!(
+                    device = %dev,
+                    "fq paces the device ({instances} transmit queue(s)): egress pacing active"
+                );
                 paced.push(dev.clone());
             }
             Err(e) => {

@@ -302,14 +302,32 @@ fn ip(args: &[&str]) {
 
 impl RemoteNetns {
     pub fn new(name: &str) -> Self {
+        Self::with_queues(name, 1)
+    }
+
+    /// Like [`RemoteNetns::new`] with `queues` transmit queues on the root end (a multiqueue
+    /// device, as most physical NICs are).
+    pub fn with_queues(name: &str, queues: u32) -> Self {
         require_vm();
         let _ = Command::new("/usr/local/sbin/ip")
             .args(["netns", "del", name])
             .output();
         wait_gone(HOST_DEV);
         ip(&["netns", "add", name]);
+        let queues = queues.to_string();
         ip(&[
-            "link", "add", HOST_DEV, "type", "veth", "peer", "name", "rein-r0", "netns", name,
+            "link",
+            "add",
+            HOST_DEV,
+            "numtxqueues",
+            &queues,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rein-r0",
+            "netns",
+            name,
         ]);
         ip(&["addr", "add", "10.200.0.1/24", "dev", HOST_DEV]);
         ip(&["link", "set", HOST_DEV, "up"]);
@@ -391,8 +409,9 @@ impl ContainerNetns {
         }
     }
 
-    /// The root qdisc kind of `eth0` inside the namespace (`fq`, `noqueue`...).
-    pub fn root_qdisc(&self) -> String {
+    /// Whether `eth0` inside the namespace is paced by `fq` (at the root, or per queue under
+    /// `mq` on a multiqueue veth).
+    pub fn paced_by_fq(&self) -> bool {
         let out = Command::new("/usr/local/sbin/ip")
             .args([
                 "netns",
@@ -406,12 +425,7 @@ impl ContainerNetns {
             ])
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find(|l| l.contains(" root"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("none")
-            .to_owned()
+        String::from_utf8_lossy(&out.stdout).contains("qdisc fq ")
     }
 }
 

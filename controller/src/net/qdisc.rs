@@ -8,6 +8,7 @@ use rtnetlink::{
     },
     packet_route::{
         RouteNetlinkMessage,
+        link::LinkAttribute,
         tc::{TcAttribute, TcHandle, TcMessage},
     },
 };
@@ -73,23 +74,40 @@ async fn add_qdisc_on_lo(kind: &str) -> Support {
 /// Sends one RTM_NEWQDISC for `kind` at the root of `ifindex` (clsact at its own parent) and
 /// waits for the kernel's answer.
 async fn request_qdisc(
+    handle: rtnetlink::Handle,
+    ifindex: u32,
+    kind: &str,
+    flags: u16,
+) -> std::io::Result<()> {
+    let (parent, own) = if kind == "clsact" {
+        (
+            TcHandle::CLSACT,
+            TcHandle {
+                major: 0xffff,
+                minor: 0,
+            },
+        )
+    } else {
+        (TcHandle::ROOT, TcHandle::UNSPEC)
+    };
+    request_qdisc_at(handle, ifindex, kind, parent, own, flags).await
+}
+
+/// Sends one RTM_NEWQDISC for `kind` under `parent` with handle `own` and waits for the
+/// kernel's answer.
+async fn request_qdisc_at(
     mut handle: rtnetlink::Handle,
     ifindex: u32,
     kind: &str,
+    parent: TcHandle,
+    own: TcHandle,
     flags: u16,
 ) -> std::io::Result<()> {
     let index =
         i32::try_from(ifindex).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let mut msg = TcMessage::with_index(index);
-    if kind == "clsact" {
-        msg.header.parent = TcHandle::CLSACT;
-        msg.header.handle = TcHandle {
-            major: 0xffff,
-            minor: 0,
-        };
-    } else {
-        msg.header.parent = TcHandle::ROOT;
-    }
+    msg.header.parent = parent;
+    msg.header.handle = own;
     msg.attributes.push(TcAttribute::Kind(kind.to_owned()));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -106,6 +124,20 @@ async fn request_qdisc(
     Ok(())
 }
 
+/// The number of transmit queues of `ifindex` (1 when the kernel does not say).
+async fn tx_queues(handle: &rtnetlink::Handle, ifindex: u32) -> std::io::Result<u32> {
+    let mut links = handle.link().get().match_index(ifindex).execute();
+    while let Some(link) = links.next().await {
+        let link = link.map_err(std::io::Error::other)?;
+        for a in link.attributes {
+            if let LinkAttribute::NumTxQueues(n) = a {
+                return Ok(n.max(1));
+            }
+        }
+    }
+    Ok(1)
+}
+
 /// The interface index of a device name (`if_nametoindex`).
 pub fn ifindex(name: &str) -> std::io::Result<u32> {
     let c = std::ffi::CString::new(name)
@@ -117,13 +149,47 @@ pub fn ifindex(name: &str) -> std::io::Result<u32> {
     }
 }
 
-/// Makes `fq` the root qdisc of `device` (replacing what was there), so the departure times
-/// the shaper writes into `skb->tstamp` are honoured. Through rtnetlink, not `tc`.
-pub async fn install_fq(device: &str) -> std::io::Result<()> {
+/// Makes `fq` pace `device` (replacing what was there), so the departure times the shaper
+/// writes into `skb->tstamp` are honoured. Through rtnetlink, not `tc`. On a device with one
+/// transmit queue `fq` is the root qdisc; with several, the root becomes `mq` (handle 1:)
+/// with one `fq` per queue, as the kernel's own default multiqueue setup, so queues do not
+/// contend for one qdisc lock. Returns the number of `fq` instances.
+pub async fn install_fq(device: &str) -> std::io::Result<u32> {
     let index = ifindex(device)?;
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let conn = tokio::spawn(conn);
-    let result = request_qdisc(handle, index, "fq", NLM_F_CREATE | NLM_F_REPLACE).await;
+    let result = async {
+        let queues = tx_queues(&handle, index).await?;
+        if queues == 1 {
+            request_qdisc(handle, index, "fq", NLM_F_CREATE | NLM_F_REPLACE).await?;
+            return Ok(1);
+        }
+        let mq = TcHandle { major: 1, minor: 0 };
+        request_qdisc_at(
+            handle.clone(),
+            index,
+            "mq",
+            TcHandle::ROOT,
+            mq,
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await?;
+        for q in 1..=queues {
+            let minor =
+                u16::try_from(q).map_err(|_| std::io::Error::from_raw_os_error(libc::ERANGE))?;
+            request_qdisc_at(
+                handle.clone(),
+                index,
+                "fq",
+                TcHandle { major: 1, minor },
+                TcHandle::UNSPEC,
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )
+            .await?;
+        }
+        Ok(queues)
+    }
+    .await;
     conn.abort();
     result
 }
