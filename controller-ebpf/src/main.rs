@@ -3,7 +3,9 @@
 //! A cgroup_skb egress/ingress pair attached to rein's managed cgroup root: the kernel runs
 //! them for every packet of every socket in that subtree, and `bpf_skb_cgroup_id` gives the
 //! socket's own (leaf) cgroup. Both count bytes and packets per cgroup; egress also paces the
-//! cgroups that have a limit (see `shaper`).
+//! cgroups that have a limit (see `shaper`) and ingress polices (`shaper::police`). A
+//! sock_ops program on the same root records TCP round trips and retransmissions (`tcp`),
+//! and raw tracepoints on the scheduler record run-queue latency of rein's cgroups (`sched`).
 #![no_std]
 #![no_main]
 

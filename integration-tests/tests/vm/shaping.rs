@@ -175,7 +175,8 @@ fn a_live_rate_change_takes_effect_within_a_second() {
     let agent = AgentGuard::start_with("rein-live", &["--egress-dev", HOST_DEV]);
     let _server = Server(net.iperf3_server());
     let child = spawn_iperf3(&agent, "live", &["--egress", "20mbit"], "7");
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // Past TCP's ramp-up (and the first second's slow start on a loaded TCG guest).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let before = tx_rate(&agent, "live", std::time::Duration::from_millis(1500));
     agent.rein_ok(&["set", "live", "--egress", "40mbit"]);
     // Measure from one second after the call returned.
@@ -339,11 +340,17 @@ fn a_container_in_its_own_netns_is_paced_inside_it() {
         &agent,
         "inns",
         &["--egress", "20mbit"],
-        "5",
+        "7",
         Some(&ctr.name),
         &[],
     );
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // The agent looks for new namespaces every second; judge the rate once fq is in place
+    // there (installing it replaces the qdisc under a running flow).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while !ctr.paced_by_fq() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
     let steady = tx_rate(&agent, "inns", std::time::Duration::from_millis(3000));
     let s = stats(&agent, "inns");
     let report = report_of(child);
