@@ -166,6 +166,15 @@ impl DelayHistogram {
         }
     }
 
+    /// Counts one sample of `ns` nanoseconds.
+    #[inline(always)]
+    pub fn record(&mut self, ns: u64) {
+        if let Some(slot) = self.buckets.get_mut(Self::bucket(ns)) {
+            *slot += 1;
+        }
+        self.sum_ns += ns;
+    }
+
     #[must_use]
     pub fn merged(mut self, other: &Self) -> Self {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {

@@ -9,6 +9,7 @@
 #![no_std]
 #![no_main]
 
+mod percpu;
 mod sched;
 mod shaper;
 mod tcp;

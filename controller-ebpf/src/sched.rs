@@ -107,19 +107,6 @@ pub fn switch(ctx: &RawTracePointContext) -> u32 {
     let _ = REIN_RUNNABLE.remove(&pid);
     // SAFETY: helper without arguments.
     let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
-    let add = |h: &mut DelayHistogram| {
-        if let Some(slot) = h.buckets.get_mut(DelayHistogram::bucket(waited)) {
-            *slot += 1;
-        }
-        h.sum_ns += waited;
-    };
-    if let Some(h) = REIN_RUNQ.get_ptr_mut(&id) {
-        // SAFETY: per-CPU value, written only by this CPU during this program run.
-        add(unsafe { &mut *h });
-    } else {
-        let mut first = DelayHistogram::default();
-        add(&mut first);
-        let _ = REIN_RUNQ.insert(&id, &first, 0);
-    }
+    crate::percpu::update(&REIN_RUNQ, id, |h| h.record(waited));
     0
 }

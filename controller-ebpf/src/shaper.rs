@@ -62,20 +62,7 @@ const fn max(a: u64, b: u64) -> u64 {
 /// Adds one imposed delay to the cgroup's histogram (this CPU's copy).
 #[inline(always)]
 fn record_delay(id: u64, delay_ns: u64) {
-    let add = |h: &mut DelayHistogram| {
-        if let Some(slot) = h.buckets.get_mut(DelayHistogram::bucket(delay_ns)) {
-            *slot += 1;
-        }
-        h.sum_ns += delay_ns;
-    };
-    if let Some(h) = REIN_DELAY.get_ptr_mut(&id) {
-        // SAFETY: per-CPU value, written only by this CPU during this program run.
-        add(unsafe { &mut *h });
-        return;
-    }
-    let mut first = DelayHistogram::default();
-    add(&mut first);
-    let _ = REIN_DELAY.insert(&id, &first, 0);
+    crate::percpu::update(&REIN_DELAY, id, |h| h.record(delay_ns));
 }
 
 /// Ingress policing (`--ingress`): a token bucket in the same virtual-clock form as the

@@ -43,19 +43,6 @@ pub fn remember(ctx: &SkBuffContext, cgroup_id: u64) {
     let _ = REIN_SOCK.insert(&cookie, &info, 0);
 }
 
-/// Applies `f` to this CPU's stats of `cgroup_id`, creating them.
-#[inline(always)]
-fn update(cgroup_id: u64, f: impl Fn(&mut TcpStats)) {
-    if let Some(s) = REIN_TCP.get_ptr_mut(&cgroup_id) {
-        // SAFETY: per-CPU value, written only by this CPU during this program run.
-        f(unsafe { &mut *s });
-        return;
-    }
-    let mut first = TcpStats::default();
-    f(&mut first);
-    let _ = REIN_TCP.insert(&cgroup_id, &first, 0);
-}
-
 pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let op = ctx.op();
     if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
@@ -79,7 +66,7 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
         // args: first sequence number, segments, tcp_transmit_skb's result (0: sent).
         if ctx.arg(2) == 0 {
             let segs = u64::from(ctx.arg(1));
-            update(id, |s| s.retransmitted_segments += segs);
+            crate::percpu::update(&REIN_TCP, id, |s| s.retransmitted_segments += segs);
         }
         return 1;
     }
@@ -88,15 +75,8 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let rtt_ns = srtt_us * 1000;
     let first = info.counted == 0;
     info.counted = 1;
-    update(id, |s| {
-        if let Some(slot) = s
-            .rtt
-            .buckets
-            .get_mut(controller_common::DelayHistogram::bucket(rtt_ns))
-        {
-            *slot += 1;
-        }
-        s.rtt.sum_ns += rtt_ns;
+    crate::percpu::update(&REIN_TCP, id, |s| {
+        s.rtt.record(rtt_ns);
         if first {
             s.connections += 1;
         }

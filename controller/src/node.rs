@@ -14,10 +14,9 @@ use controller_common::{POLICE, PolicerConfig, SET_PRIORITY, ShaperConfig};
 /// give, and TCP needs a deep bucket to average the rate right (shallow ones collapse it).
 pub const INGRESS_BUCKET_NS: u64 = 200_000_000;
 
-/// What a scrape reads of one container besides its usage files.
+/// All of a container's eBPF map entries, read together (see [`Node::maps_of`]).
 #[derive(Debug, Clone, Default)]
-pub struct ScrapeView {
-    pub limits: Limits,
+pub struct MapsView {
     pub shaper: Option<ShaperConfig>,
     pub policer: Option<PolicerConfig>,
     pub traffic: Option<controller_common::Traffic>,
@@ -252,13 +251,6 @@ impl Node {
         Ok(())
     }
 
-    /// How egress limits are enforced here: `edt-fq on eth0` (earliest departure time set by
-    /// rein's program, released by sch_fq on those devices), `police-cn (<why>)`, or
-    /// `refused: <why>`.
-    pub fn egress_mode(&self) -> &EgressMode {
-        &self.mode
-    }
-
     /// The egress mode as it applies to one container: in edt mode, also the devices of
     /// the container's own network namespace that rein gave `fq`.
     pub fn egress_mode_of(&self, name: &ContainerName) -> String {
@@ -468,24 +460,6 @@ impl Node {
         Ok(())
     }
 
-    /// The container's run-queue latency histogram (summed over CPUs), if recorded.
-    pub fn runq(
-        &self,
-        name: &ContainerName,
-    ) -> Result<Option<controller_common::DelayHistogram>, NodeError> {
-        let id = self.cgroup_id(name)?;
-        Ok(self.with_datapath(|dp| dp.runq_of(id))?.flatten())
-    }
-
-    /// The container's TCP statistics (summed over CPUs), if any of its sockets saw an event.
-    pub fn tcp(
-        &self,
-        name: &ContainerName,
-    ) -> Result<Option<controller_common::TcpStats>, NodeError> {
-        let id = self.cgroup_id(name)?;
-        Ok(self.with_datapath(|dp| dp.tcp_of(id))?.flatten())
-    }
-
     /// Attaches the sock_ops program (TCP statistics) to the managed root.
     pub fn start_tcp_stats(&self, pin_dir: &std::path::Path) -> Result<(), String> {
         let root = self.tree.root().to_owned();
@@ -528,8 +502,9 @@ impl Node {
         self.limits_with(name, net.shaper, net.policer)
     }
 
-    /// The cgroup files' limits completed with the network limits of the given map entries.
-    fn limits_with(
+    /// The cgroup files' limits completed with the network limits of the given map entries
+    /// (as [`Node::maps_of`] read them).
+    pub fn limits_with(
         &self,
         name: &ContainerName,
         shaper: Option<ShaperConfig>,
@@ -555,15 +530,14 @@ impl Node {
         Ok(l)
     }
 
-    /// Everything `/metrics` needs of one container: its limits, and all its eBPF map
-    /// entries read under one lock with one lookup of its cgroup id (a scrape of 1000
-    /// containers makes thousands of these reads).
-    pub fn scrape_view(&self, name: &ContainerName) -> Result<ScrapeView, NodeError> {
+    /// All of a container's eBPF map entries, read under one lock with one lookup of its
+    /// cgroup id (a scrape of 1000 containers makes thousands of these reads). Empty when
+    /// the programs are not loaded.
+    pub fn maps_of(&self, name: &ContainerName) -> Result<MapsView, NodeError> {
         let id = self.cgroup_id(name)?;
-        let mut view = self
+        Ok(self
             .with_datapath(|dp| {
-                Ok(ScrapeView {
-                    limits: Limits::default(),
+                Ok(MapsView {
                     shaper: dp.shaping(id)?,
                     policer: dp.policing(id)?,
                     traffic: dp.traffic_of(id)?,
@@ -572,9 +546,7 @@ impl Node {
                     runq: dp.runq_of(id)?,
                 })
             })?
-            .unwrap_or_default();
-        view.limits = self.limits_with(name, view.shaper, view.policer)?;
-        Ok(view)
+            .unwrap_or_default())
     }
 
     pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
@@ -583,23 +555,5 @@ impl Node {
         // The cgroup is gone: leave no map entry behind for it.
         self.with_datapath(|dp| dp.forget(id))?;
         Ok(())
-    }
-
-    /// The shaper's delay histogram of one container (summed over CPUs), if any.
-    pub fn delays(
-        &self,
-        name: &ContainerName,
-    ) -> Result<Option<controller_common::DelayHistogram>, NodeError> {
-        let id = self.cgroup_id(name)?;
-        Ok(self.with_datapath(|dp| dp.delays_of(id))?.flatten())
-    }
-
-    /// Network counters of one container (summed over CPUs), if the programs run.
-    pub fn traffic(
-        &self,
-        name: &ContainerName,
-    ) -> Result<Option<controller_common::Traffic>, NodeError> {
-        let id = self.cgroup_id(name)?;
-        Ok(self.with_datapath(|dp| dp.traffic_of(id))?.flatten())
     }
 }

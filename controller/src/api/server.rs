@@ -187,7 +187,8 @@ async fn stats(
     let node = st.node.clone();
     let s = inline(move || {
         let mut usage = usage_to_json(&node.tree().usage(&name)?);
-        if let Some(t) = node.traffic(&name)? {
+        let maps = node.maps_of(&name)?;
+        if let Some(t) = maps.traffic {
             for (k, v) in [
                 ("net_tx_bytes", t.tx_bytes),
                 ("net_tx_packets", t.tx_packets),
@@ -206,7 +207,7 @@ async fn stats(
             let n: u64 = h.buckets.iter().sum();
             (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
         };
-        if let Some(t) = node.tcp(&name)? {
+        if let Some(t) = maps.tcp {
             let (n, mean) = mean_us(&t.rtt);
             for (k, v) in [
                 ("tcp_connections", t.connections),
@@ -217,7 +218,7 @@ async fn stats(
                 usage.insert(k.into(), v);
             }
         }
-        if let Some(h) = node.runq(&name)? {
+        if let Some(h) = maps.runq {
             let (n, mean) = mean_us(&h);
             usage.insert("runqueue_waits".into(), n);
             usage.insert("runqueue_wait_mean_us".into(), mean);

@@ -417,13 +417,16 @@ impl Collector for ContainerCollector {
         let mut samples = Vec::with_capacity(names.len());
         for name in &names {
             // A container removed between list and read simply has no samples this scrape.
-            let (Ok(usage), Ok(view)) = (self.node.tree().usage(name), self.node.scrape_view(name))
+            let (Ok(usage), Ok(view)) = (self.node.tree().usage(name), self.node.maps_of(name))
             else {
+                continue;
+            };
+            let Ok(limits) = self.node.limits_with(name, view.shaper, view.policer) else {
                 continue;
             };
             let sample = Sample {
                 usage,
-                limits: view.limits,
+                limits,
                 net: view.traffic,
                 tcp: view.tcp,
                 delays: view.delays,

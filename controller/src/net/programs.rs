@@ -298,14 +298,15 @@ impl Datapath {
         PerCpuHashMap::try_from(map).map_err(err)
     }
 
-    /// Every CPU's copy of `id`'s value in the per-CPU map `name`, if any.
-    fn per_cpu_entry<V: aya::Pod>(
+    /// `id`'s value in the per-CPU map `name`, its CPUs' copies folded with `merge`, if any.
+    fn per_cpu_sum<V: aya::Pod + Default>(
         &self,
         name: &'static str,
         id: u64,
-    ) -> Result<Option<Vec<V>>, ProgramError> {
+        merge: impl Fn(V, &V) -> V,
+    ) -> Result<Option<V>, ProgramError> {
         match self.per_cpu_map::<V>(name)?.get(&id, 0) {
-            Ok(per_cpu) => Ok(Some(per_cpu.iter().copied().collect())),
+            Ok(per_cpu) => Ok(Some(per_cpu.iter().fold(V::default(), merge))),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(ProgramError::Map { name, source }),
         }
@@ -323,19 +324,12 @@ impl Datapath {
 
     /// One cgroup's counters, summed over CPUs (None before its first packet).
     pub fn traffic_of(&self, cgroup_id: u64) -> Result<Option<Traffic>, ProgramError> {
-        Ok(self
-            .per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?
-            .map(|all| all.iter().fold(Traffic::default(), |a, t| a.merged(*t))))
+        self.per_cpu_sum(TRAFFIC_MAP, cgroup_id, |a: Traffic, t| a.merged(*t))
     }
 
     /// The delays the shaper imposed on one cgroup's packets, summed over CPUs.
     pub fn delays_of(&self, cgroup_id: u64) -> Result<Option<DelayHistogram>, ProgramError> {
-        Ok(self
-            .per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)?
-            .map(|all| {
-                all.iter()
-                    .fold(DelayHistogram::default(), |a, h| a.merged(h))
-            }))
+        self.per_cpu_sum(DELAY_MAP, cgroup_id, DelayHistogram::merged)
     }
 
     /// Counters of every cgroup seen so far, summed over CPUs.

@@ -90,12 +90,6 @@ impl Datapath {
 
     /// The cgroup's run-queue latency histogram, summed over CPUs.
     pub fn runq_of(&self, cgroup_id: u64) -> Result<Option<DelayHistogram>, ProgramError> {
-        Ok(self
-            .per_cpu_entry::<DelayHistogram>(RUNQ_MAP, cgroup_id)?
-            .map(|per_cpu| {
-                per_cpu
-                    .iter()
-                    .fold(DelayHistogram::default(), |a, h| a.merged(h))
-            }))
+        self.per_cpu_sum(RUNQ_MAP, cgroup_id, DelayHistogram::merged)
     }
 }

@@ -49,8 +49,6 @@ impl Datapath {
 
     /// The cgroup's TCP statistics, summed over CPUs.
     pub fn tcp_of(&self, cgroup_id: u64) -> Result<Option<TcpStats>, ProgramError> {
-        Ok(self
-            .per_cpu_entry::<TcpStats>(TCP_MAP, cgroup_id)?
-            .map(|all| all.iter().fold(TcpStats::default(), |a, s| a.merged(s))))
+        self.per_cpu_sum(TCP_MAP, cgroup_id, TcpStats::merged)
     }
 }
