@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::{
     api::{self, server::Access},
-    cgroup::Tree,
+    cgroup::{Registry, Tree},
     net::{
         programs::{Attachment, Datapath},
         qdisc,
@@ -266,8 +266,12 @@ fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, EgressM
     Ok((dp, mode))
 }
 
-/// How often the agent looks for shaped containers' network namespaces without `fq`: a
-/// container's processes enter their namespace after its cgroup exists.
+/// The registry of runtimes' containers, under the bpffs directory (`cgroup::external`).
+pub const EXTERNAL_DIR: &str = "external";
+
+/// How often the agent looks for shaped containers' network namespaces without `fq` (a
+/// container's processes enter their namespace after its cgroup exists) and for runtimes'
+/// containers whose cgroup is gone without the poststop hook.
 const NETNS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn pace_netns_periodically(
@@ -284,7 +288,12 @@ async fn pace_netns_periodically(
         }
         let node = node.clone();
         // Entering namespaces blocks (netlink round trips): keep it off the API's thread.
-        match tokio::task::spawn_blocking(move || node.pace_container_netns()).await {
+        let work = move || {
+            let mut report = node.prune_external();
+            report.extend(node.pace_container_netns());
+            report
+        };
+        match tokio::task::spawn_blocking(work).await {
             Ok(report) => report.iter().for_each(|line| tracing::info!("{line}")),
             Err(e) => tracing::warn!("netns pacing task failed: {e}"),
         }
@@ -294,12 +303,14 @@ async fn pace_netns_periodically(
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let _lock = InstanceLock::acquire(&settings.socket)?;
-    let tree = Tree::open(&settings.root).with_context(|| {
-        format!(
-            "opening the managed cgroup root {}",
-            settings.root.display()
-        )
-    })?;
+    let tree = Tree::open(&settings.root)
+        .with_context(|| {
+            format!(
+                "opening the managed cgroup root {}",
+                settings.root.display()
+            )
+        })?
+        .with_registry(Registry::new(&settings.bpf_dir.join(EXTERNAL_DIR)));
     let datapath = start_datapath(&settings, &tree);
     let node = Node::new(tree, datapath, settings.shaper);
     if settings.runqueue_latency {
@@ -312,6 +323,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("TCP round-trip times and retransmissions recorded per container"),
         Err(e) => tracing::warn!("no TCP statistics: {e}"),
     }
+    node.prune_external()
+        .iter()
+        .for_each(|line| tracing::info!("{line}"));
     if let Err(e) = node.watch_all() {
         tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");
     }

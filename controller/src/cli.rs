@@ -223,6 +223,37 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// OCI runtime hook, run by runc, crun, Podman or CRI-O with the container's state on
+    /// stdin: createRuntime registers the container with the agent (limits from its
+    /// `rein/<flag>` and `kubernetes.io/*-bandwidth` annotations), poststop unregisters it.
+    /// See deploy/hooks.d/rein.json and the README's runtime guide.
+    Hook {
+        /// The OCI lifecycle stage: createRuntime (or prestart) or poststop.
+        #[arg(value_enum)]
+        stage: crate::hook::stage::Stage,
+        /// When the agent is unreachable or refuses the limits, start the container anyway
+        /// (without rein's limits) instead of failing its start.
+        #[arg(long)]
+        fail_open: bool,
+        /// Give up after this many seconds (reading the state included).
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
+        /// The cgroup2 mount that linux.cgroupsPath is relative to.
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
+        cgroup_root: PathBuf,
+    },
+    /// A runc wrapper for Docker: adds rein's hooks to the bundle of `create`/`run`, then
+    /// execs the runtime (REIN_RUNTIME, default runc) with the same arguments. Installed as
+    /// the symlink rein-runtime: `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
+    Runtime {
+        /// The runtime's arguments, as dockerd or containerd pass them.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Print a shell completion script, e.g. `rein completions bash > /etc/bash_completion.d/rein`.
     Completions {
         /// The shell to generate for.
@@ -399,6 +430,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(u8::from(strict && !report.all_ok()))
         }
+        Command::Hook {
+            stage,
+            fail_open,
+            timeout,
+            cgroup_root,
+        } => {
+            if !(0.1..=300.0).contains(&timeout) {
+                bail!("--timeout {timeout}: give seconds from 0.1 to 300");
+            }
+            let opts = crate::hook::stage::Options {
+                fail_open,
+                timeout: std::time::Duration::from_secs_f64(timeout),
+                cgroup_root,
+            };
+            Ok(crate::hook::stage::run(&client, stage, &opts))
+        }
+        Command::Runtime { args } => {
+            crate::hook::runtime::check_args(&args)?;
+            Err(crate::hook::runtime::exec(args))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rein", &mut std::io::stdout());
             Ok(0)
@@ -425,6 +476,8 @@ async fn run_command(
             Some(&CreateRequest {
                 name: name.clone(),
                 limits,
+                cgroup: None,
+                labels: Default::default(),
             }),
         )
         .await?

@@ -6,6 +6,21 @@ use clap::Parser as _;
 use controller::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    // Called as `rein-runtime` (the runc wrapper for Docker): every argument is the
+    // runtime's, none is rein's.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "rein-runtime")
+    {
+        let args: Vec<_> = args.collect();
+        let e = controller::hook::runtime::check_args(&args)
+            .err()
+            .unwrap_or_else(|| controller::hook::runtime::exec(args));
+        eprintln!("rein-runtime: error: {e:#}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     // Logs go to stderr so that stdout stays clean for `--json` and completions.
     // REIN_LOG takes a tracing filter such as `debug` or `rein::ebpf=debug`.

@@ -33,7 +33,7 @@ struct NetState {
 }
 
 use crate::{
-    cgroup::{CgroupError, ContainerName, Tree},
+    cgroup::{CgroupError, ContainerName, External, Labels, Tree},
     limits::{Bandwidth, Burst, Flag, LimitError, Limits},
     net::{
         netns::{self, NetnsId},
@@ -129,6 +129,12 @@ pub enum NodeError {
     Unenforceable(LimitError),
     #[error("eBPF maps: {0}")]
     Datapath(String),
+    /// A runtime's cgroup that rein cannot take over.
+    #[error("cgroup {path}: {problem}")]
+    Foreign {
+        path: std::path::PathBuf,
+        problem: String,
+    },
 }
 
 impl From<LimitError> for NodeError {
@@ -549,7 +555,130 @@ impl Node {
             .unwrap_or_default())
     }
 
+    /// Takes over a container whose cgroup its runtime made (`rein hook createRuntime`):
+    /// records it in the registry, attaches rein's programs to its cgroup, and applies `l`
+    /// (maps, then cgroup files). On failure nothing of it stays recorded or attached; the
+    /// cgroup itself is the runtime's and is never removed.
+    pub fn register(
+        &self,
+        name: &ContainerName,
+        cgroup: &std::path::Path,
+        labels: Labels,
+        l: &Limits,
+    ) -> Result<(), NodeError> {
+        use std::os::unix::fs::MetadataExt as _;
+        self.check_enforceable(l)?;
+        crate::cgroup::Plan::for_limits(l)?;
+        let foreign = |problem: &str| NodeError::Foreign {
+            path: cgroup.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let registry = self
+            .tree
+            .registry()
+            .ok_or_else(|| foreign("this agent keeps no registry of runtimes' containers"))?;
+        if self.tree.root().join(name.as_str()).exists() || self.tree.external(name).is_some() {
+            return Err(CgroupError::Exists(name.clone()).into());
+        }
+        let inside_mount = cgroup.starts_with(self.tree.mount())
+            && !cgroup
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        if !inside_mount {
+            return Err(foreign(&format!(
+                "is not a path inside the cgroup2 mount {}",
+                self.tree.mount().display()
+            )));
+        }
+        if cgroup.starts_with(self.tree.root()) {
+            return Err(foreign(
+                "is inside rein's managed root; containers there are made with `rein run`, and \
+                 rein's programs already run on them",
+            ));
+        }
+        let meta = std::fs::metadata(cgroup)
+            .map_err(|e| foreign(&format!("{e}; the runtime has not made it (yet)")))?;
+        if !meta.is_dir() || !crate::cgroup::is_cgroup2(cgroup) {
+            return Err(foreign("is not a cgroup v2 directory"));
+        }
+        let ext = External {
+            name: name.clone(),
+            cgroup: cgroup.to_owned(),
+            id: meta.ino(),
+            labels,
+        };
+        registry.add(&ext)?;
+        let applied = (|| {
+            self.with_datapath(|dp| dp.attach_external(cgroup, &registry.dir_of(name)))?;
+            let net = self.planned(l, NetState::default());
+            if net != NetState::default() {
+                self.write_net(ext.id, net)?;
+            }
+            self.with_datapath(|dp| dp.watch(ext.id))?;
+            self.tree.set(name, l)?;
+            Ok(())
+        })();
+        if let Err(e) = applied {
+            let _ = registry.remove(name);
+            let _ = self.with_datapath(|dp| dp.forget(ext.id));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Forgets a runtime's container: its record and links (detaching rein's programs) and
+    /// its map entries. Its cgroup, if it still exists, stays with the runtime, with the
+    /// cgroup limits rein wrote.
+    fn unregister(&self, ext: &External) -> Result<(), NodeError> {
+        if let Some(r) = self.tree.registry() {
+            r.remove(&ext.name)?;
+        }
+        self.with_datapath(|dp| dp.forget(ext.id))?;
+        Ok(())
+    }
+
+    /// Unregisters `name` if it is a runtime's container registered with `cgroup` (the
+    /// poststop hook); anything else is [`CgroupError::NotFound`].
+    pub fn unregister_if(
+        &self,
+        name: &ContainerName,
+        cgroup: &std::path::Path,
+    ) -> Result<(), NodeError> {
+        match self.tree.external(name) {
+            Some(ext) if ext.cgroup == cgroup => self.unregister(&ext),
+            _ => Err(CgroupError::NotFound(name.clone()).into()),
+        }
+    }
+
+    /// Unregisters runtimes' containers whose cgroup is gone (deleted while the agent was
+    /// down, or without the poststop hook). Returns what it did, for the log.
+    pub fn prune_external(&self) -> Vec<String> {
+        let Some(registry) = self.tree.registry() else {
+            return Vec::new();
+        };
+        let mut report = Vec::new();
+        for name in registry.list() {
+            let outcome = match registry.get(&name) {
+                Some(ext) if ext.is_live() => continue,
+                Some(ext) => self.unregister(&ext),
+                // A record cut short (agent killed while writing it): nothing to forget in
+                // the maps without its id.
+                None => registry.remove(&name).map_err(NodeError::from),
+            };
+            report.push(match outcome {
+                Ok(()) => format!("{name}: its cgroup is gone; unregistered"),
+                Err(e) => format!("{name}: its cgroup is gone, but unregistering failed: {e}"),
+            });
+        }
+        report
+    }
+
     pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
+        if !self.tree.root().join(name.as_str()).is_dir()
+            && let Some(ext) = self.tree.external(name)
+        {
+            return self.unregister(&ext);
+        }
         let id = self.cgroup_id(name)?;
         self.tree.remove(name, force)?;
         // The cgroup is gone: leave no map entry behind for it.

@@ -36,6 +36,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         scrapes: u32,
     },
+    /// Container start time (`runc run` and `crun run` of `true`, to exit and deletion) of
+    /// a bundle without hooks next to one with rein's hooks and limit annotations, started
+    /// alternately, as a ratio: what registering with the agent costs a container start.
+    Hook {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// Starts of each bundle per runtime.
+        #[arg(long, default_value_t = 40)]
+        starts: u32,
+    },
 }
 
 pub fn run(b: &Bench) -> anyhow::Result<i32> {
@@ -43,6 +53,7 @@ pub fn run(b: &Bench) -> anyhow::Result<i32> {
         Bench::Api { vm, calls } => api(vm, *calls),
         Bench::Shaping { vm } => shaping(vm),
         Bench::Metrics { vm, scrapes } => metrics(vm, *scrapes),
+        Bench::Hook { vm, starts } => hook(vm, *starts),
     }
 }
 
@@ -233,6 +244,45 @@ fn metrics(args: &vm::VmArgs, scrapes: u32) -> anyhow::Result<i32> {
     std::fs::create_dir_all(out.parent().unwrap_or(&out))?;
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)?;
     println!("\nraw results: {}", out.display());
+    Ok(status)
+}
+
+fn hook(args: &vm::VmArgs, starts: u32) -> anyhow::Result<i32> {
+    let args = &vm::VmArgs {
+        release: true,
+        ..args.clone()
+    };
+    let script = format!(
+        "rein agent 2>/tmp/agent.log &\n\
+         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         rein-test-helper bench-hook /run/rein/rein.sock {starts}\n"
+    );
+    let path = guest_script("bench-hook.sh", &script)?;
+    let mut status = 0;
+    for (series, outcome) in vm::run_script_outcomes(args, &path)? {
+        status = status.max(outcome.status);
+        println!(
+            "\nbench hook on {} (TCG guest, {starts} starts each, alternating; `RUNTIME run` of \
+             `true` to exit and deletion, ms):",
+            series.name()
+        );
+        println!(
+            "{:<8} {:>12} {:>12} {:>12} {:>12} {:>14}",
+            "runtime", "plain p50", "plain p99", "hook p50", "hook p99", "hook/plain p50"
+        );
+        for r in bench_lines(&outcome.lines) {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN) / 1e3;
+            println!(
+                "{:<8} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>13.2}x",
+                r["runtime"].as_str().unwrap_or("?"),
+                f("plain_us_median"),
+                f("plain_us_p99"),
+                f("hook_us_median"),
+                f("hook_us_p99"),
+                f("hook_us_median") / f("plain_us_median"),
+            );
+        }
+    }
     Ok(status)
 }
 

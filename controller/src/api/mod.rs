@@ -4,9 +4,15 @@
 //! |---------------------------------|-----------------|---------------------------|
 //! | `GET /v1/containers`            |                 | `[Container]`             |
 //! | `POST /v1/containers`           | `CreateRequest` | 201 `Container`           |
+
 //! | `GET /v1/containers/{name}`     |                 | `Stats`                   |
 //! | `PATCH /v1/containers/{name}`   | `LimitsBody`    | `Container`               |
 //! | `DELETE /v1/containers/{name}?force=true` |       | 204                       |
+//!
+//! A `CreateRequest` with `cgroup` registers a runtime's container (`rein hook`) instead of
+//! making one; `DELETE` of such a container unregisters it and leaves its cgroup alone, and
+//! `DELETE ...?cgroup=PATH` acts only on a registered container with that cgroup (404
+//! otherwise), which is what the poststop hook sends.
 //!
 //! Errors are `{"error": "..."}` with 400 (bad input), 403 (peer not allowed), 404, 409
 //! (exists / busy) or 500. Limits travel as `{"cpus": "1.5", "io-max": ["8:0 wbps=1M"]}`:
@@ -20,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cgroup::Usage,
+    cgroup::{Labels, Usage},
     limits::{Flag, LimitError, Limits},
 };
 
@@ -74,6 +80,18 @@ pub struct CreateRequest {
     pub name: String,
     #[serde(default)]
     pub limits: LimitMap,
+    /// Register a cgroup a container runtime made (absolute path) instead of making one
+    /// under the managed root (`rein hook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Metric labels of a registered container.
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// Percent-encodes a query parameter's value.
+pub fn query_escape(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

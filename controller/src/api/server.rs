@@ -70,7 +70,9 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
             NodeError::Cgroup(c) => c.into(),
-            NodeError::Unenforceable(_) => Self(StatusCode::BAD_REQUEST, e.to_string()),
+            NodeError::Unenforceable(_) | NodeError::Foreign { .. } => {
+                Self(StatusCode::BAD_REQUEST, e.to_string())
+            }
             NodeError::Datapath(_) => Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
@@ -164,15 +166,32 @@ async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiErr
 
 async fn create(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Json(req): Json<CreateRequest>,
 ) -> Result<(StatusCode, Json<Container>), ApiError> {
+    // Taking over any cgroup of the machine is for the runtimes' hooks, which run as root;
+    // an allowed uid may only make containers under rein's own root.
+    if req.cgroup.is_some() && peer.uid != Some(0) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only root may register a runtime's cgroup (rein hook runs as root)".into(),
+        ));
+    }
     let name = parse_name(&req.name)?;
     let limits = limits_from_map(&req.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let node = st.node.clone();
     let c = inline(move || {
-        node.create(&name, &limits)?;
-        tracing::info!(container = %name, limits = %limits, "created");
+        match &req.cgroup {
+            Some(cgroup) => {
+                node.register(&name, Path::new(cgroup), req.labels, &limits)?;
+                tracing::info!(container = %name, %cgroup, limits = %limits, "registered");
+            }
+            None => {
+                node.create(&name, &limits)?;
+                tracing::info!(container = %name, limits = %limits, "created");
+            }
+        }
         info(&node, &name)
     })
     .await?;
@@ -255,6 +274,8 @@ async fn set(
 struct RemoveQuery {
     #[serde(default)]
     force: bool,
+    /// Only a runtime's container registered with this cgroup directory.
+    cgroup: Option<String>,
 }
 
 async fn remove(
@@ -265,7 +286,10 @@ async fn remove(
     let name = parse_name(&name)?;
     let node = st.node.clone();
     blocking(move || {
-        node.remove(&name, q.force)?;
+        match &q.cgroup {
+            Some(cgroup) => node.unregister_if(&name, Path::new(cgroup))?,
+            None => node.remove(&name, q.force)?,
+        }
         tracing::info!(container = %name, force = q.force, "removed");
         Ok(())
     })

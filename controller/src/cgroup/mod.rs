@@ -12,6 +12,7 @@
 
 mod cpu;
 mod cpuset;
+pub mod external;
 pub mod files;
 mod io;
 mod memory;
@@ -32,6 +33,7 @@ use serde::Serialize;
 pub use self::files::FileError;
 use crate::limits::{LimitError, Limits, Priority};
 
+pub use external::{External, Labels, Registry};
 pub use usage::{DeviceIo, Pressure, Psi, Usage};
 
 /// Controllers rein enables for its containers.
@@ -170,6 +172,9 @@ pub struct Tree {
     root: PathBuf,
     /// The cgroup2 mount the root lives in (for cgroup paths as the kernel names them).
     mount: PathBuf,
+    /// Containers whose cgroup a runtime made elsewhere (`rein hook`); they share the name
+    /// space of the managed root's containers.
+    registry: Option<Registry>,
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
@@ -225,6 +230,7 @@ impl Tree {
         Ok(Self {
             root: root.to_owned(),
             mount,
+            registry: None,
         })
     }
 
@@ -234,15 +240,42 @@ impl Tree {
         Self {
             root: root.to_owned(),
             mount: root.parent().unwrap_or(root).to_owned(),
+            registry: None,
         }
+    }
+
+    /// Also manages the containers recorded in `registry`.
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
+    }
+
+    /// The registry's record of `name`, when it is a runtime's container.
+    pub fn external(&self, name: &ContainerName) -> Option<External> {
+        self.registry.as_ref()?.get(name)
+    }
+
+    /// The cgroup2 mount the tree lives in.
+    pub fn mount(&self) -> &Path {
+        &self.mount
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// The container's cgroup directory: under the managed root, or where its runtime made
+    /// it.
     pub fn path(&self, name: &ContainerName) -> PathBuf {
-        self.root.join(name.as_str())
+        let own = self.root.join(name.as_str());
+        if own.is_dir() {
+            return own;
+        }
+        self.external(name).map_or(own, |e| e.cgroup)
     }
 
     /// The container's cgroup as the kernel names it (`/rein.slice/web`), which is what
@@ -270,14 +303,21 @@ impl Tree {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
+        if let Some(r) = &self.registry {
+            names.extend(r.list());
+        }
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
     /// Creates a container with `limits`; on any failure the directory is removed again.
     pub fn create(&self, name: &ContainerName, limits: &Limits) -> Result<PathBuf, CgroupError> {
         let plan = Plan::for_limits(limits)?;
-        let path = self.path(name);
+        if self.external(name).is_some() {
+            return Err(CgroupError::Exists(name.clone()));
+        }
+        let path = self.root.join(name.as_str());
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -383,6 +423,10 @@ impl Tree {
     /// the whole tree through `cgroup.kill` (kernel >= 5.14) and waits for it to empty.
     pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), CgroupError> {
         let dir = self.existing(name)?;
+        if !dir.starts_with(&self.root) {
+            // A runtime's cgroup: the runtime removes it (see `Node::remove`).
+            return Err(CgroupError::NotFound(name.clone()));
+        }
         let procs = count_procs(&dir);
         if procs > 0 {
             if !force {

@@ -13,18 +13,15 @@ use std::collections::BTreeMap;
 use crate::limits::{Flag, LimitError, Limits};
 
 pub const PREFIX: &str = "rein/";
+/// The name rein lists the container under (`rein run --name`); default its OCI id.
+pub const NAME: &str = "rein/name";
 pub const K8S_EGRESS: &str = "kubernetes.io/egress-bandwidth";
 pub const K8S_INGRESS: &str = "kubernetes.io/ingress-bandwidth";
 
 /// Metric labels a Kubernetes runtime leaves in the annotations: CRI-O's
 /// `io.kubernetes.pod.*` / `io.kubernetes.container.name`, or containerd's
 /// `io.kubernetes.cri.*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KubeLabels {
-    pub pod: Option<String>,
-    pub namespace: Option<String>,
-    pub container: Option<String>,
-}
+pub type KubeLabels = crate::cgroup::Labels;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AnnotationError {
@@ -59,10 +56,13 @@ pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, Annotati
     // (flag, value, the key it came from)
     let mut pairs: Vec<(Flag, &str, &str)> = Vec::new();
     for (key, value) in annotations {
+        if key == NAME {
+            continue;
+        }
         if let Some(name) = key.strip_prefix(PREFIX) {
             let flag = flag_of(name).ok_or_else(|| AnnotationError::Unknown {
                 key: key.clone(),
-                known: Flag::ALL.map(Flag::name).join(", "),
+                known: format!("name, {}", Flag::ALL.map(Flag::name).join(", ")),
             })?;
             if flag == Flag::IoMax {
                 pairs.extend(

@@ -16,7 +16,10 @@ use std::{
 use oci_spec::runtime::{LinuxResources, Spec, State};
 
 use super::annotations::{self, AnnotationError, KubeLabels};
-use crate::limits::{Flag, Limits};
+use crate::{
+    cgroup::ContainerName,
+    limits::{Flag, Limits},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -28,11 +31,19 @@ pub enum BundleError {
     Annotation(#[from] AnnotationError),
     #[error("linux.cgroupsPath {0:?} is not a path rein can place under the cgroup2 mount")]
     CgroupsPath(String),
+    #[error(
+        "{from} {name:?} is not a valid rein container name ({}); set the annotation {} to one",
+        ContainerName::ACCEPTED,
+        annotations::NAME
+    )]
+    Name { from: &'static str, name: String },
 }
 
 /// A container as the hook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
+    /// The name rein lists it under: `rein/name`, else the OCI id.
+    pub name: ContainerName,
     pub id: String,
     pub pid: Option<i32>,
     /// The container's cgroup directory (under `cgroup_root`).
@@ -44,8 +55,14 @@ pub struct Container {
     pub overridden: Vec<Flag>,
 }
 
-/// Reads the state JSON and the config.json of its bundle.
-pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleError> {
+/// The state, the spec and their annotations merged (the state's win).
+struct Loaded {
+    state: State,
+    spec: Spec,
+    notes: BTreeMap<String, String>,
+}
+
+fn load(state_json: &[u8]) -> Result<Loaded, BundleError> {
     let state: State =
         serde_json::from_slice(state_json).map_err(|e| BundleError::State(e.to_string()))?;
     if state.id().is_empty() {
@@ -56,7 +73,6 @@ pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleEr
         path: path.clone(),
         problem: e.to_string(),
     })?;
-    // The state's annotations are the spec's; take both, the state's winning.
     let mut notes: BTreeMap<String, String> = BTreeMap::new();
     for map in [spec.annotations(), state.annotations()]
         .into_iter()
@@ -64,12 +80,46 @@ pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleEr
     {
         notes.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    Ok(Loaded { state, spec, notes })
+}
+
+/// `rein/name`, else the OCI id.
+fn name_of(state: &State, notes: &BTreeMap<String, String>) -> Result<ContainerName, BundleError> {
+    let (from, text) = match notes.get(annotations::NAME) {
+        Some(n) => (annotations::NAME, n.as_str()),
+        None => ("the OCI container id", state.id().as_str()),
+    };
+    text.parse().map_err(|_| BundleError::Name {
+        from,
+        name: text.chars().take(200).collect(),
+    })
+}
+
+/// The name and cgroup directory of the container the state describes, without judging its
+/// limits (poststop must clean up whatever createRuntime registered).
+pub fn read_identity(
+    state_json: &[u8],
+    cgroup_root: &Path,
+) -> Result<(ContainerName, PathBuf), BundleError> {
+    let Loaded { state, spec, notes } = load(state_json)?;
+    let cgroup = cgroup_of(&spec, &state, cgroup_root)?;
+    Ok((name_of(&state, &notes)?, cgroup))
+}
+
+fn cgroup_of(spec: &Spec, state: &State, root: &Path) -> Result<PathBuf, BundleError> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_deref());
+    cgroup_dir(path, state.id(), root)
+}
+
+/// Reads the state JSON and the config.json of its bundle.
+pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleError> {
+    let Loaded { state, spec, notes } = load(state_json)?;
+    let name = name_of(&state, &notes)?;
     let linux = spec.linux().as_ref();
-    let cgroup = cgroup_dir(
-        linux.and_then(|l| l.cgroups_path().as_deref()),
-        state.id(),
-        cgroup_root,
-    )?;
+    let cgroup = cgroup_of(&spec, &state, cgroup_root)?;
     let mut limits = annotations::limits(&notes)?;
     let set = linux
         .and_then(|l| l.resources().as_ref())
@@ -77,6 +127,7 @@ pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleEr
         .unwrap_or_default();
     let overridden = drop_flags(&mut limits, &set);
     Ok(Container {
+        name,
         id: state.id().clone(),
         pid: *state.pid(),
         cgroup,

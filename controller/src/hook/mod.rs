@@ -1,9 +1,14 @@
-//! Runtime integration (issue 7, in progress): what `rein hook STAGE` will read from a
-//! container's OCI bundle. Today: limits and Kubernetes labels from annotations
-//! (`annotations`), and the state plus config.json through oci-spec, with the container's
-//! cgroup directory and the spec-over-annotation precedence (`bundle`). Not yet wired to a
-//! command: the agent does not yet manage containers outside its own tree (a runtime's
-//! `linux.cgroupsPath`), which the hook needs.
+//! Runtime integration: `rein hook STAGE` (an OCI runtime hook) and `rein runtime` (a runc
+//! wrapper that adds the hook to a bundle, for Docker).
+//!
+//! - `annotations`: limits and Kubernetes labels from a container's annotations.
+//! - `bundle`: the OCI state and config.json (oci-spec): name, cgroup directory, limits, and
+//!   the precedence of the spec over annotations.
+//! - `stage`: what each stage does (createRuntime registers the container with the agent,
+//!   poststop unregisters it), bounded in time, with the failure policy.
+//! - `runtime`: the wrapper.
 
 pub mod annotations;
 pub mod bundle;
+pub mod runtime;
+pub mod stage;

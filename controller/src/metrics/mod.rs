@@ -389,11 +389,22 @@ impl ContainerCollector {
         Ok(Self { node, descs })
     }
 
+    /// cAdvisor's `id` and `name`, and for a runtime's container the Kubernetes `pod`,
+    /// `namespace` and `container` its annotations named (kubelet's cAdvisor labels).
     fn labels(&self, name: &ContainerName) -> Vec<LabelPair> {
-        vec![
+        let mut l = vec![
             label("id", self.node.tree().cgroup_path(name)),
             label("name", name.to_string()),
-        ]
+        ];
+        if let Some(ext) = self.node.tree().external(name) {
+            l.extend(
+                ext.labels
+                    .pairs()
+                    .into_iter()
+                    .map(|(k, v)| label(k, v.to_owned())),
+            );
+        }
+        l
     }
 }
 

@@ -17,6 +17,7 @@ use controller_common::{
     ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic, WATCH_MAP,
 };
 
+mod external;
 mod sched;
 mod tcp;
 
@@ -71,6 +72,24 @@ const PINNED_MAPS: [&str; 10] = [
     OFFSETS_MAP,
     TCP_MAP,
 ];
+
+fn pin_err(path: &Path, e: &dyn std::fmt::Display) -> ProgramError {
+    ProgramError::Pin {
+        path: path.to_owned(),
+        problem: e.to_string(),
+    }
+}
+
+/// Pins a program's new link at `path`, so the attachment outlives the agent. A link that
+/// cannot be pinned is dropped here, which detaches it again.
+fn pin_link<L>(link: L, path: &Path) -> Result<(), ProgramError>
+where
+    aya::programs::links::FdLink: TryFrom<L>,
+    <aya::programs::links::FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| pin_err(path, &e))?;
+    fd.pin(path).map(drop).map_err(|e| pin_err(path, &e))
+}
 
 /// Whether [`Datapath::ensure_attached`] found the programs already attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,12 +264,8 @@ impl Datapath {
         dir: &Path,
         pin_dir: &Path,
     ) -> Result<Attachment, ProgramError> {
-        use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, links::FdLink};
+        use aya::programs::{CgroupAttachMode, CgroupSkbAttachType};
         let links = pin_dir.join("links");
-        let pin_err = |path: &Path, e: &dyn std::fmt::Display| ProgramError::Pin {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        };
         std::fs::create_dir_all(&links).map_err(|e| pin_err(&links, &e))?;
         let mut outcome = Attachment::Adopted;
         for (name, kind, file) in [
@@ -269,8 +284,7 @@ impl Datapath {
             let link = prog
                 .take_link(id)
                 .map_err(|source| ProgramError::Program { name, source })?;
-            let fd: FdLink = link.try_into().map_err(|e| pin_err(&pin, &e))?;
-            fd.pin(&pin).map_err(|e| pin_err(&pin, &e))?;
+            pin_link(link, &pin)?;
             outcome = Attachment::Attached;
         }
         Ok(outcome)

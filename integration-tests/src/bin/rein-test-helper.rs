@@ -14,6 +14,9 @@
 //! - `bench-sched LABEL N`: N pipe round trips between two threads pinned to CPU 0 (two
 //!   context switches each); prints one `BENCH {json}` line with the time per round trip and,
 //!   with BPF statistics switched on, the runs and mean run time of rein's scheduler programs.
+//! - `bench-hook SOCKET N`: for runc and crun, N starts (`RUNTIME run` of `true`, to exit and
+//!   delete) of a bundle without hooks and of one with rein's hooks and limit annotations,
+//!   alternating; prints one `BENCH {json}` line per runtime with median and p99 of each.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
@@ -77,6 +80,7 @@ fn main() {
         Some("bench-summary") => bench_summary(&args),
         Some("bench-scrape") => bench_scrape(&args),
         Some("bench-sched") => bench_sched(args.get(1).unwrap_or_else(|| usage()), num(2)),
+        Some("bench-hook") => bench_hook(args.get(1).unwrap_or_else(|| usage()), num(2)),
         Some("bench-set") => {
             let socket = args.get(1).unwrap_or_else(|| usage());
             let name = args.get(2).unwrap_or_else(|| usage());
@@ -333,6 +337,50 @@ fn quota(i: usize) -> u32 {
 }
 
 /// Median and p99 in microseconds of `n` runs of `f`.
+/// See the module docs.
+fn bench_hook(socket: &str, n: usize) {
+    use integration_tests::OciBundle;
+    for runtime in ["runc", "crun"] {
+        let plain = OciBundle::new(runtime, &format!("{runtime}-plain"), &["true"]);
+        let hooked = OciBundle::new(runtime, &format!("{runtime}-hooked"), &["true"]);
+        hooked.annotate(&[("rein/memory", "64M"), ("rein/egress", "10mbit")]);
+        hooked.add_rein_hooks(std::path::Path::new(socket), &[]);
+        let start = |b: &OciBundle| {
+            let t = Instant::now();
+            let status = b
+                .command(&["run", "--bundle"])
+                .arg(&b.dir)
+                .arg(&b.id)
+                .stdin(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{runtime} run {}: {status}", b.id);
+            t.elapsed().as_micros()
+        };
+        // One of each first, untimed: page cache and the agent's first connection.
+        start(&plain);
+        start(&hooked);
+        let (mut a, mut b): (Vec<u128>, Vec<u128>) =
+            (0..n).map(|_| (start(&plain), start(&hooked))).unzip();
+        let q = |v: &mut Vec<u128>| {
+            v.sort_unstable();
+            (v[n / 2], v[(n * 99 / 100).min(n - 1)])
+        };
+        let (pa, pb) = (q(&mut a), q(&mut b));
+        println!(
+            "BENCH {}",
+            serde_json::json!({
+                "runtime": runtime,
+                "starts": n,
+                "plain_us_median": pa.0,
+                "plain_us_p99": pa.1,
+                "hook_us_median": pb.0,
+                "hook_us_p99": pb.1,
+            })
+        );
+    }
+}
+
 fn timed(n: usize, mut f: impl FnMut(usize)) -> (u128, u128) {
     let mut us: Vec<u128> = (0..n)
         .map(|i| {

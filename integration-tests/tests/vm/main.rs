@@ -7,4 +7,5 @@ mod cgroup_limits;
 mod check;
 mod ebpf;
 mod metrics;
+mod runtime;
 mod shaping;

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use aya::{
     maps::{Array, HashMap},
-    programs::{RawTracePoint, links::FdLink},
+    programs::RawTracePoint,
 };
 use controller_common::{DelayHistogram, KernelOffsets, OFFSETS_MAP, RUNQ_MAP, WATCH_MAP};
 
-use super::{Datapath, ProgramError, absent_ok};
+use super::{Datapath, ProgramError, absent_ok, pin_err, pin_link};
 use crate::btf::Offsets;
 
 /// The programs and the tracepoints they attach to.
@@ -50,10 +50,6 @@ impl Datapath {
             .and_then(|mut m| m.set(0, &offsets, 0))
             .map_err(err)?;
         let links = pin_dir.join("links");
-        let pin_err = |path: &Path, e: &dyn std::fmt::Display| ProgramError::Pin {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        };
         std::fs::create_dir_all(&links).map_err(|e| pin_err(&links, &e))?;
         for (name, tracepoint) in PROGRAMS {
             let pin = links.join(name);
@@ -69,8 +65,7 @@ impl Datapath {
             let fail = |source| ProgramError::Program { name, source };
             prog.load().map_err(fail)?;
             let id = prog.attach(tracepoint).map_err(fail)?;
-            let link: FdLink = prog.take_link(id).map_err(fail)?.into();
-            link.pin(&pin).map_err(|e| pin_err(&pin, &e))?;
+            pin_link(prog.take_link(id).map_err(fail)?, &pin)?;
         }
         Ok(())
     }

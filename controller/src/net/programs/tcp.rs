@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use aya::programs::{CgroupAttachMode, SockOps, links::FdLink};
+use aya::programs::{CgroupAttachMode, SockOps};
 use controller_common::{TCP_MAP, TcpStats};
 
-use super::{Datapath, ProgramError};
+use super::{Datapath, ProgramError, pin_err, pin_link};
 
-const PROGRAM: &str = "rein_sock_ops";
+pub(super) const PROGRAM: &str = "rein_sock_ops";
 
 impl Datapath {
     /// Loads the sock_ops program and attaches it to the cgroup `dir` through a link pinned
@@ -18,10 +18,6 @@ impl Datapath {
         if pin.exists() {
             return Ok(());
         }
-        let pin_err = |path: &Path, e: &dyn std::fmt::Display| ProgramError::Pin {
-            path: path.to_owned(),
-            problem: e.to_string(),
-        };
         let name = PROGRAM;
         let fail = |source| ProgramError::Program { name, source };
         let prog: &mut SockOps = self
@@ -35,16 +31,24 @@ impl Datapath {
         let id = prog
             .attach(cgroup, CgroupAttachMode::Single)
             .map_err(fail)?;
-        let link: FdLink = prog
-            .take_link(id)
-            .map_err(fail)?
-            .try_into()
-            .map_err(|e| pin_err(&pin, &e))?;
+        let link = prog.take_link(id).map_err(fail)?;
         if let Some(parent) = pin.parent() {
             std::fs::create_dir_all(parent).map_err(|e| pin_err(parent, &e))?;
         }
-        link.pin(&pin).map_err(|e| pin_err(&pin, &e))?;
-        Ok(())
+        pin_link(link, &pin)
+    }
+
+    /// The sock_ops program when TCP statistics run (it is loaded by
+    /// [`Datapath::ensure_sock_ops`]).
+    pub(super) fn sock_ops_if_loaded(&mut self) -> Result<Option<&mut SockOps>, ProgramError> {
+        let name = PROGRAM;
+        let prog: &mut SockOps = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProgramError::Missing { name })?
+            .try_into()
+            .map_err(|source| ProgramError::Program { name, source })?;
+        Ok(prog.fd().is_ok().then_some(prog))
     }
 
     /// The cgroup's TCP statistics, summed over CPUs.

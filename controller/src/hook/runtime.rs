@@ -1,0 +1,244 @@
+//! `rein runtime` (also reached as `rein-runtime`, a symlink to rein): a runc wrapper in the
+//! nvidia-container-runtime pattern. For `create` and `run` it adds rein's createRuntime and
+//! poststop hooks to the bundle's config.json, then it execs the real runtime with the same
+//! arguments, so Docker can use rein without a hooks directory:
+//! `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
+//!
+//! Environment: `REIN_RUNTIME` (the runtime to exec, default `runc` from PATH),
+//! `REIN_SOCKET` (passed on to the hook), `REIN_HOOK_FAIL_OPEN=1` (the hook gets
+//! `--fail-open`).
+//!
+//! config.json is edited as plain JSON, not through oci-spec's typed `Spec`: a round trip
+//! through a typed model drops what the model does not know (fields of a newer spec, a
+//! runtime's extensions), and the wrapper must hand the runtime everything it was given.
+
+use std::{
+    ffi::OsString,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::stage::Stage;
+
+/// runc's and crun's global options that take a separate value.
+const VALUE_OPTIONS: &[&str] = &[
+    "--root",
+    "--log",
+    "--log-format",
+    "--log-level",
+    "--criu",
+    "--rootless",
+    "--cgroup-manager",
+];
+
+/// Seconds the runtime gives each hook before killing it (OCI `timeout`); the hook bounds
+/// itself below that (`rein hook --timeout`, 5 s).
+const HOOK_TIMEOUT_SECS: u64 = 10;
+
+/// The subcommand (index and name) among runtime arguments: the first argument that is not
+/// a global option or an option's value.
+fn subcommand(args: &[OsString]) -> Option<(usize, &str)> {
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        let a = arg.to_str()?;
+        if VALUE_OPTIONS.contains(&a) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return Some((i, a));
+        }
+    }
+    None
+}
+
+/// The bundle directory of a `create`/`run` invocation (`--bundle`, `-b`, default `.`).
+fn bundle(args: &[OsString]) -> PathBuf {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        if s == "--bundle" || s == "-b" {
+            if let Some(v) = it.next() {
+                return PathBuf::from(v);
+            }
+        } else if let Some(v) = s
+            .strip_prefix("--bundle=")
+            .or_else(|| s.strip_prefix("-b="))
+        {
+            return PathBuf::from(v);
+        }
+    }
+    PathBuf::from(".")
+}
+
+/// The hook entry for one stage: rein at `exe`, with the socket and failure policy given.
+fn hook_entry(exe: &Path, stage: Stage, socket: Option<&str>, fail_open: bool) -> Value {
+    let mut args = vec!["rein".to_owned()];
+    if let Some(s) = socket {
+        args.extend(["--socket".to_owned(), s.to_owned()]);
+    }
+    args.extend(["hook".to_owned(), stage.name().to_owned()]);
+    if fail_open {
+        args.push("--fail-open".to_owned());
+    }
+    json!({ "path": exe, "args": args, "timeout": HOOK_TIMEOUT_SECS })
+}
+
+/// Adds rein's hooks to a config.json document unless a rein hook for the stage is there.
+/// Returns whether it changed anything.
+pub fn add_hooks(config: &mut Value, exe: &Path, socket: Option<&str>, fail_open: bool) -> bool {
+    let Some(obj) = config.as_object_mut() else {
+        return false;
+    };
+    let hooks = obj.entry("hooks").or_insert_with(|| json!({}));
+    if !hooks.is_object() {
+        *hooks = json!({});
+    }
+    let mut changed = false;
+    for stage in [Stage::CreateRuntime, Stage::Poststop] {
+        let Some(list) = hooks
+            .as_object_mut()
+            .map(|h| h.entry(stage.name()).or_insert_with(|| json!([])))
+        else {
+            continue;
+        };
+        if !list.is_array() {
+            *list = json!([]);
+        }
+        let Some(list) = list.as_array_mut() else {
+            continue;
+        };
+        let present = list.iter().any(|h| {
+            h["args"].as_array().is_some_and(|a| {
+                a.iter().any(|x| x == "hook") && a.iter().any(|x| x == stage.name())
+            }) && h["path"].as_str().is_some_and(|p| p.ends_with("rein"))
+        });
+        if !present {
+            list.push(hook_entry(exe, stage, socket, fail_open));
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Edits the bundle's config.json in place (through a temporary file and a rename, so the
+/// runtime never reads half a file).
+fn prepare_bundle(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("config.json");
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: Value =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let exe = std::env::current_exe().context("finding rein's own binary")?;
+    let socket = std::env::var("REIN_SOCKET").ok();
+    let fail_open = std::env::var("REIN_HOOK_FAIL_OPEN").is_ok_and(|v| v == "1");
+    if !add_hooks(&mut config, &exe, socket.as_deref(), fail_open) {
+        return Ok(());
+    }
+    let tmp = dir.join(".config.json.rein");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// Adds the hooks where the command creates a container, then becomes the real runtime.
+/// Returns only on failure.
+pub fn exec(args: Vec<OsString>) -> anyhow::Error {
+    let runtime = std::env::var_os("REIN_RUNTIME").unwrap_or_else(|| "runc".into());
+    if let Some((i, "create" | "run")) = subcommand(&args) {
+        let dir = bundle(&args[i + 1..]);
+        if let Err(e) = prepare_bundle(&dir) {
+            return e.context(format!(
+                "rein runtime: adding rein's hooks to the bundle {}",
+                dir.display()
+            ));
+        }
+    }
+    let err = std::process::Command::new(&runtime).args(&args).exec();
+    let e: anyhow::Error = err.into();
+    e.context(format!(
+        "rein runtime: executing {} (set REIN_RUNTIME to the runtime's path)",
+        runtime.to_string_lossy()
+    ))
+}
+
+/// Fails when the wrapper was called without runtime arguments.
+pub fn check_args(args: &[OsString]) -> anyhow::Result<()> {
+    if args.is_empty() {
+        bail!(
+            "rein runtime takes the runtime's arguments, e.g. `rein runtime run -b BUNDLE ID`; \
+             for Docker: dockerd --add-runtime rein=/usr/local/bin/rein-runtime"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn finds_the_subcommand_and_bundle_the_way_dockerd_calls_runc() {
+        let args = os(&[
+            "--root",
+            "/run/docker/runtime-runc/moby",
+            "--log",
+            "/run/x/log.json",
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "create",
+            "--bundle",
+            "/run/x/bundle",
+            "--pid-file",
+            "/run/x/init.pid",
+            "abc",
+        ]);
+        let (i, cmd) = subcommand(&args).unwrap();
+        assert_eq!(cmd, "create");
+        assert_eq!(bundle(&args[i + 1..]), PathBuf::from("/run/x/bundle"));
+        assert_eq!(bundle(&os(&["-b=/b", "x"])), PathBuf::from("/b"));
+        assert_eq!(bundle(&os(&["x"])), PathBuf::from("."));
+        assert_eq!(
+            subcommand(&os(&["--debug", "start", "x"])).unwrap().1,
+            "start"
+        );
+        assert_eq!(subcommand(&os(&["--root", "/r"])), None);
+    }
+
+    #[test]
+    fn adds_each_hook_once_and_keeps_the_rest_of_the_config() {
+        let mut c = json!({
+            "ociVersion": "1.0.2",
+            "future-field": {"kept": true},
+            "hooks": {"poststop": [{"path": "/bin/other"}]}
+        });
+        let exe = Path::new("/usr/local/bin/rein");
+        assert!(add_hooks(&mut c, exe, Some("/run/r.sock"), true));
+        assert!(!add_hooks(&mut c, exe, None, false));
+        assert_eq!(c["future-field"]["kept"], true);
+        assert_eq!(c["hooks"]["poststop"].as_array().unwrap().len(), 2);
+        let create = &c["hooks"]["createRuntime"][0];
+        assert_eq!(create["path"], "/usr/local/bin/rein");
+        assert_eq!(
+            create["args"],
+            json!([
+                "rein",
+                "--socket",
+                "/run/r.sock",
+                "hook",
+                "createRuntime",
+                "--fail-open"
+            ])
+        );
+        let mut not_object = json!([1]);
+        assert!(!add_hooks(&mut not_object, exe, None, false));
+    }
+}

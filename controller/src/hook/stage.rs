@@ -1,0 +1,226 @@
+//! `rein hook STAGE`: what the runtime runs at each OCI lifecycle stage.
+//!
+//! - `createRuntime` (alias `prestart`, its deprecated predecessor): runs in the runtime's
+//!   namespace after the runtime made the container's cgroup, applied the spec's resources
+//!   and put the container's init process in it, before the user's program starts. The hook
+//!   registers the container with the agent, which attaches rein's programs to the cgroup and
+//!   applies the annotations' limits, so nothing of the program runs unshaped.
+//! - `poststop`: after the runtime deleted the container (and its cgroup); the agent forgets
+//!   it (links, map entries, record).
+//!
+//! Neither startContainer nor poststart is needed: startContainer runs inside the container's
+//! namespaces (rein's binary and socket would have to be in its rootfs), and by poststart the
+//! program already runs, so a limit applied then would come late. The agent also forgets
+//! containers whose cgroup vanished without poststop (every second, and at start).
+//!
+//! Failure policy: an agent that does not answer, or limits it refuses, fail the container
+//! start with the reason on stderr (the runtime shows it); `--fail-open` starts the
+//! container anyway without rein's limits, and says so. Every stage is bounded by
+//! `--timeout` (reading the state included): a hook never hangs a container start.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow};
+use hyper::Method;
+
+use super::bundle;
+use crate::api::{self, Container, CreateRequest, client::Client};
+
+/// The OCI stages rein acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Register the container and apply its limits (OCI createRuntime).
+    #[value(name = "createRuntime", alias = "prestart")]
+    CreateRuntime,
+    /// Unregister the deleted container (OCI poststop).
+    #[value(name = "poststop")]
+    Poststop,
+    /// Either, from the state's status (`creating`/`created`: createRuntime, `stopped`:
+    /// poststop), for a hooks.d file that names both stages.
+    #[value(name = "auto")]
+    Auto,
+}
+
+impl Stage {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CreateRuntime => "createRuntime",
+            Self::Poststop => "poststop",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The stage `auto` stands for, from the state's `status`.
+    fn resolve(self, state: &[u8]) -> anyhow::Result<Self> {
+        if self != Self::Auto {
+            return Ok(self);
+        }
+        let status = serde_json::from_slice::<serde_json::Value>(state)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        match status.as_str() {
+            "creating" | "created" => Ok(Self::CreateRuntime),
+            "stopped" => Ok(Self::Poststop),
+            other => Err(anyhow!(
+                "hook stage auto: the state's status is {other:?}; rein acts on creating \
+                 (createRuntime) and stopped (poststop)"
+            )),
+        }
+    }
+}
+
+/// How the hook behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Exit 0 (container starts without rein) when the hook fails.
+    pub fail_open: bool,
+    /// Bound on the whole stage.
+    pub timeout: Duration,
+    /// The cgroup2 mount `linux.cgroupsPath` is relative to.
+    pub cgroup_root: PathBuf,
+}
+
+/// The most state JSON read from stdin (the runtime sends a few hundred bytes).
+const MAX_STATE: u64 = 1 << 20;
+
+/// Reads the state from stdin on a thread, giving up after `timeout` (a runtime that never
+/// closes stdin must not hang the hook).
+fn read_state(timeout: Duration) -> anyhow::Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let r = std::io::stdin()
+            .take(MAX_STATE)
+            .read_to_end(&mut buf)
+            .map(|_| buf);
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(timeout)
+        .map_err(|_| anyhow!("no OCI state on stdin within {timeout:?}"))?
+        .context("reading the OCI state from stdin")
+}
+
+/// Runs one stage; returns the exit status (0 also when failing open).
+pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
+    let started = std::time::Instant::now();
+    let result = (|| {
+        let state = read_state(opts.timeout)?;
+        let stage = stage.resolve(&state)?;
+        let left = opts.timeout.saturating_sub(started.elapsed());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        rt.block_on(async {
+            tokio::time::timeout(left, act(client, stage, &state, &opts.cgroup_root))
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the agent at {} did not answer within {:?}",
+                        client.socket().display(),
+                        opts.timeout
+                    )
+                })?
+        })
+    })();
+    match result {
+        Ok(()) => 0,
+        Err(e) if opts.fail_open => {
+            eprintln!(
+                "rein hook {}: warning: {e:#}; the container goes on without rein (--fail-open)",
+                stage.name()
+            );
+            0
+        }
+        Err(e) => {
+            let what = match stage {
+                Stage::CreateRuntime => {
+                    "the container is not started (add --fail-open to the hook's args to start \
+                     containers without rein's limits when this fails)"
+                }
+                Stage::Poststop | Stage::Auto => {
+                    "the agent forgets the container once it sees its cgroup gone"
+                }
+            };
+            eprintln!("rein hook {}: error: {e:#}; {what}", stage.name());
+            1
+        }
+    }
+}
+
+async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow::Result<()> {
+    match stage {
+        Stage::Auto => Err(anyhow!("hook stage auto was not resolved")),
+        Stage::CreateRuntime => {
+            let c = bundle::read(state, root)?;
+            for flag in &c.overridden {
+                eprintln!(
+                    "rein hook: note: {}: the spec's linux.resources sets {}; its annotation is \
+                     ignored (the spec wins)",
+                    c.name,
+                    flag.name()
+                );
+            }
+            let req = CreateRequest {
+                name: c.name.to_string(),
+                limits: api::limits_to_map(&c.limits),
+                cgroup: Some(c.cgroup.display().to_string()),
+                labels: c.labels,
+            };
+            client
+                .call::<Container>(Method::POST, "/v1/containers", Some(&req))
+                .await
+                .with_context(|| format!("registering container {}", c.name))?;
+            Ok(())
+        }
+        Stage::Poststop => {
+            // Only the registration of this very cgroup: a container refused for a name
+            // another one holds must not unregister that one.
+            let (name, cgroup) = bundle::read_identity(state, root)?;
+            let path = format!(
+                "/v1/containers/{name}?cgroup={}",
+                api::query_escape(&cgroup.display().to_string())
+            );
+            match client
+                .call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+                .await
+            {
+                Ok(_) | Err(api::client::ClientError::Api { status: 404, .. }) => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("unregistering container {name}")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_follows_the_state_status() {
+        let st = |s: &str| format!(r#"{{"ociVersion":"1.0.2","id":"x","status":"{s}"}}"#);
+        let auto = Stage::Auto;
+        assert_eq!(
+            auto.resolve(st("creating").as_bytes()).unwrap(),
+            Stage::CreateRuntime
+        );
+        assert_eq!(
+            auto.resolve(st("stopped").as_bytes()).unwrap(),
+            Stage::Poststop
+        );
+        let e = auto
+            .resolve(st("running").as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"running\""), "{e}");
+        assert_eq!(
+            Stage::Poststop.resolve(b"not json").unwrap(),
+            Stage::Poststop
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Runtime integration with the real runtimes: runc and crun run OCI bundles whose config.json
+//! carries rein's hooks (as the README's snippet shows), and `rein-runtime` wraps runc the way
+//! dockerd calls it.
+
+use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+
+use integration_tests::{AgentGuard, HOST_DEV, OciBundle, REMOTE_IP, RemoteNetns, http_get};
+
+/// The iperf3 server of the remote namespace, killed when the test ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (up to 10 s) until `rein stats NAME --json` answers; returns it.
+fn wait_registered(agent: &AgentGuard, name: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = agent.rein(&["stats", name, "--json"]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} was not registered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    let p = dir.join(file);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_owned()
+}
+
+/// The keys of a pinned per-cgroup hash map.
+fn shaper_keys(agent: &AgentGuard) -> Vec<u64> {
+    let data = aya::maps::MapData::from_pin(agent.bpf_dir().join("REIN_SHAPER")).unwrap();
+    let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    map.keys().map(Result::unwrap).collect()
+}
+
+/// Asserts that nothing of a registered container is left: record, links, map entries.
+fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
+    assert!(
+        !agent.bpf_dir().join("external").join(name).exists(),
+        "the registry record and pinned links of {name} should be gone"
+    );
+    assert!(
+        !shaper_keys(agent).contains(&id),
+        "the shaping entry of {name} should be gone"
+    );
+    let ls = agent.rein_ok(&["ls", "--json"]);
+    assert!(!ls.contains(&format!("\"{name}\"")), "{ls}");
+}
+
+/// A container started by `runtime` with annotations gets its limits (the spec's CPU quota
+/// winning over the annotation's), egress shaping and labelled metrics; once the runtime
+/// deletes it nothing of it remains.
+fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) {
+    let net = RemoteNetns::new(&format!("remote-{runtime}"));
+    let addr = format!("127.0.0.1:{port}");
+    let agent = AgentGuard::start_with(
+        &format!("rein-{runtime}"),
+        &["--egress-dev", HOST_DEV, "--metrics-addr", &addr],
+    );
+    let _server = Server(net.iperf3_server());
+    let b = OciBundle::new(
+        runtime,
+        &format!("{runtime}-web"),
+        &["iperf3", "-c", REMOTE_IP, "-J", "-t", "5"],
+    );
+    b.annotate(&[
+        ("rein/name", "web"),
+        ("rein/memory", "96M"),
+        ("rein/pids", "64"),
+        ("rein/cpus", "0.5"),
+        ("kubernetes.io/egress-bandwidth", "20M"),
+        ("io.kubernetes.pod.name", "web-0"),
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.container.name", "server"),
+    ]);
+    b.edit(|c| {
+        c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 150000, "period": 100000});
+    });
+    b.add_rein_hooks(&agent.socket, &[]);
+    let child = b.spawn_run();
+
+    let stats = wait_registered(&agent, "web");
+    let cgroup = b.cgroup();
+    assert_eq!(stats["path"], cgroup.display().to_string());
+    let id = std::fs::metadata(&cgroup).unwrap().ino();
+    assert_eq!(read(&cgroup, "memory.max"), (96u64 << 20).to_string());
+    assert_eq!(read(&cgroup, "pids.max"), "64");
+    assert_eq!(
+        read(&cgroup, "cpu.max"),
+        "150000 100000",
+        "the spec's CPU quota wins over rein/cpus"
+    );
+    assert_eq!(stats["limits"]["egress"], "20mbit", "{stats}");
+    assert!(shaper_keys(&agent).contains(&id));
+
+    let metrics = http_get(&addr, "/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"web\""))
+        .unwrap_or_else(|| panic!("no memory series for web:\n{metrics}"));
+    for label in [
+        format!("id=\"/rein-oci/{runtime}-web\""),
+        "pod=\"web-0\"".to_owned(),
+        "namespace=\"shop\"".to_owned(),
+        "container=\"server\"".to_owned(),
+    ] {
+        assert!(line.contains(&label), "{label} missing from {line}");
+    }
+
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{runtime} run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {stdout}"));
+    let goodput = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    let ratio = goodput / 20e6;
+    println!(
+        "{runtime}: goodput {:.2} Mbit/s = {ratio:.3} of 20M",
+        goodput / 1e6
+    );
+    assert!(
+        (0.9..=1.05).contains(&ratio),
+        "goodput {goodput} is not within -10%/+5% of 20 Mbit/s"
+    );
+
+    // `run` deleted the container: the runtime removed the cgroup, poststop unregistered it.
+    assert!(!cgroup.exists());
+    assert_forgotten(&agent, "web", id);
+}
+
+#[test]
+fn runc_container_is_limited_shaped_and_labelled() {
+    annotated_container_is_limited_shaped_and_labelled("runc", 9795);
+}
+
+#[test]
+fn crun_container_is_limited_shaped_and_labelled() {
+    annotated_container_is_limited_shaped_and_labelled("crun", 9794);
+}
+
+/// Runs a bundle to completion; returns (success, stderr).
+fn run_to_end(b: &OciBundle) -> (bool, String) {
+    let out = b.spawn_run().wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
+    let agent = AgentGuard::start("rein-oci-bad");
+    let b = OciBundle::new("runc", "bad", &["true"]);
+    b.annotate(&[("rein/memory", "lots")]);
+    b.add_rein_hooks(&agent.socket, &[]);
+    let (ok, stderr) = run_to_end(&b);
+    assert!(!ok, "a container with a bad annotation must not start");
+    assert!(
+        stderr.contains("rein/memory") && stderr.contains("lots"),
+        "the runtime's error should name the annotation and value: {stderr}"
+    );
+    assert!(
+        !b.cgroup().exists(),
+        "the refused container's cgroup is gone"
+    );
+    assert!(agent.rein_ok(&["ls", "--json"]).trim() == "[]");
+
+    b.add_rein_hooks(&agent.socket, &["--fail-open"]);
+    let (ok, stderr) = run_to_end(&b);
+    assert!(ok, "--fail-open starts it anyway: {stderr}");
+
+    let nowhere = Path::new("/run/rein-nowhere/rein.sock");
+    let b = OciBundle::new("runc", "orphan", &["true"]);
+    b.annotate(&[("rein/memory", "64M")]);
+    b.add_rein_hooks(nowhere, &["--timeout", "2"]);
+    let started = std::time::Instant::now();
+    let (ok, stderr) = run_to_end(&b);
+    assert!(!ok, "without the agent the start fails by default");
+    assert!(
+        stderr.contains("cannot reach the rein agent"),
+        "the error should say the agent is down: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the hook is bounded"
+    );
+    b.add_rein_hooks(nowhere, &["--fail-open"]);
+    let (ok, stderr) = run_to_end(&b);
+    assert!(ok, "--fail-open starts it without the agent: {stderr}");
+}
+
+/// `rein-runtime` called as dockerd calls runc: global options before `create`, then
+/// `start`, `kill` and `delete` as separate calls.
+#[test]
+fn the_wrapper_works_when_called_the_way_dockerd_calls_runc() {
+    let agent = AgentGuard::start("rein-oci-wrap");
+    let b = OciBundle::new("runc", "wrapped", &["sleep", "60"]);
+    b.annotate(&[("rein/memory", "64M"), ("rein/egress", "10mbit")]);
+    let work = Path::new("/tmp/rein-wrap");
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let wrapper = work.join("rein-runtime");
+    std::os::unix::fs::symlink("/usr/local/bin/rein", &wrapper).unwrap();
+    let root = b.state_root();
+    let log = work.join("log.json").display().to_string();
+    let call = |args: &[&str]| {
+        let mut c = std::process::Command::new(&wrapper);
+        c.env("REIN_SOCKET", &agent.socket)
+            .env("REIN_RUNTIME", "runc")
+            .args(["--root", &root, "--log", &log, "--log-format", "json"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(work.join("stderr")).unwrap());
+        let status = c.status().unwrap();
+        assert!(
+            status.success(),
+            "rein-runtime {args:?}: {status}: {}",
+            std::fs::read_to_string(work.join("stderr")).unwrap_or_default()
+        );
+    };
+    let bundle = b.dir.display().to_string();
+    let pid_file = work.join("init.pid").display().to_string();
+    call(&[
+        "create",
+        "--bundle",
+        &bundle,
+        "--pid-file",
+        &pid_file,
+        "wrapped",
+    ]);
+    let hooks = &b.config()["hooks"];
+    let args = hooks["createRuntime"][0]["args"].as_array().unwrap();
+    assert_eq!(args.last().unwrap(), "createRuntime", "{hooks}");
+    let stats = wait_registered(&agent, "wrapped");
+    assert_eq!(stats["limits"]["memory"], "64M", "{stats}");
+    assert_eq!(read(&b.cgroup(), "memory.max"), (64u64 << 20).to_string());
+    let id = std::fs::metadata(b.cgroup()).unwrap().ino();
+    call(&["start", "wrapped"]);
+    call(&["kill", "wrapped", "KILL"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !read(&b.cgroup(), "cgroup.procs").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    call(&["delete", "wrapped"]);
+    assert!(!b.cgroup().exists());
+    assert_forgotten(&agent, "wrapped", id);
+    let _ = std::fs::remove_dir_all(work);
+}
+
+/// A registered container outlives an agent crash (its links and limits are in the kernel);
+/// one deleted while the agent is down is forgotten when the agent comes back.
+#[test]
+fn registrations_survive_the_agent_and_are_pruned_when_the_cgroup_went() {
+    let mut agent = AgentGuard::start("rein-oci-crash");
+    let b = OciBundle::new("runc", "crashy", &["sleep", "60"]);
+    b.annotate(&[("rein/memory", "64M"), ("rein/egress", "10mbit")]);
+    b.add_rein_hooks(&agent.socket, &["--fail-open"]);
+    let status = b
+        .command(&["run", "--detach", "--bundle"])
+        .arg(&b.dir)
+        .arg(&b.id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_registered(&agent, "crashy");
+    let id = std::fs::metadata(b.cgroup()).unwrap().ino();
+    agent.stop(libc::SIGKILL);
+    agent.restart();
+    let stats = wait_registered(&agent, "crashy");
+    assert_eq!(stats["limits"]["egress"], "10mbit", "adopted: {stats}");
+    agent.stop(libc::SIGKILL);
+    // Deleted while the agent is down: poststop cannot reach it (and fails open).
+    let status = b
+        .command(&["delete", "--force", "crashy"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!b.cgroup().exists());
+    assert!(agent.bpf_dir().join("external/crashy").exists());
+    agent.restart();
+    assert_forgotten(&agent, "crashy", id);
+}
