@@ -213,6 +213,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Live view of the containers, like systemd-cgtop with the network: CPU %, throttled
+    /// periods, memory / limit, IO rates, egress rate / limit, drops, with CPU sparklines.
+    /// Keys c t m i e d n sort, q quits. When stdout is not a terminal it prints one table
+    /// after one interval and exits (like `top -b -n 1`).
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, short = 'd', value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        /// Column to sort by.
+        #[arg(long, value_enum, default_value_t)]
+        sort: crate::top::model::SortKey,
+        /// Print one table and exit, also on a terminal.
+        #[arg(long)]
+        once: bool,
+        /// Print the rows as JSON (one interval) and exit.
+        #[arg(long)]
+        json: bool,
+    },
     /// Probe this kernel: what rein can use here and what will not work without each
     /// missing part. Read-only: creates no cgroup, pin or mount.
     Check {
@@ -420,6 +438,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             Ok(0)
+        }
+        Command::Top {
+            interval,
+            sort,
+            once,
+            json,
+        } => {
+            if !(0.1..=3600.0).contains(&interval) {
+                bail!("--interval {interval}: give seconds from 0.1 to 3600");
+            }
+            crate::top::run(
+                &client,
+                &crate::top::Options {
+                    interval: std::time::Duration::from_secs_f64(interval),
+                    sort,
+                    json,
+                    once,
+                },
+            )
         }
         Command::Check { json, strict } => {
             let report = check::run();

@@ -4,7 +4,8 @@
 //! tree, `net` loads and feeds the eBPF programs (`btf` resolves the kernel offsets the
 //! tracing ones need), `node` applies a container's limits to both, `api` the agent socket's
 //! server and client, `metrics` the Prometheus endpoint, `agent` wires them, `check` probes
-//! the kernel, `hook` reads OCI bundles (in progress), `cli` is the command line.
+//! the kernel, `hook` is the OCI runtime hook and runc wrapper, `top` the live terminal view,
+//! `cli` is the command line.
 
 pub mod agent;
 pub mod api;
@@ -17,3 +18,4 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod top;

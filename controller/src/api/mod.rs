@@ -6,6 +6,7 @@
 //! | `POST /v1/containers`           | `CreateRequest` | 201 `Container`           |
 
 //! | `GET /v1/containers/{name}`     |                 | `Stats`                   |
+//! | `GET /v1/stats`                 |                 | `[Stats]` (every container) |
 //! | `PATCH /v1/containers/{name}`   | `LimitsBody`    | `Container`               |
 //! | `DELETE /v1/containers/{name}?force=true` |       | 204                       |
 //!

@@ -198,58 +198,75 @@ async fn create(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
+/// A container's limits and usage: cgroup files and eBPF maps.
+fn stats_of(node: &Node, name: &ContainerName) -> Result<Stats, NodeError> {
+    let mut usage = usage_to_json(&node.tree().usage(name)?);
+    let maps = node.maps_of(name)?;
+    if let Some(t) = maps.traffic {
+        for (k, v) in [
+            ("net_tx_bytes", t.tx_bytes),
+            ("net_tx_packets", t.tx_packets),
+            ("net_rx_bytes", t.rx_bytes),
+            ("net_rx_packets", t.rx_packets),
+            ("net_tx_delayed_packets", t.delayed),
+            ("net_tx_marked_packets", t.marked),
+            ("net_tx_dropped_packets", t.dropped),
+            ("net_rx_dropped_packets", t.rx_dropped),
+        ] {
+            usage.insert(k.into(), v);
+        }
+    }
+    // Means of the eBPF histograms, in microseconds, with their sample counts.
+    let mean_us = |h: &controller_common::DelayHistogram| {
+        let n: u64 = h.buckets.iter().sum();
+        (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
+    };
+    if let Some(t) = maps.tcp {
+        let (n, mean) = mean_us(&t.rtt);
+        for (k, v) in [
+            ("tcp_connections", t.connections),
+            ("tcp_retransmitted_segments", t.retransmitted_segments),
+            ("tcp_rtt_samples", n),
+            ("tcp_rtt_mean_us", mean),
+        ] {
+            usage.insert(k.into(), v);
+        }
+    }
+    if let Some(h) = maps.runq {
+        let (n, mean) = mean_us(&h);
+        usage.insert("runqueue_waits".into(), n);
+        usage.insert("runqueue_wait_mean_us".into(), mean);
+    }
+    Ok(Stats {
+        container: info(node, name)?,
+        usage,
+        egress_mode: node.egress_mode_of(name),
+    })
+}
+
 async fn stats(
     State(st): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Stats>, ApiError> {
     let name = parse_name(&name)?;
     let node = st.node.clone();
-    let s = inline(move || {
-        let mut usage = usage_to_json(&node.tree().usage(&name)?);
-        let maps = node.maps_of(&name)?;
-        if let Some(t) = maps.traffic {
-            for (k, v) in [
-                ("net_tx_bytes", t.tx_bytes),
-                ("net_tx_packets", t.tx_packets),
-                ("net_rx_bytes", t.rx_bytes),
-                ("net_rx_packets", t.rx_packets),
-                ("net_tx_delayed_packets", t.delayed),
-                ("net_tx_marked_packets", t.marked),
-                ("net_tx_dropped_packets", t.dropped),
-                ("net_rx_dropped_packets", t.rx_dropped),
-            ] {
-                usage.insert(k.into(), v);
-            }
-        }
-        // Means of the eBPF histograms, in microseconds, with their sample counts.
-        let mean_us = |h: &controller_common::DelayHistogram| {
-            let n: u64 = h.buckets.iter().sum();
-            (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
-        };
-        if let Some(t) = maps.tcp {
-            let (n, mean) = mean_us(&t.rtt);
-            for (k, v) in [
-                ("tcp_connections", t.connections),
-                ("tcp_retransmitted_segments", t.retransmitted_segments),
-                ("tcp_rtt_samples", n),
-                ("tcp_rtt_mean_us", mean),
-            ] {
-                usage.insert(k.into(), v);
-            }
-        }
-        if let Some(h) = maps.runq {
-            let (n, mean) = mean_us(&h);
-            usage.insert("runqueue_waits".into(), n);
-            usage.insert("runqueue_wait_mean_us".into(), mean);
-        }
-        Ok(Stats {
-            container: info(&node, &name)?,
-            usage,
-            egress_mode: node.egress_mode_of(&name),
-        })
+    Ok(Json(inline(move || stats_of(&node, &name)).await?))
+}
+
+/// Every container's stats in one answer (`rein top`); a container removed while it is
+/// read is left out.
+async fn all_stats(State(st): State<AppState>) -> Result<Json<Vec<Stats>>, ApiError> {
+    let node = st.node.clone();
+    let all = blocking(move || {
+        Ok(node
+            .tree()
+            .list()?
+            .iter()
+            .filter_map(|n| stats_of(&node, n).ok())
+            .collect())
     })
     .await?;
-    Ok(Json(s))
+    Ok(Json(all))
 }
 
 async fn set(
@@ -322,6 +339,7 @@ pub fn router(node: Arc<Node>, access: Access) -> Router {
     };
     Router::new()
         .route("/v1/containers", get(list).post(create))
+        .route("/v1/stats", get(all_stats))
         .route(
             "/v1/containers/{name}",
             get(stats).patch(set).delete(remove),

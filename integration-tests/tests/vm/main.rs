@@ -9,3 +9,4 @@ mod ebpf;
 mod metrics;
 mod runtime;
 mod shaping;
+mod top;
