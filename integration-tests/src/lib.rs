@@ -580,7 +580,7 @@ impl Drop for Prometheus {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn url_encode(s: &str) -> String {
+pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: rein's development tasks. Each subcommand lives in its own module.
 
 mod bench;
+mod dashboards;
 mod paths;
 mod run;
 mod setup;
@@ -52,6 +53,9 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
+    /// type-check them against Grafana's published dashboard types.
+    Dashboards,
     /// Benchmarks that print figures beside the alternative (see `cargo xtask bench --help`).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -78,6 +82,9 @@ fn main() -> ExitCode {
         }),
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
         Command::Bench(b) => bench::run(&b),
+        Command::Dashboards => dashboards::write()
+            .and_then(|()| dashboards::check_schema(&setup::node_dir()))
+            .map(|()| 0),
         Command::Run { minutes } => run::run(minutes),
     };
     match result {

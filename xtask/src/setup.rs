@@ -47,13 +47,17 @@ type Step = fn() -> anyhow::Result<String>;
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("userspace toolchain", stable_toolchain),
         ("eBPF nightly toolchain", ebpf_toolchain),
         ("bpf-linker", bpf_linker),
         ("apt source for bookworm-backports", backports_source),
         ("Debian packages", debian_packages),
         ("test VM kernels", vm_kernels),
+        (
+            "Grafana schema types for the dashboard check",
+            grafana_schema,
+        ),
     ];
     let total = steps.len();
     for (i, (name, step)) in steps.into_iter().enumerate() {
@@ -375,6 +379,36 @@ fn debian_packages() -> anyhow::Result<String> {
         done.push(QEMU_PACKAGE);
     }
     Ok(format!("installed {}", done.join(" ")))
+}
+
+/// npm packages the dashboard check uses, pinned: Grafana's published dashboard types
+/// (Apache-2.0; Grafana itself is AGPL and not used) and the TypeScript compiler.
+pub const NPM_PACKAGES: [&str; 2] = ["@grafana/schema@13.2.3", "typescript@5.9.3"];
+
+/// Where those packages live (`$REIN_CACHE/node`).
+pub fn node_dir() -> PathBuf {
+    cache_dir().join("node")
+}
+
+/// Installs [`NPM_PACKAGES`] into the cache with the machine's node and npm (a no-op when
+/// the pinned versions are there).
+fn grafana_schema() -> anyhow::Result<String> {
+    let dir = node_dir();
+    let stamp = dir.join(".rein-stamp");
+    let want = NPM_PACKAGES.join(" ");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(format!("cached in {}", dir.display()));
+    }
+    std::fs::create_dir_all(&dir)?;
+    run_checked(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .args(NPM_PACKAGES),
+    )
+    .context("npm (Node.js) is needed for the dashboard check: apt-get install npm")?;
+    std::fs::write(&stamp, &want)?;
+    Ok(format!("installed {want} in {}", dir.display()))
 }
 
 /// Fetches and unpacks every test kernel into the cache (a no-op when cached).

@@ -76,6 +76,9 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
             "warnings",
         ]))?;
     }
+    // Grafana loads what its published dashboard types accept.
+    eprintln!("== dashboards: type-check against @grafana/schema (tsc)");
+    crate::dashboards::check_schema(&crate::setup::node_dir())?;
     // Host tests: unit tests, property tests, and the tests that load rein's programs into
     // this kernel (they need root; they attach nothing and change no limit).
     eprintln!("== host tests: cargo test");

@@ -5,6 +5,7 @@
 mod agent;
 mod cgroup_limits;
 mod check;
+mod dashboards;
 mod ebpf;
 mod metrics;
 mod runtime;
