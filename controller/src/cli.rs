@@ -230,6 +230,10 @@ pub enum Command {
         /// Print the rows as JSON (one interval) and exit.
         #[arg(long)]
         json: bool,
+        /// COLSxROWS: print the live view's cells as JSON after a few refreshes (for
+        /// `cargo xtask screenshot`).
+        #[arg(long, hide = true, value_parser = parse_size)]
+        snapshot: Option<(u16, u16)>,
     },
     /// Probe this kernel: what rein can use here and what will not work without each
     /// missing part. Read-only: creates no cgroup, pin or mount.
@@ -278,6 +282,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+/// `COLSxROWS`, each 10..=500.
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?}: give COLSxROWS, e.g. 120x30 (10 to 500 each)");
+    let (c, r) = s.split_once('x').ok_or_else(bad)?;
+    let n = |t: &str| t.parse::<u16>().ok().filter(|v| (10..=500).contains(v));
+    Ok((n(c).ok_or_else(bad)?, n(r).ok_or_else(bad)?))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -444,6 +456,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             sort,
             once,
             json,
+            snapshot,
         } => {
             if !(0.1..=3600.0).contains(&interval) {
                 bail!("--interval {interval}: give seconds from 0.1 to 3600");
@@ -455,6 +468,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     sort,
                     json,
                     once,
+                    snapshot,
                 },
             )
         }

@@ -4,6 +4,7 @@ mod bench;
 mod dashboards;
 mod paths;
 mod run;
+mod screenshot;
 mod setup;
 mod test;
 mod toolchain;
@@ -56,6 +57,12 @@ enum Command {
     /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
     /// type-check them against Grafana's published dashboard types.
     Dashboards,
+    /// Make docs/rein-top.png (the README's picture of `rein top`) from a real run in the
+    /// test VM.
+    Screenshot {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+    },
     /// Benchmarks that print figures beside the alternative (see `cargo xtask bench --help`).
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
         }),
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
         Command::Bench(b) => bench::run(&b),
+        Command::Screenshot { vm } => screenshot::run(&vm),
         Command::Dashboards => dashboards::write()
             .and_then(|()| dashboards::check_schema(&setup::node_dir()))
             .map(|()| 0),

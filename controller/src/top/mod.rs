@@ -25,6 +25,35 @@ pub struct Options {
     pub json: bool,
     /// Print one table and exit even on a terminal.
     pub once: bool,
+    /// Render the live view after a few refreshes into an off-screen buffer of this size and
+    /// print its cells as JSON (how the README's screenshot is made from a real run).
+    pub snapshot: Option<(u16, u16)>,
+}
+
+/// Refreshes before a snapshot: enough history for the sparklines.
+const SNAPSHOT_REFRESHES: usize = 8;
+
+/// The live view of `model` rendered off screen, as `{"cols", "rows", "cells": [[symbol,
+/// fg, bg, bold]]}` (colours by ratatui name).
+fn snapshot(model: &Model, interval_secs: f64, cols: u16, rows: u16) -> anyhow::Result<String> {
+    use ratatui::{Terminal, backend::TestBackend, style::Modifier};
+    let mut term = Terminal::new(TestBackend::new(cols, rows))?;
+    term.draw(|f| view::draw(f, model, interval_secs))?;
+    let cells: Vec<serde_json::Value> = term
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .map(|c| {
+            serde_json::json!([
+                c.symbol(),
+                format!("{:?}", c.fg),
+                format!("{:?}", c.bg),
+                c.modifier.contains(Modifier::BOLD)
+            ])
+        })
+        .collect();
+    Ok(serde_json::json!({"cols": cols, "rows": rows, "cells": cells}).to_string())
 }
 
 fn fetch(rt: &tokio::runtime::Runtime, client: &Client) -> anyhow::Result<Vec<Stats>> {
@@ -42,6 +71,18 @@ pub fn run(client: &Client, opts: &Options) -> anyhow::Result<u8> {
     let mut model = Model::new(opts.sort);
     let mut at = Instant::now();
     model.update(fetch(&rt, client)?, Duration::ZERO);
+    if let Some((cols, rows)) = opts.snapshot {
+        for _ in 0..SNAPSHOT_REFRESHES {
+            std::thread::sleep(opts.interval);
+            model.update(fetch(&rt, client)?, at.elapsed());
+            at = Instant::now();
+        }
+        println!(
+            "{}",
+            snapshot(&model, opts.interval.as_secs_f64(), cols, rows)?
+        );
+        return Ok(0);
+    }
     if opts.json || opts.once || !std::io::stdout().is_terminal() {
         std::thread::sleep(opts.interval);
         model.update(fetch(&rt, client)?, at.elapsed());

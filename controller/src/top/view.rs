@@ -75,7 +75,7 @@ fn cells(r: &Row) -> [String; 9] {
     [
         r.name.clone(),
         format!("{:.1}", r.cpu_percent),
-        spark(&r.history, 20),
+        spark(&r.history, 16),
         format!("{:.0}", r.throttled_percent),
         with_limit(
             bytes(r.memory_bytes as f64),
@@ -91,7 +91,7 @@ fn cells(r: &Row) -> [String; 9] {
     ]
 }
 
-const WIDTHS: [u16; 9] = [20, 7, 20, 5, 19, 11, 11, 21, 7];
+const WIDTHS: [u16; 9] = [16, 6, 16, 5, 17, 10, 10, 21, 6];
 
 /// The table as plain text (`rein top` when stdout is not a terminal), without the history
 /// column (one sample has none).
