@@ -657,12 +657,18 @@ impl Node {
             return Vec::new();
         };
         let mut report = Vec::new();
+        let abandoned = registry.remove_abandoned();
+        if abandoned > 0 {
+            report.push(format!(
+                "removed {abandoned} record(s) an agent left half-written"
+            ));
+        }
         for name in registry.list() {
             let outcome = match registry.get(&name) {
                 Some(ext) if ext.is_live() => continue,
                 Some(ext) => self.unregister(&ext),
-                // A record cut short (agent killed while writing it): nothing to forget in
-                // the maps without its id.
+                // Not a complete record (records are renamed into place whole, so someone
+                // else's directory): nothing to forget in the maps without its id.
                 None => registry.remove(&name).map_err(NodeError::from),
             };
             report.push(match outcome {

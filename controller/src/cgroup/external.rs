@@ -75,6 +75,9 @@ pub struct Registry {
 }
 
 const CGROUP: &str = "cgroup";
+/// Records being written (".new-..." once decoded: not a valid container name, so never
+/// listed; bpffs allows no dot).
+const TMP_PREFIX: &str = "+new-";
 const CGROUP_ID: &str = "cgroup-id";
 
 impl Registry {
@@ -84,23 +87,29 @@ impl Registry {
         }
     }
 
-    /// The directory of one container's record (where its links are pinned too).
+    /// The directory of one container's record (where its links are pinned too). bpffs
+    /// refuses names with a dot, which container names may have: '.' is stored as '+', which
+    /// they may not.
     pub fn dir_of(&self, name: &ContainerName) -> PathBuf {
-        self.dir.join(name.as_str())
+        self.dir.join(name.as_str().replace('.', "+"))
     }
 
-    /// Records a container. Refuses a name already recorded; a half-written record is
-    /// removed again.
+    /// Records a container. Refuses a name already recorded. The record is written under a
+    /// temporary name and renamed into place, so a reader (the agent's pruning) never sees
+    /// half of one; a record that cannot be completed is removed again.
     pub fn add(&self, e: &External) -> Result<(), CgroupError> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let dir = self.dir_of(&e.name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(CgroupError::Exists(e.name.clone()));
-            }
-            Err(err) => return Err(io_err("creating", &dir)(err)),
+        if self.dir_of(&e.name).exists() {
+            return Err(CgroupError::Exists(e.name.clone()));
         }
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{seq}",
+            e.name.as_str().replace('.', "+"),
+            std::process::id()
+        ));
+        std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         let id = e.id.to_string();
         let mut facts = vec![(CGROUP, e.cgroup.as_os_str()), (CGROUP_ID, id.as_ref())];
         facts.extend(
@@ -117,7 +126,34 @@ impl Registry {
                 return Err(io_err("recording", &link)(err));
             }
         }
+        // rename(2) onto an existing record fails (it is not empty): the name is taken.
+        let target = self.dir_of(&e.name);
+        if let Err(err) = std::fs::rename(&dir, &target) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(if target.exists() {
+                CgroupError::Exists(e.name.clone())
+            } else {
+                io_err("recording", &target)(err)
+            });
+        }
         Ok(())
+    }
+
+    /// Removes records an agent killed while writing them left under their temporary name
+    /// (older than a minute, so none being written now). Returns how many.
+    pub fn remove_abandoned(&self) -> usize {
+        let old = |e: &std::fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 60))
+        };
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX) && old(e))
+            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+            .count()
     }
 
     /// The record of `name`, if there is a complete one.
@@ -146,7 +182,7 @@ impl Registry {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter_map(|e| e.file_name().to_str()?.replace('+', ".").parse().ok())
             .collect();
         names.sort();
         names
@@ -175,7 +211,7 @@ mod tests {
         let cgroup = tmp.path().join("cg");
         std::fs::create_dir(&cgroup).unwrap();
         let e = External {
-            name: "web".parse().unwrap(),
+            name: "web.1".parse().unwrap(),
             cgroup: cgroup.clone(),
             id: std::fs::metadata(&cgroup).unwrap().ino(),
             labels: Labels {
@@ -185,10 +221,16 @@ mod tests {
             },
         };
         reg.add(&e).unwrap();
+        let stored = reg.dir_of(&e.name);
+        assert_eq!(stored.file_name().unwrap(), "web+1", "bpffs allows no dot");
         assert_eq!(reg.get(&e.name), Some(e.clone()));
         assert!(e.is_live());
         assert!(matches!(reg.add(&e), Err(CgroupError::Exists(_))));
         assert_eq!(reg.list(), vec![e.name.clone()]);
+        // A record being written is not listed, nor removed while fresh.
+        std::fs::create_dir(tmp.path().join("external").join("+new-web-1-0")).unwrap();
+        assert_eq!(reg.list(), vec![e.name.clone()]);
+        assert_eq!(reg.remove_abandoned(), 0);
         std::fs::remove_dir(&cgroup).unwrap();
         assert!(!e.is_live());
         reg.remove(&e.name).unwrap();

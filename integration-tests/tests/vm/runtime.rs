@@ -52,7 +52,11 @@ fn shaper_keys(agent: &AgentGuard) -> Vec<u64> {
 /// Asserts that nothing of a registered container is left: record, links, map entries.
 fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
     assert!(
-        !agent.bpf_dir().join("external").join(name).exists(),
+        !agent
+            .bpf_dir()
+            .join("external")
+            .join(name.replace('.', "+"))
+            .exists(),
         "the registry record and pinned links of {name} should be gone"
     );
     assert!(
@@ -80,7 +84,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         &["iperf3", "-c", REMOTE_IP, "-J", "-t", "5"],
     );
     b.annotate(&[
-        ("rein/name", "web"),
+        ("rein/name", "web.v1"),
         ("rein/memory", "96M"),
         ("rein/pids", "64"),
         ("rein/cpus", "0.5"),
@@ -95,7 +99,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
     b.add_rein_hooks(&agent.socket, &[]);
     let child = b.spawn_run();
 
-    let stats = wait_registered(&agent, "web");
+    let stats = wait_registered(&agent, "web.v1");
     let cgroup = b.cgroup();
     assert_eq!(stats["path"], cgroup.display().to_string());
     let id = std::fs::metadata(&cgroup).unwrap().ino();
@@ -112,7 +116,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
     let metrics = http_get(&addr, "/metrics");
     let line = metrics
         .lines()
-        .find(|l| l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"web\""))
+        .find(|l| l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"web.v1\""))
         .unwrap_or_else(|| panic!("no memory series for web:\n{metrics}"));
     for label in [
         format!("id=\"/rein-oci/{runtime}-web\""),
@@ -147,7 +151,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
 
     // `run` deleted the container: the runtime removed the cgroup, poststop unregistered it.
     assert!(!cgroup.exists());
-    assert_forgotten(&agent, "web", id);
+    assert_forgotten(&agent, "web.v1", id);
 }
 
 #[test]
