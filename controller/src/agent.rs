@@ -48,6 +48,9 @@ pub struct Config {
     pub bpf_dir: Option<PathBuf>,
     /// auto, edt or police (default auto).
     pub egress_mode: Option<ModeChoice>,
+    /// The most a runtime's annotations may ask for, by flag name (`cpus = "4"`).
+    #[serde(default)]
+    pub hook_ceiling: crate::api::LimitMap,
 }
 
 impl Config {
@@ -69,7 +72,7 @@ impl Config {
                 "config {} is not valid; accepted keys: socket (path), root (path), \
                  allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), egress_devs \
                  (list of device names), bpf_dir (path), egress_mode (\"auto\", \"edt\" or \
-                 \"police\")",
+                 \"police\"), [hook_ceiling] (flag = \"value\", e.g. cpus = \"4\")",
                 path.display()
             )
         })
@@ -94,6 +97,8 @@ pub struct Settings {
     pub egress_mode: ModeChoice,
     /// Attach the scheduler programs (run-queue latency histograms).
     pub runqueue_latency: bool,
+    /// The most a runtime's annotations may ask for (config `[hook_ceiling]`).
+    pub hook_ceiling: crate::limits::Limits,
 }
 
 /// `rein agent --egress-mode`: how egress limits are enforced.
@@ -312,7 +317,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         })?
         .with_registry(Registry::new(&settings.bpf_dir.join(EXTERNAL_DIR)));
     let datapath = start_datapath(&settings, &tree);
-    let node = Node::new(tree, datapath, settings.shaper);
+    let node =
+        Node::new(tree, datapath, settings.shaper).with_hook_ceiling(settings.hook_ceiling.clone());
     if settings.runqueue_latency {
         match node.start_sched_latency(&settings.bpf_dir) {
             Ok(()) => tracing::info!("run-queue latency recorded per container"),
@@ -325,6 +331,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     }
     node.prune_external()
         .iter()
+        .chain(node.remove_staged().iter())
         .for_each(|line| tracing::info!("{line}"));
     if let Err(e) = node.watch_all() {
         tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");

@@ -360,7 +360,10 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 cli.socket
             };
+            let hook_ceiling = api::limits_from_map(&cfg.hook_ceiling)
+                .context("the agent config's [hook_ceiling]")?;
             agent::run(agent::Settings {
+                hook_ceiling,
                 shaper,
                 egress_mode: egress_mode.or(cfg.egress_mode).unwrap_or_default(),
                 runqueue_latency: !no_runqueue_latency,

@@ -151,6 +151,8 @@ pub struct Node {
     params: ShaperParams,
     /// Container network namespaces whose devices have `fq`, with those devices.
     paced_netns: Mutex<HashMap<NetnsId, Vec<String>>>,
+    /// The most a runtime's registration may ask for (see `limits::ceiling`).
+    hook_ceiling: Limits,
 }
 
 /// The eBPF half of a set of limits, merged over what the map already holds.
@@ -216,11 +218,18 @@ impl Node {
             mode,
             params,
             paced_netns: Mutex::new(HashMap::new()),
+            hook_ceiling: Limits::default(),
         };
         if let Err(e) = node.align_mode() {
             tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");
         }
         node
+    }
+
+    /// Bounds what registrations by a runtime's hook may ask for.
+    pub fn with_hook_ceiling(mut self, ceiling: Limits) -> Self {
+        self.hook_ceiling = ceiling;
+        self
     }
 
     fn police(&self) -> bool {
@@ -438,22 +447,47 @@ impl Node {
         }
     }
 
+    /// Creates a container: cgroup files and map entries are all in place before the
+    /// container appears under its name (see [`Tree::create`]).
     pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
-        self.tree.create(name, l)?;
         let net = self.planned(l, NetState::default());
-        let written = self.cgroup_id(name).and_then(|id| {
+        let mut written = None;
+        let created = self.tree.create(name, l, |_, id| {
+            written = Some(id);
             if net != NetState::default() {
                 self.write_net(id, net)?;
             }
             self.with_datapath(|dp| dp.watch(id))?;
-            Ok(())
+            Ok::<(), NodeError>(())
         });
-        if let Err(e) = written {
-            let _ = self.tree.remove(name, true);
-            return Err(e);
+        if let (Err(_), Some(id)) = (&created, written) {
+            let _ = self.with_datapath(|dp| dp.forget(id));
         }
-        Ok(())
+        created.map(drop)
+    }
+
+    /// Removes what creates cut short by an agent's death left staged: the cgroups and their
+    /// map entries. Call at start, before serving requests. Returns what it did, for the log.
+    pub fn remove_staged(&self) -> Vec<String> {
+        self.tree
+            .staged()
+            .into_iter()
+            .map(|(dir, id)| {
+                let outcome = self
+                    .tree
+                    .remove_staged(&dir)
+                    .map_err(NodeError::from)
+                    .and_then(|()| self.with_datapath(|dp| dp.forget(id)).map(drop));
+                match outcome {
+                    Ok(()) => format!(
+                        "removed {}, left half-created by an earlier agent",
+                        dir.display()
+                    ),
+                    Err(e) => format!("cannot remove {}, left half-created: {e}", dir.display()),
+                }
+            })
+            .collect()
     }
 
     /// Records the run-queue latency of every container in the tree (after a restart, or
@@ -567,6 +601,7 @@ impl Node {
         l: &Limits,
     ) -> Result<(), NodeError> {
         use std::os::unix::fs::MetadataExt as _;
+        crate::limits::ceiling::check(&self.hook_ceiling, l)?;
         self.check_enforceable(l)?;
         crate::cgroup::Plan::for_limits(l)?;
         let foreign = |problem: &str| NodeError::Foreign {

@@ -36,6 +36,17 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         scrapes: u32,
     },
+    /// Churn and load: 1000 containers (CPU, memory and egress limits) created and removed
+    /// through the API from 8 threads, next to the same cgroups made with plain mkdir and
+    /// writes, with what was left behind counted before and after (cgroups, pins, map
+    /// entries, qdiscs); then 100 concurrent API clients for 30 s: calls, errors, p50/p99.
+    Churn {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// Containers to create and remove.
+        #[arg(long, default_value_t = 1000)]
+        containers: u32,
+    },
     /// Container start time (`runc run` and `crun run` of `true`, to exit and deletion) of
     /// a bundle without hooks next to one with rein's hooks and limit annotations, started
     /// alternately, as a ratio: what registering with the agent costs a container start.
@@ -54,6 +65,7 @@ pub fn run(b: &Bench) -> anyhow::Result<i32> {
         Bench::Shaping { vm } => shaping(vm),
         Bench::Metrics { vm, scrapes } => metrics(vm, *scrapes),
         Bench::Hook { vm, starts } => hook(vm, *starts),
+        Bench::Churn { vm, containers } => churn(vm, *containers),
     }
 }
 
@@ -244,6 +256,66 @@ fn metrics(args: &vm::VmArgs, scrapes: u32) -> anyhow::Result<i32> {
     std::fs::create_dir_all(out.parent().unwrap_or(&out))?;
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)?;
     println!("\nraw results: {}", out.display());
+    Ok(status)
+}
+
+fn churn(args: &vm::VmArgs, containers: u32) -> anyhow::Result<i32> {
+    let args = &vm::VmArgs {
+        release: true,
+        ..args.clone()
+    };
+    let script = format!(
+        "rein agent --egress-dev lo 2>/tmp/agent.log &\n\
+         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         foot() {{ echo \"FOOT $1 cgroups=$(find /sys/fs/cgroup/rein.slice -mindepth 1 -type d | wc -l) \
+         pins=$(find /sys/fs/bpf/rein | wc -l) qdiscs=$(tc qdisc show | wc -l) \
+         $(rein-test-helper map-keys /sys/fs/bpf/rein)\"; }}\n\
+         foot before\n\
+         rein-test-helper churn /run/rein/rein.sock {containers} 8\n\
+         foot after\n\
+         rein-test-helper api-load /run/rein/rein.sock 100 30\n"
+    );
+    let path = guest_script("bench-churn.sh", &script)?;
+    let mut status = 0;
+    for (series, outcome) in vm::run_script_outcomes(args, &path)? {
+        status = status.max(outcome.status);
+        let runs = bench_lines(&outcome.lines);
+        let f = |k: &str| runs.iter().find_map(|r| r[k].as_f64()).unwrap_or(f64::NAN);
+        println!(
+            "\nbench churn on {} (TCG guest, {containers} containers, 8 threads):",
+            series.name()
+        );
+        println!("{:<34} {:>12} {:>12}", "", "creates/s", "removes/s");
+        println!(
+            "{:<34} {:>12.0} {:>12.0}",
+            "rein API (limits, maps, xattrs)",
+            f("creates_per_sec"),
+            f("removes_per_sec")
+        );
+        println!(
+            "{:<34} {:>12.0} {:>12.0}",
+            "plain mkdir + 2 writes / rmdir",
+            f("direct_creates_per_sec"),
+            f("direct_removes_per_sec")
+        );
+        println!(
+            "{:<34} {:>11.2}x {:>11.2}x",
+            "rein / plain",
+            f("creates_per_sec") / f("direct_creates_per_sec"),
+            f("removes_per_sec") / f("direct_removes_per_sec")
+        );
+        println!("failed API calls: {}", f("failed_calls"));
+        for l in outcome.lines.iter().filter(|l| l.starts_with("FOOT ")) {
+            println!("footprint {}", &l[5..]);
+        }
+        println!(
+            "100 clients x 30 s of GET /v1/containers: {} calls, {} errors, p50 {:.1} ms, p99 {:.1} ms",
+            f("calls"),
+            f("errors"),
+            f("latency_us_p50") / 1e3,
+            f("latency_us_p99") / 1e3
+        );
+    }
     Ok(status)
 }
 

@@ -327,6 +327,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
         let bytes = axum::body::to_bytes(resp.into_body(), MAX_BODY)
             .await
             .unwrap_or_default();
+        // axum answers JSON it cannot read with 422; the API's one code for bad input is 400.
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
         return ApiError(status, String::from_utf8_lossy(&bytes).into_owned()).into_response();
     }
     resp

@@ -40,6 +40,8 @@ pub use usage::{DeviceIo, Pressure, Psi, Usage};
 pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
 /// Extended attribute holding the priority class (cgroupfs supports `trusted.*`).
 const PRIORITY_XATTR: &str = "trusted.rein.priority";
+/// Extended attribute on a cgroup being created (see [`Tree::create`]).
+const CREATING_XATTR: &str = "trusted.rein.creating";
 /// `statfs` magic of cgroup2 (include/uapi/linux/magic.h).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -301,6 +303,7 @@ impl Tree {
             .map_err(io_err("listing", &self.root))?
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| get_xattr(&e.path(), CREATING_XATTR).is_none())
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect();
         if let Some(r) = &self.registry {
@@ -311,25 +314,68 @@ impl Tree {
         Ok(names)
     }
 
-    /// Creates a container with `limits`; on any failure the directory is removed again.
-    pub fn create(&self, name: &ContainerName, limits: &Limits) -> Result<PathBuf, CgroupError> {
-        let plan = Plan::for_limits(limits)?;
+    /// Creates a container with `limits`. The cgroup is marked as being created (an xattr)
+    /// right after mkdir, limited, then `prepare` runs with its path and id (the caller's map
+    /// entries), and only then is the mark removed: until then the container is neither
+    /// listed nor adopted, and if the agent dies half way the next one removes it (see
+    /// [`Tree::staged`]). cgroup v2 cannot rename a cgroup, so a mark it is; only a death
+    /// between mkdir and the mark leaves a listed container without its limits. On any
+    /// failure the cgroup is removed again.
+    pub fn create<E: From<CgroupError>>(
+        &self,
+        name: &ContainerName,
+        limits: &Limits,
+        prepare: impl FnOnce(&Path, u64) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        use std::os::unix::fs::MetadataExt as _;
+        let plan = Plan::for_limits(limits).map_err(CgroupError::from)?;
         if self.external(name).is_some() {
-            return Err(CgroupError::Exists(name.clone()));
+            return Err(CgroupError::Exists(name.clone()).into());
         }
         let path = self.root.join(name.as_str());
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(CgroupError::Exists(name.clone()));
+                return Err(CgroupError::Exists(name.clone()).into());
             }
-            Err(e) => return Err(io_err("creating", &path)(e)),
+            Err(e) => return Err(io_err("creating", &path)(e).into()),
         }
-        if let Err(e) = self.apply_plan(&path, &plan, limits.priority) {
+        let done = (|| {
+            set_xattr(&path, CREATING_XATTR, "1")?;
+            self.apply_plan(&path, &plan, limits.priority)?;
+            let id = std::fs::metadata(&path)
+                .map_err(io_err("reading", &path))?
+                .ino();
+            prepare(&path, id)?;
+            remove_xattr(&path, CREATING_XATTR)?;
+            Ok(())
+        })();
+        if let Err(e) = done {
             let _ = std::fs::remove_dir(&path);
             return Err(e);
         }
         Ok(path)
+    }
+
+    /// Cgroups a create left marked as being created (an agent died half way), with their
+    /// ids. Only for the agent's start, when no create is in flight.
+    pub fn staged(&self) -> Vec<(PathBuf, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| get_xattr(&e.path(), CREATING_XATTR).is_some())
+            .filter_map(|e| Some((e.path(), e.metadata().ok()?.ino())))
+            .collect()
+    }
+
+    /// Removes a staged cgroup (killing anything that got into it).
+    pub fn remove_staged(&self, dir: &Path) -> Result<(), CgroupError> {
+        if count_procs(dir) > 0 {
+            files::write(&dir.join("cgroup.kill"), "1")?;
+        }
+        remove_tree(dir)
     }
 
     /// Changes a running container's limits (only the ones given). All or nothing.
@@ -540,6 +586,23 @@ fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
         )
     };
     if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn remove_xattr(dir: &Path, key: &str) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Io {
+        op: "removing xattr from",
+        path: dir.to_owned(),
+        source,
+    };
+    let p = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    let k = CString::new(key)
+        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    // SAFETY: p and k are NUL-terminated strings that outlive the call.
+    if unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) } != 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
     Ok(())

@@ -10,6 +10,7 @@
 //! Conversions to the kernel's own formats (`cpu.max`, bytes per second for the shaper, ...)
 //! live next to each type and say where the numbers come from.
 
+pub mod ceiling;
 mod units;
 mod values;
 
@@ -147,6 +148,16 @@ pub enum LimitError {
         flag: Flag,
         first: String,
         second: String,
+    },
+    /// A runtime's annotation asked for more than the operator allows (`[hook_ceiling]`).
+    #[error(
+        "{flag} {value} is above the operator's ceiling {ceiling} for containers registered by a \
+         runtime (agent config [hook_ceiling])"
+    )]
+    AboveCeiling {
+        flag: Flag,
+        value: String,
+        ceiling: String,
     },
     /// Two flags that cannot be combined.
     #[error("{a} and {b} cannot be combined: {why}")]

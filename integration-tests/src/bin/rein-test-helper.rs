@@ -17,6 +17,14 @@
 //! - `bench-hook SOCKET N`: for runc and crun, N starts (`RUNTIME run` of `true`, to exit and
 //!   delete) of a bundle without hooks and of one with rein's hooks and limit annotations,
 //!   alternating; prints one `BENCH {json}` line per runtime with median and p99 of each.
+//! - `churn SOCKET N THREADS`: creates and removes N containers (CPU, memory and egress
+//!   limits) through the API from THREADS threads, each creating a batch and removing it;
+//!   prints one `BENCH {json}` line with the rates and the count of failed calls.
+//! - `api-load SOCKET CLIENTS SECS`: CLIENTS threads list the containers as fast as they can
+//!   for SECS seconds, one connection per call; prints one `BENCH {json}` line with calls,
+//!   errors and latency p50/p99.
+//! - `map-keys BPF_DIR`: prints `shaper=N watch=N`, the entries of the agent's pinned
+//!   shaper and watch maps.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
@@ -80,6 +88,28 @@ fn main() {
         Some("bench-summary") => bench_summary(&args),
         Some("bench-scrape") => bench_scrape(&args),
         Some("bench-sched") => bench_sched(args.get(1).unwrap_or_else(|| usage()), num(2)),
+        Some("map-keys") => {
+            let dir = std::path::Path::new(args.get(1).unwrap_or_else(|| usage()));
+            let count = |name: &str, value_size: usize| -> usize {
+                let data = aya::maps::MapData::from_pin(dir.join(name)).unwrap();
+                if value_size == 1 {
+                    let m: aya::maps::HashMap<_, u64, u8> =
+                        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+                    m.keys().count()
+                } else {
+                    let m: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
+                        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+                    m.keys().count()
+                }
+            };
+            println!(
+                "shaper={} watch={}",
+                count("REIN_SHAPER", 0),
+                count("REIN_WATCH", 1)
+            );
+        }
+        Some("churn") => churn(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),
+        Some("api-load") => api_load(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),
         Some("bench-hook") => bench_hook(args.get(1).unwrap_or_else(|| usage()), num(2)),
         Some("bench-set") => {
             let socket = args.get(1).unwrap_or_else(|| usage());
@@ -328,6 +358,173 @@ fn api_call(socket: &str, method: &str, path: &str, body: &str, status: &str) {
     assert!(
         resp.starts_with(&format!("HTTP/1.1 {status}")),
         "{method} {path}: {resp}"
+    );
+}
+
+/// One API call on a fresh connection; returns the status code (0 when the connection
+/// failed).
+fn call(socket: &str, method: &str, path: &str, body: &str) -> u16 {
+    use std::io::Read as _;
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return 0;
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = String::new();
+    if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut resp).is_err() {
+        return 0;
+    }
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// See the module docs.
+fn churn(socket: &str, n: usize, threads: usize) {
+    let per = n.div_ceil(threads);
+    let t = Instant::now();
+    let results: Vec<(usize, std::time::Duration, std::time::Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    let names: Vec<String> = (k * per..((k + 1) * per).min(n))
+                        .map(|i| format!("churn-{i}"))
+                        .collect();
+                    let mut failed = 0;
+                    let t0 = Instant::now();
+                    for name in &names {
+                        let body = format!(
+                            "{{\"name\":\"{name}\",\"limits\":{{\"cpus\":\"0.5\",                             \"memory\":\"64M\",\"egress\":\"10mbit\"}}}}"
+                        );
+                        failed += usize::from(call(socket, "POST", "/v1/containers", &body) != 201);
+                    }
+                    let created = t0.elapsed();
+                    let t1 = Instant::now();
+                    for name in &names {
+                        let path = format!("/v1/containers/{name}");
+                        failed += usize::from(call(socket, "DELETE", &path, "") != 204);
+                    }
+                    (failed, created, t1.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed: usize = results.iter().map(|r| r.0).sum();
+    let create_s = results
+        .iter()
+        .map(|r| r.1)
+        .max()
+        .unwrap_or_default()
+        .as_secs_f64();
+    let remove_s = results
+        .iter()
+        .map(|r| r.2)
+        .max()
+        .unwrap_or_default()
+        .as_secs_f64();
+    let total = t.elapsed().as_secs_f64();
+    let (direct_create_s, direct_remove_s) = direct_churn(n, threads);
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "containers": n,
+            "threads": threads,
+            "failed_calls": failed,
+            "creates_per_sec": n as f64 / create_s,
+            "removes_per_sec": n as f64 / remove_s,
+            "direct_creates_per_sec": n as f64 / direct_create_s,
+            "direct_removes_per_sec": n as f64 / direct_remove_s,
+            "total_secs": total,
+        })
+    );
+}
+
+/// The floor for [`churn`]: the same cgroups made and removed with plain mkdir, two file
+/// writes (cpu.max, memory.max) and rmdir, from as many threads; returns the seconds the
+/// slowest thread took for each half.
+fn direct_churn(n: usize, threads: usize) -> (f64, f64) {
+    let parent = std::path::Path::new("/sys/fs/cgroup/rein-direct-churn");
+    let _ = std::fs::create_dir(parent);
+    std::fs::write(parent.join("cgroup.subtree_control"), "+cpu +memory").unwrap();
+    let per = n.div_ceil(threads);
+    let times: Vec<(f64, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || {
+                    let dirs: Vec<_> = (k * per..((k + 1) * per).min(n))
+                        .map(|i| parent.join(format!("d{i}")))
+                        .collect();
+                    let t0 = Instant::now();
+                    for d in &dirs {
+                        std::fs::create_dir(d).unwrap();
+                        std::fs::write(d.join("cpu.max"), "50000 100000").unwrap();
+                        std::fs::write(d.join("memory.max"), "67108864").unwrap();
+                    }
+                    let created = t0.elapsed().as_secs_f64();
+                    let t1 = Instant::now();
+                    for d in &dirs {
+                        std::fs::remove_dir(d).unwrap();
+                    }
+                    (created, t1.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let _ = std::fs::remove_dir(parent);
+    (
+        times.iter().map(|t| t.0).fold(0.0, f64::max),
+        times.iter().map(|t| t.1).fold(0.0, f64::max),
+    )
+}
+
+/// See the module docs.
+fn api_load(socket: &str, clients: usize, secs: usize) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(secs as u64);
+    let per_client: Vec<(Vec<u128>, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(move || {
+                    let (mut us, mut errors) = (Vec::new(), 0);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        if call(socket, "GET", "/v1/containers", "") != 200 {
+                            errors += 1;
+                        }
+                        us.push(t.elapsed().as_micros());
+                    }
+                    (us, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<u128> = per_client
+        .iter()
+        .flat_map(|c| c.0.iter().copied())
+        .collect();
+    let errors: usize = per_client.iter().map(|c| c.1).sum();
+    all.sort_unstable();
+    let q = |f: f64| {
+        all.get(((all.len() as f64 * f) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "clients": clients,
+            "secs": secs,
+            "calls": all.len(),
+            "errors": errors,
+            "latency_us_p50": q(0.5),
+            "latency_us_p99": q(0.99),
+        })
     );
 }
 

@@ -5,8 +5,10 @@
 mod agent;
 mod cgroup_limits;
 mod check;
+mod churn;
 mod dashboards;
 mod ebpf;
+mod faults;
 mod metrics;
 mod runtime;
 mod shaping;

@@ -175,7 +175,13 @@ fn run_to_end(b: &OciBundle) -> (bool, String) {
 
 #[test]
 fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
-    let agent = AgentGuard::start("rein-oci-bad");
+    let config = Path::new("/tmp/rein-oci-bad.toml");
+    std::fs::write(
+        config,
+        "[hook_ceiling]\negress = \"50mbit\"\ncpus = \"1\"\n",
+    )
+    .unwrap();
+    let agent = AgentGuard::start_with("rein-oci-bad", &["--config", "/tmp/rein-oci-bad.toml"]);
     let b = OciBundle::new("runc", "bad", &["true"]);
     b.annotate(&[("rein/memory", "lots")]);
     b.add_rein_hooks(&agent.socket, &[]);
@@ -194,6 +200,20 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     b.add_rein_hooks(&agent.socket, &["--fail-open"]);
     let (ok, stderr) = run_to_end(&b);
     assert!(ok, "--fail-open starts it anyway: {stderr}");
+
+    // Annotations may not claim more than the operator's ceiling.
+    let greedy = OciBundle::new("runc", "greedy", &["true"]);
+    greedy.annotate(&[("kubernetes.io/egress-bandwidth", "100M")]);
+    greedy.add_rein_hooks(&agent.socket, &[]);
+    let (ok, stderr) = run_to_end(&greedy);
+    assert!(!ok, "an egress annotation above the ceiling must not start");
+    assert!(
+        stderr.contains("ceiling 50mbit"),
+        "the error should name the ceiling: {stderr}"
+    );
+    greedy.annotate(&[("kubernetes.io/egress-bandwidth", "20M")]);
+    let (ok, stderr) = run_to_end(&greedy);
+    assert!(ok, "below the ceiling it starts: {stderr}");
 
     let nowhere = Path::new("/run/rein-nowhere/rein.sock");
     let b = OciBundle::new("runc", "orphan", &["true"]);

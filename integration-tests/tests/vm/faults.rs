@@ -1,0 +1,205 @@
+//! Faults and hostile clients: the agent killed in the middle of creations, bpffs missing at
+//! start, and malformed, oversized and slow API clients next to well-behaved ones.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    time::Duration,
+};
+
+use integration_tests::AgentGuard;
+
+/// A small deterministic generator (xorshift64*), so a failure replays the same kills.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// 100 containers created one after another while the agent is SIGKILLed at pseudo-random
+/// moments (about one creation in three) and restarted: afterwards every container the
+/// agent lists has exactly the limits its creation asked for, every acknowledged creation
+/// is there, and no half-created cgroup is left.
+#[test]
+fn sigkill_during_100_creations_loses_no_acknowledged_limit() {
+    let mut agent = AgentGuard::start_with("rein-fault", &["--egress-dev", "lo"]);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut acked = Vec::new();
+    let mut kills = 0;
+    let limits = |i: usize| (format!("{}m", 100 + 10 * i), (32 + i) << 20, 1 + i % 50);
+    for i in 0..100 {
+        let name = format!("f{i}");
+        let (cpus, memory, mbit) = limits(i);
+        let child = agent.rein_spawn_output(&[
+            "run",
+            "--keep",
+            "--name",
+            &name,
+            "--cpus",
+            &cpus,
+            "--memory",
+            &memory.to_string(),
+            "--egress",
+            &format!("{mbit}mbit"),
+            "--",
+            "true",
+        ]);
+        if rng.next().is_multiple_of(3) {
+            std::thread::sleep(Duration::from_micros(rng.next() % 40_000));
+            agent.stop(libc::SIGKILL);
+            kills += 1;
+            agent.restart();
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            acked.push(i);
+        }
+    }
+    // One more restart: it must adopt exactly what is there.
+    agent.stop(libc::SIGKILL);
+    agent.restart();
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&agent.rein_ok(&["ls", "--json"])).unwrap();
+    println!(
+        "{kills} kills, {} creations acknowledged, {} containers listed",
+        acked.len(),
+        listed.len()
+    );
+    assert!(kills >= 20, "the fault schedule should kill often: {kills}");
+    for c in &listed {
+        let name = c["name"].as_str().unwrap();
+        let i: usize = name.trim_start_matches('f').parse().unwrap();
+        let (_, memory, mbit) = limits(i);
+        let dir = agent.root.join(name);
+        assert_eq!(
+            read(&dir.join("cpu.max")),
+            format!("{} 100000", (100 + 10 * i) * 100),
+            "{name}"
+        );
+        assert_eq!(read(&dir.join("memory.max")), memory.to_string(), "{name}");
+        assert_eq!(c["limits"]["egress"], format!("{mbit}mbit"), "{name}: {c}");
+    }
+    for i in &acked {
+        assert!(
+            listed.iter().any(|c| c["name"] == format!("f{i}")),
+            "acknowledged f{i} is missing"
+        );
+    }
+    // Nothing half-created stays behind: every directory under the root is listed.
+    let dirs = std::fs::read_dir(&agent.root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .count();
+    assert_eq!(
+        dirs,
+        listed.len(),
+        "cgroups under the root vs listed containers"
+    );
+}
+
+/// The agent mounts bpffs itself when /sys/fs/bpf is not one.
+#[test]
+fn bpffs_missing_at_start_is_mounted() {
+    let bpffs_mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf "))
+    };
+    let rc = std::process::Command::new("umount")
+        .arg("/sys/fs/bpf")
+        .status()
+        .unwrap();
+    assert!(rc.success() && !bpffs_mounted());
+    let agent = AgentGuard::start_with("rein-nobpffs", &["--egress-dev", "lo"]);
+    assert!(bpffs_mounted(), "the agent mounts bpffs");
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "x", "--egress", "5mbit", "--", "true",
+    ]);
+    assert!(agent.bpf_dir().join("REIN_SHAPER").exists());
+    agent.rein_ok(&["rm", "x"]);
+}
+
+/// Sends raw bytes on a fresh connection and returns what the agent answers.
+fn raw(socket: &std::path::Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Garbage, a body over the limit and clients that stall half way through a request get
+/// errors or wait alone: the CLI keeps working next to them, and nothing changes.
+#[test]
+fn malformed_oversized_and_slow_clients_do_not_block_others() {
+    let agent = AgentGuard::start("rein-hostile");
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "calm", "--memory", "64M", "--", "true",
+    ]);
+    // Fifty clients that send half a request and then nothing.
+    let stalled: Vec<UnixStream> = (0..50)
+        .map(|_| {
+            let mut s = UnixStream::connect(&agent.socket).unwrap();
+            s.write_all(b"POST /v1/containers HTTP/1.1\r\nhost: rein\r\ncontent-le")
+                .unwrap();
+            s
+        })
+        .collect();
+    let garbage = raw(&agent.socket, b"\x00\xffNOT HTTP AT ALL\r\n\r\n");
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 4"),
+        "garbage gets a 4xx or a closed connection: {garbage:?}"
+    );
+    let big = vec![b'x'; 1 << 20];
+    let mut req = format!(
+        "POST /v1/containers HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&big);
+    let answer = raw(&agent.socket, &req);
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "an oversized body: {answer:.200}"
+    );
+    let bad_json = raw(
+        &agent.socket,
+        b"POST /v1/containers HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+          content-length: 9\r\n\r\n{\"name\":1",
+    );
+    assert!(bad_json.starts_with("HTTP/1.1 400"), "{bad_json}");
+    assert!(
+        bad_json.contains("\"error\""),
+        "errors are JSON: {bad_json}"
+    );
+    // With the stalled clients still connected, the CLI works as always.
+    let ls = agent.rein_ok(&["ls"]);
+    assert!(ls.contains("calm"), "{ls}");
+    agent.rein_ok(&["set", "calm", "--memory", "128M"]);
+    assert_eq!(
+        agent.cgroup_file("calm", "memory.max").trim(),
+        (128u64 << 20).to_string()
+    );
+    drop(stalled);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&agent.rein_ok(&["ls", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1, "nothing but calm was created: {listed:?}");
+    agent.rein_ok(&["rm", "calm"]);
+}
