@@ -565,47 +565,47 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
-fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
+/// Runs one xattr system call on `dir` with `key`; a non-zero return is the `op` error.
+fn xattr_call(
+    dir: &Path,
+    key: &str,
+    op: &'static str,
+    call: impl FnOnce(&std::ffi::CStr, &std::ffi::CStr) -> libc::c_int,
+) -> Result<(), CgroupError> {
     let err = |source| CgroupError::Io {
-        op: "setting xattr on",
+        op,
         path: dir.to_owned(),
         source,
     };
-    let p = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    let k = CString::new(key)
-        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    // SAFETY: p and k are NUL-terminated; value points to value.len() readable bytes.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            k.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
+    let invalid = || err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    let p = CString::new(dir.as_os_str().as_bytes()).map_err(|_| invalid())?;
+    let k = CString::new(key).map_err(|_| invalid())?;
+    if call(&p, &k) != 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
     Ok(())
 }
 
+fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
+    xattr_call(dir, key, "setting xattr on", |p, k| {
+        // SAFETY: p and k are NUL-terminated; value points to value.len() readable bytes.
+        unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                k.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        }
+    })
+}
+
 fn remove_xattr(dir: &Path, key: &str) -> Result<(), CgroupError> {
-    let err = |source| CgroupError::Io {
-        op: "removing xattr from",
-        path: dir.to_owned(),
-        source,
-    };
-    let p = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    let k = CString::new(key)
-        .map_err(|_| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    // SAFETY: p and k are NUL-terminated strings that outlive the call.
-    if unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) } != 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    xattr_call(dir, key, "removing xattr from", |p, k| {
+        // SAFETY: p and k are NUL-terminated strings that outlive the call.
+        unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) }
+    })
 }
 
 fn get_xattr(dir: &Path, key: &str) -> Option<String> {
