@@ -275,8 +275,9 @@ fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, EgressM
 pub const EXTERNAL_DIR: &str = "external";
 
 /// How often the agent looks for shaped containers' network namespaces without `fq` (a
-/// container's processes enter their namespace after its cgroup exists) and for runtimes'
-/// containers whose cgroup is gone without the poststop hook.
+/// container's processes enter their namespace after its cgroup exists), for runtimes'
+/// containers whose cgroup is gone without the poststop hook, and for what was removed
+/// behind its back (pins, `fq`, cgroups: see `Node::repair`).
 const NETNS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn pace_netns_periodically(
@@ -295,6 +296,7 @@ async fn pace_netns_periodically(
         // Entering namespaces blocks (netlink round trips): keep it off the API's thread.
         let work = move || {
             let mut report = node.prune_external();
+            report.extend(node.repair());
             report.extend(node.pace_container_netns());
             report
         };
@@ -317,8 +319,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         })?
         .with_registry(Registry::new(&settings.bpf_dir.join(EXTERNAL_DIR)));
     let datapath = start_datapath(&settings, &tree);
-    let node =
-        Node::new(tree, datapath, settings.shaper).with_hook_ceiling(settings.hook_ceiling.clone());
+    let node = Node::new(tree, datapath, settings.shaper)
+        .with_hook_ceiling(settings.hook_ceiling.clone())
+        .with_pin_dir(&settings.bpf_dir);
     if settings.runqueue_latency {
         match node.start_sched_latency(&settings.bpf_dir) {
             Ok(()) => tracing::info!("run-queue latency recorded per container"),

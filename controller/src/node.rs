@@ -153,6 +153,29 @@ pub struct Node {
     paced_netns: Mutex<HashMap<NetnsId, Vec<String>>>,
     /// The most a runtime's registration may ask for (see `limits::ceiling`).
     hook_ceiling: Limits,
+    /// Where the programs' links are pinned (for [`Node::repair`]).
+    pin_dir: Option<std::path::PathBuf>,
+}
+
+/// Reinstalls `fq` on egress devices that lost it.
+fn repair_fq(devices: &[String]) -> Vec<String> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    devices
+        .iter()
+        .filter(|d| {
+            rt.block_on(crate::net::qdisc::has_fq(d))
+                .is_ok_and(|has| !has)
+        })
+        .map(|d| match rt.block_on(crate::net::qdisc::install_fq(d)) {
+            Ok(_) => format!("fq was removed from {d}: reinstalled (egress pacing)"),
+            Err(e) => format!("fq was removed from {d} and cannot be reinstalled: {e}"),
+        })
+        .collect()
 }
 
 /// The eBPF half of a set of limits, merged over what the map already holds.
@@ -219,6 +242,7 @@ impl Node {
             params,
             paced_netns: Mutex::new(HashMap::new()),
             hook_ceiling: Limits::default(),
+            pin_dir: None,
         };
         if let Err(e) = node.align_mode() {
             tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");
@@ -230,6 +254,83 @@ impl Node {
     pub fn with_hook_ceiling(mut self, ceiling: Limits) -> Self {
         self.hook_ceiling = ceiling;
         self
+    }
+
+    /// Where the links are pinned; [`Node::repair`] re-attaches programs whose pins are
+    /// gone.
+    pub fn with_pin_dir(mut self, dir: &std::path::Path) -> Self {
+        self.pin_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Puts back what was removed behind the agent's back, and says what it did: the
+    /// programs' links on the managed root (a removed pin detaches them: shaping and
+    /// counting would stop), `fq` on the egress devices (without it departure times are
+    /// ignored), and map entries of cgroups that no longer exist.
+    pub fn repair(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        if let Some(pin_dir) = &self.pin_dir {
+            let root = self.tree.root().to_owned();
+            match self.with_datapath(|dp| {
+                let skb = dp.ensure_attached(&root, pin_dir)?;
+                let tcp_pin = pin_dir.join("links").join("rein_sock_ops");
+                let tcp_missing = !tcp_pin.exists();
+                if tcp_missing {
+                    dp.ensure_sock_ops(&root, pin_dir)?;
+                }
+                Ok((skb, tcp_missing))
+            }) {
+                Ok(Some((skb, tcp))) => {
+                    if skb == crate::net::programs::Attachment::Attached {
+                        report.push("the programs' pinned links were removed: re-attached".into());
+                    }
+                    if tcp {
+                        report.push(
+                            "the sock_ops program's pinned link was removed: re-attached".into(),
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => report.push(format!("cannot re-attach the programs: {e}")),
+            }
+        }
+        if let EgressMode::Edt { devices } = &self.mode {
+            report.extend(repair_fq(devices));
+        }
+        report.extend(self.forget_orphans());
+        report
+    }
+
+    /// Forgets the map entries of cgroups that are neither a container (being created
+    /// included) nor registered: a cgroup removed behind the agent's back.
+    fn forget_orphans(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        // The entries first, the cgroups second: a container created in between has its
+        // directory before its entries, so it is never taken for an orphan.
+        let Ok(Some(shaped)) = self.with_datapath(|dp| dp.shaped()) else {
+            return Vec::new();
+        };
+        let mut live: HashSet<u64> = std::fs::read_dir(self.tree.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok().filter(|m| m.is_dir()).map(|m| m.ino()))
+            .collect();
+        if let Some(r) = self.tree.registry() {
+            live.extend(r.list().iter().filter_map(|n| r.get(n)).map(|e| e.id));
+        }
+        shaped
+            .into_iter()
+            .filter(|(id, _)| !live.contains(id))
+            .map(|(id, _)| match self.with_datapath(|dp| dp.forget(id)) {
+                Ok(_) => {
+                    format!("cgroup {id} was removed behind the agent's back: forgot its limits")
+                }
+                Err(e) => format!(
+                    "cgroup {id} was removed behind the agent's back; forgetting it failed: {e}"
+                ),
+            })
+            .collect()
     }
 
     fn police(&self) -> bool {

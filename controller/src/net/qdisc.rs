@@ -193,3 +193,27 @@ pub async fn install_fq(device: &str) -> std::io::Result<u32> {
     conn.abort();
     result
 }
+
+/// Whether `device` has an `fq` qdisc (at the root, or per queue under `mq`): what
+/// [`install_fq`] set up and the agent checks is still there.
+pub async fn has_fq(device: &str) -> std::io::Result<bool> {
+    let index = i32::try_from(ifindex(device)?)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let (conn, handle, _) = rtnetlink::new_connection()?;
+    let conn = tokio::spawn(conn);
+    let result = async {
+        let mut dump = handle.qdisc().get().index(index).execute();
+        let mut found = false;
+        while let Some(m) = dump.next().await {
+            let m = m.map_err(std::io::Error::other)?;
+            found |= m.header.index == index
+                && m.attributes
+                    .iter()
+                    .any(|a| matches!(a, TcAttribute::Kind(k) if k == "fq"));
+        }
+        Ok(found)
+    }
+    .await;
+    conn.abort();
+    result
+}

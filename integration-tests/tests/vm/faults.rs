@@ -203,3 +203,77 @@ fn malformed_oversized_and_slow_clients_do_not_block_others() {
     assert_eq!(listed.len(), 1, "nothing but calm was created: {listed:?}");
     agent.rein_ok(&["rm", "calm"]);
 }
+
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "not repaired: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What an operator (or a stray script) removes behind the agent's back is put back within
+/// seconds: the pinned links (their removal detaches the programs), `fq` on the egress
+/// device, and the map entries of a cgroup removed by hand are forgotten.
+#[test]
+fn what_is_removed_behind_the_agents_back_is_repaired() {
+    use std::os::unix::fs::MetadataExt as _;
+    let agent = AgentGuard::start_with("rein-repair", &["--egress-dev", "lo"]);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "x", "--egress", "10mbit", "--", "true",
+    ]);
+    let tc_lo = || {
+        let out = std::process::Command::new("/usr/local/sbin/tc")
+            .args(["qdisc", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(tc_lo().contains("qdisc fq "), "{}", tc_lo());
+    let status = std::process::Command::new("/usr/local/sbin/tc")
+        .args(["qdisc", "del", "dev", "lo", "root"])
+        .status()
+        .unwrap();
+    assert!(status.success() && !tc_lo().contains("qdisc fq "));
+    eventually("fq on lo", || tc_lo().contains("qdisc fq "));
+
+    let links = agent.bpf_dir().join("links");
+    for pin in ["egress", "ingress", "rein_sock_ops"] {
+        std::fs::remove_file(links.join(pin)).unwrap();
+    }
+    eventually("the pinned links", || {
+        ["egress", "ingress", "rein_sock_ops"]
+            .iter()
+            .all(|p| links.join(p).exists())
+    });
+    // The re-attached programs count again: a new container's packets reach the map.
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "y",
+        "--",
+        "sh",
+        "-c",
+        "ping -c 2 -W 1 127.0.0.1 >/dev/null",
+    ]);
+    let stats: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "y", "--json"])).unwrap();
+    assert!(
+        stats["usage"]["net_tx_packets"].as_u64().unwrap_or(0) >= 2,
+        "packets of a container after the repair are counted: {stats}"
+    );
+
+    let dir = agent.root.join("x");
+    let id = std::fs::metadata(&dir).unwrap().ino();
+    std::fs::remove_dir(&dir).unwrap();
+    let shaper_has = |id: u64| {
+        let data = aya::maps::MapData::from_pin(agent.bpf_dir().join("REIN_SHAPER")).unwrap();
+        let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
+            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+        map.keys().any(|k| k.unwrap() == id)
+    };
+    eventually("the removed cgroup's map entries", || !shaper_has(id));
+    agent.rein_ok(&["rm", "y"]);
+}

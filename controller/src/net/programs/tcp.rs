@@ -26,7 +26,10 @@ impl Datapath {
             .ok_or(ProgramError::Missing { name })?
             .try_into()
             .map_err(fail)?;
-        prog.load().map_err(fail)?;
+        // Loaded already when its pin was removed behind the agent's back (repair).
+        if prog.fd().is_err() {
+            prog.load().map_err(fail)?;
+        }
         let cgroup = std::fs::File::open(dir).map_err(|e| pin_err(dir, &e))?;
         let id = prog
             .attach(cgroup, CgroupAttachMode::Single)
