@@ -73,6 +73,12 @@ fn load(state_json: &[u8]) -> Result<Loaded, BundleError> {
         path: path.clone(),
         problem: e.to_string(),
     })?;
+    let notes = merged_annotations(&state, &spec);
+    Ok(Loaded { state, spec, notes })
+}
+
+/// The spec's annotations with the state's over them.
+fn merged_annotations(state: &State, spec: &Spec) -> BTreeMap<String, String> {
     let mut notes: BTreeMap<String, String> = BTreeMap::new();
     for map in [spec.annotations(), state.annotations()]
         .into_iter()
@@ -80,7 +86,7 @@ fn load(state_json: &[u8]) -> Result<Loaded, BundleError> {
     {
         notes.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    Ok(Loaded { state, spec, notes })
+    notes
 }
 
 /// `rein/name`, else the OCI id.
@@ -116,10 +122,21 @@ fn cgroup_of(spec: &Spec, state: &State, root: &Path) -> Result<PathBuf, BundleE
 
 /// Reads the state JSON and the config.json of its bundle.
 pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleError> {
-    let Loaded { state, spec, notes } = load(state_json)?;
-    let name = name_of(&state, &notes)?;
+    let Loaded { state, spec, .. } = load(state_json)?;
+    from_parts(&state, &spec, cgroup_root)
+}
+
+/// The container a parsed state and spec describe (what `read` does once both are loaded;
+/// the fuzz target `hook_bundle` drives it directly).
+pub fn from_parts(
+    state: &State,
+    spec: &Spec,
+    cgroup_root: &Path,
+) -> Result<Container, BundleError> {
+    let notes = merged_annotations(state, spec);
+    let name = name_of(state, &notes)?;
     let linux = spec.linux().as_ref();
-    let cgroup = cgroup_of(&spec, &state, cgroup_root)?;
+    let cgroup = cgroup_of(spec, state, cgroup_root)?;
     let mut limits = annotations::limits(&notes)?;
     let set = linux
         .and_then(|l| l.resources().as_ref())
@@ -142,6 +159,25 @@ pub fn read(state_json: &[u8], cgroup_root: &Path) -> Result<Container, BundleEr
 /// is `system.slice/docker-ID.scope`; a dashed slice nests, `a-b.slice` is
 /// `a.slice/a-b.slice`), or unset: `/<id>`, runc's and crun's default.
 pub fn cgroup_dir(path: Option<&Path>, id: &str, root: &Path) -> Result<PathBuf, BundleError> {
+    let dir = cgroup_dir_unchecked(path, id, root)?;
+    // Whatever the spec or the id say, the result stays below the mount.
+    let escapes = dir
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+        || !dir.starts_with(root)
+        || dir == root;
+    if escapes {
+        let shown = path.map_or_else(|| id.to_owned(), |p| p.display().to_string());
+        return Err(BundleError::CgroupsPath(shown));
+    }
+    Ok(dir)
+}
+
+fn cgroup_dir_unchecked(
+    path: Option<&Path>,
+    id: &str,
+    root: &Path,
+) -> Result<PathBuf, BundleError> {
     let Some(path) = path else {
         return Ok(root.join(id));
     };
@@ -347,5 +383,10 @@ mod tests {
         );
         assert!(dir(Some("/a/../../etc")).is_err());
         assert!(dir(Some("notaslice:x:y")).is_err());
+        // Neither the id nor a systemd name may lead out of the mount.
+        assert!(dir(Some("system.slice:docker:../../../x")).is_err());
+        assert!(cgroup_dir(None, "../../etc", root).is_err());
+        assert!(cgroup_dir(None, "", root).is_err());
+        assert!(dir(Some("/")).is_err());
     }
 }
