@@ -2,6 +2,7 @@
 
 mod bench;
 mod dashboards;
+mod fuzz;
 mod paths;
 mod run;
 mod screenshot;
@@ -57,6 +58,16 @@ enum Command {
     /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
     /// type-check them against Grafana's published dashboard types.
     Dashboards,
+    /// Run every cargo-fuzz target (limits parser, API bodies, hook state and config.json)
+    /// for N seconds each from the committed seeds; exits non-zero on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Run only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Make docs/rein-top.png (the README's picture of `rein top`) from a real run in the
     /// test VM.
     Screenshot {
@@ -90,6 +101,7 @@ fn main() -> ExitCode {
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
         Command::Bench(b) => bench::run(&b),
         Command::Screenshot { vm } => screenshot::run(&vm),
+        Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
         Command::Dashboards => dashboards::write()
             .and_then(|()| dashboards::check_schema(&setup::node_dir()))
             .map(|()| 0),
