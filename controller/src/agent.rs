@@ -335,6 +335,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     node.prune_external()
         .iter()
         .chain(node.remove_staged().iter())
+        .chain(node.undo_interrupted().iter())
         .for_each(|line| tracing::info!("{line}"));
     if let Err(e) = node.watch_all() {
         tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");

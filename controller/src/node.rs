@@ -157,6 +157,53 @@ pub struct Node {
     pin_dir: Option<std::path::PathBuf>,
 }
 
+/// A place where the VM tests make the agent die: when `REIN_FAILPOINT` names it, the process
+/// aborts there, as a SIGKILL would (no unwinding, no cleanup). Unset in normal use.
+fn failpoint(name: &str) {
+    if std::env::var("REIN_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!("failpoint {name}: aborting (REIN_FAILPOINT)");
+        std::process::abort();
+    }
+}
+
+/// Extended attribute holding the journal of a change in progress (see [`Node::set`]).
+const PENDING_XATTR: &str = "trusted.rein.pending";
+
+/// What a change overwrites, as it was before (see [`Node::set`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    /// (file, value that restores it).
+    files: Vec<(String, String)>,
+    /// The priority class xattr, if it was set.
+    priority: Option<String>,
+    /// The shaper entry as [`shaper_words`], if there was one.
+    shaper: Option<[u64; 6]>,
+    /// The policer entry (rate, bucket), if there was one.
+    policer: Option<[u64; 2]>,
+}
+
+fn shaper_words(c: ShaperConfig) -> [u64; 6] {
+    [
+        c.rate_bytes_per_sec,
+        c.burst_ns,
+        c.mark_ns,
+        c.horizon_ns,
+        u64::from(c.skb_priority),
+        u64::from(c.flags),
+    ]
+}
+
+fn shaper_from_words(w: [u64; 6]) -> ShaperConfig {
+    ShaperConfig {
+        rate_bytes_per_sec: w[0],
+        burst_ns: w[1],
+        mark_ns: w[2],
+        horizon_ns: w[3],
+        skb_priority: u32::try_from(w[4]).unwrap_or(0),
+        flags: u32::try_from(w[5]).unwrap_or(0),
+    }
+}
+
 /// Reinstalls `fq` on egress devices that lost it.
 fn repair_fq(devices: &[String]) -> Vec<String> {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -619,21 +666,90 @@ impl Node {
 
     /// Changes limits live: the maps first (one update each, undone if the files fail), then
     /// the files (all or nothing by themselves).
+    ///
+    /// An agent that dies half way must not leave half a change: what the change would
+    /// overwrite (file values, the priority class, both map entries) is first written to the
+    /// container's cgroup as a journal (xattr `trusted.rein.pending`), and removed once the
+    /// change is complete. The next agent finds a journal left behind and puts it back
+    /// ([`Node::undo_interrupted`]), so the container has its last acknowledged limits.
     pub fn set(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
         let id = self.cgroup_id(name)?;
         let before = self.net_state(id)?;
         let after = self.planned(l, before);
-        if after != before {
-            self.write_net(id, after)?;
+        let journal = Journal {
+            files: self.tree.undo_for(name, l)?,
+            priority: self.tree.mark(name, crate::cgroup::PRIORITY_XATTR),
+            shaper: before.shaper.map(shaper_words),
+            policer: before.policer.map(|p| [p.rate_bytes_per_sec, p.bucket_ns]),
+        };
+        let text = serde_json::to_string(&journal)
+            .map_err(|e| NodeError::Datapath(format!("journal: {e}")))?;
+        self.tree.set_mark(name, PENDING_XATTR, &text)?;
+        if after != before
+            && let Err(e) = self.write_net(id, after)
+        {
+            let _ = self.tree.clear_mark(name, PENDING_XATTR);
+            return Err(e);
         }
+        failpoint("set:after-maps");
         if let Err(e) = self.tree.set(name, l) {
             if after != before {
                 let _ = self.write_net(id, before);
             }
+            let _ = self.tree.clear_mark(name, PENDING_XATTR);
             return Err(e.into());
         }
+        failpoint("set:after-files");
+        self.tree.clear_mark(name, PENDING_XATTR)?;
         Ok(())
+    }
+
+    /// Undoes the changes an earlier agent died in the middle of (their journals): files,
+    /// priority class and map entries go back to what they were before. Call at start,
+    /// before serving requests. Returns what it did, for the log.
+    pub fn undo_interrupted(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        for name in self.tree.list().unwrap_or_default() {
+            let Some(text) = self.tree.mark(&name, PENDING_XATTR) else {
+                continue;
+            };
+            let outcome = serde_json::from_str::<Journal>(&text)
+                .map_err(|e| format!("unreadable journal: {e}"))
+                .and_then(|j| self.apply_journal(&name, &j));
+            let _ = self.tree.clear_mark(&name, PENDING_XATTR);
+            report.push(match outcome {
+                Ok(()) => format!("{name}: undid a change an earlier agent did not finish"),
+                Err(e) => format!("{name}: undoing an unfinished change failed: {e}"),
+            });
+        }
+        report
+    }
+
+    fn apply_journal(&self, name: &ContainerName, j: &Journal) -> Result<(), String> {
+        let mut failures = self.tree.write_back(name, &j.files);
+        let priority = match &j.priority {
+            Some(p) => self.tree.set_mark(name, crate::cgroup::PRIORITY_XATTR, p),
+            None => self
+                .tree
+                .clear_mark(name, crate::cgroup::PRIORITY_XATTR)
+                .or(Ok(())),
+        };
+        failures.extend(priority.err().map(|e| e.to_string()));
+        let net = NetState {
+            shaper: j.shaper.map(shaper_from_words),
+            policer: j.policer.map(|[rate, bucket]| PolicerConfig {
+                rate_bytes_per_sec: rate,
+                bucket_ns: bucket,
+            }),
+        };
+        let written = self.cgroup_id(name).and_then(|id| self.write_net(id, net));
+        failures.extend(written.err().map(|e| e.to_string()));
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
     }
 
     /// The container's limits as the kernel holds them: cgroup files and the shaper map.

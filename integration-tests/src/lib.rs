@@ -131,6 +131,8 @@ pub struct AgentGuard {
     pub root: PathBuf,
     pub socket: PathBuf,
     extra: Vec<String>,
+    /// `REIN_FAILPOINT` for the next start (see the agent's `failpoint`).
+    pub failpoint: Option<String>,
 }
 
 impl AgentGuard {
@@ -149,6 +151,7 @@ impl AgentGuard {
             root,
             socket,
             extra,
+            failpoint: None,
         };
         g.restart();
         g
@@ -157,7 +160,12 @@ impl AgentGuard {
     /// Starts the agent (again) and waits until its socket answers.
     pub fn restart(&mut self) {
         self.stop(libc::SIGTERM);
-        let child = Command::new("rein")
+        let mut cmd = Command::new("rein");
+        match &self.failpoint {
+            Some(f) => cmd.env("REIN_FAILPOINT", f),
+            None => cmd.env_remove("REIN_FAILPOINT"),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .args(["agent", "--root"])

@@ -39,7 +39,7 @@ pub use usage::{DeviceIo, Pressure, Psi, Usage};
 /// Controllers rein enables for its containers.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
 /// Extended attribute holding the priority class (cgroupfs supports `trusted.*`).
-const PRIORITY_XATTR: &str = "trusted.rein.priority";
+pub const PRIORITY_XATTR: &str = "trusted.rein.priority";
 /// Extended attribute on a cgroup being created (see [`Tree::create`]).
 const CREATING_XATTR: &str = "trusted.rein.creating";
 /// `statfs` magic of cgroup2 (include/uapi/linux/magic.h).
@@ -399,13 +399,7 @@ impl Tree {
             let path = dir.join(step.file);
             // What to restore if a later write fails. A file that cannot be read is not
             // skipped: its write below fails too and reports the file and the value.
-            let previous = files::read(&path).ok().map(|text| match &step.device {
-                Some(dev) => text
-                    .lines()
-                    .find(|l| l.starts_with(&format!("{dev} ")))
-                    .map_or_else(|| io::unlimited_line(dev), str::to_owned),
-                None => text,
-            });
+            let previous = previous_value(&path, step);
             if let Err(e) = files::write(&path, &step.value) {
                 result = Err(e);
                 break;
@@ -435,6 +429,59 @@ impl Tree {
             set_xattr(dir, PRIORITY_XATTR, p.name())?;
         }
         Ok(())
+    }
+
+    /// What the files `limits` would change hold now, as (file, value to write back): the
+    /// undo of a change, computed before it (see `Node::set`'s journal).
+    pub fn undo_for(
+        &self,
+        name: &ContainerName,
+        limits: &Limits,
+    ) -> Result<Vec<(String, String)>, CgroupError> {
+        let plan = Plan::for_limits(limits)?;
+        let dir = self.existing(name)?;
+        Ok(plan
+            .steps
+            .iter()
+            .filter_map(|step| {
+                Some((
+                    step.file.to_owned(),
+                    previous_value(&dir.join(step.file), step)?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Writes (file, value) pairs back into a container's cgroup (an undo), all of them even
+    /// if one fails; returns the failures.
+    pub fn write_back(&self, name: &ContainerName, undo: &[(String, String)]) -> Vec<String> {
+        let Ok(dir) = self.existing(name) else {
+            return vec![format!("container {name} is gone")];
+        };
+        undo.iter()
+            .rev()
+            .filter(|(file, _)| !file.contains('/'))
+            .filter_map(|(file, value)| files::write(&dir.join(file), value).err())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    /// An xattr on a container's cgroup (rein's journal), if set.
+    pub fn mark(&self, name: &ContainerName, key: &str) -> Option<String> {
+        get_xattr(&self.existing(name).ok()?, key)
+    }
+
+    pub fn set_mark(
+        &self,
+        name: &ContainerName,
+        key: &str,
+        value: &str,
+    ) -> Result<(), CgroupError> {
+        set_xattr(&self.existing(name)?, key, value)
+    }
+
+    pub fn clear_mark(&self, name: &ContainerName, key: &str) -> Result<(), CgroupError> {
+        remove_xattr(&self.existing(name)?, key)
     }
 
     /// The container's limits as the kernel holds them; kernel defaults read as "not set".
@@ -495,6 +542,18 @@ impl Tree {
         }
         remove_tree(&dir)
     }
+}
+
+/// What `step`'s file holds now, as the value that restores it (for `io.max`, the device's
+/// line, or the line that lifts its limits).
+fn previous_value(path: &Path, step: &Step) -> Option<String> {
+    files::read(path).ok().map(|text| match &step.device {
+        Some(dev) => text
+            .lines()
+            .find(|l| l.starts_with(&format!("{dev} ")))
+            .map_or_else(|| io::unlimited_line(dev), str::to_owned),
+        None => text,
+    })
 }
 
 /// Processes in the cgroup and its descendants.
@@ -611,11 +670,13 @@ fn remove_xattr(dir: &Path, key: &str) -> Result<(), CgroupError> {
 fn get_xattr(dir: &Path, key: &str) -> Option<String> {
     let p = CString::new(dir.as_os_str().as_bytes()).ok()?;
     let k = CString::new(key).ok()?;
-    let mut buf = [0u8; 64];
+    // rein's values are short (a priority class, a change's journal): 16 KiB is plenty.
+    let mut buf = vec![0u8; 16 << 10];
     // SAFETY: p and k are NUL-terminated; buf is writable for buf.len() bytes.
     let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     let n = usize::try_from(n).ok()?;
-    String::from_utf8(buf.get(..n)?.to_vec()).ok()
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
 }
 
 #[cfg(test)]

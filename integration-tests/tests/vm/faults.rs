@@ -277,3 +277,113 @@ fn what_is_removed_behind_the_agents_back_is_repaired() {
     eventually("the removed cgroup's map entries", || !shaper_has(id));
     agent.rein_ok(&["rm", "y"]);
 }
+
+/// The limits of container `s` as the kernel holds them: (cpu quota us, memory bytes, pids,
+/// egress text).
+fn state_of(agent: &AgentGuard) -> (String, String, String, String) {
+    let dir = agent.root.join("s");
+    let ls: Vec<serde_json::Value> =
+        serde_json::from_str(&agent.rein_ok(&["ls", "--json"])).unwrap();
+    let egress = ls
+        .iter()
+        .find(|c| c["name"] == "s")
+        .map(|c| c["limits"]["egress"].as_str().unwrap_or("").to_owned())
+        .unwrap();
+    (
+        read(&dir.join("cpu.max")),
+        read(&dir.join("memory.max")),
+        read(&dir.join("pids.max")),
+        egress,
+    )
+}
+
+/// The limits the `i`th change sets, in the form `state_of` reads them.
+fn change(i: usize) -> (String, String, String, String) {
+    (
+        format!("{} 100000", (100 + 10 * i) * 100),
+        ((64 + i) << 20).to_string(),
+        (100 + i).to_string(),
+        format!("{}mbit", 1 + i),
+    )
+}
+
+/// 60 live changes of four limits at once (cgroup files and the shaper map), with the agent
+/// SIGKILLed at pseudo-random moments during about half of them: after every restart the
+/// container holds exactly one change, the last acknowledged or the one in flight, never a
+/// mix (an interrupted change is undone from its journal).
+#[test]
+fn sigkill_during_live_changes_never_leaves_half_a_change() {
+    let mut agent = AgentGuard::start_with("rein-fault-set", &["--egress-dev", "lo"]);
+    let (c0, m0, p0, e0) = change(0);
+    let cpus0 = format!("{}m", 100);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "s", "--cpus", &cpus0, "--memory", &m0, "--pids", &p0,
+        "--egress", &e0, "--", "true",
+    ]);
+    assert_eq!(state_of(&agent), (c0, m0.clone(), p0.clone(), e0.clone()));
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let (mut acked, mut kills, mut undone) = (0, 0, 0);
+    for i in 1..=60 {
+        let (_, m, p, e) = change(i);
+        let cpus = format!("{}m", 100 + 10 * i);
+        let child = agent.rein_spawn_output(&[
+            "set", "s", "--cpus", &cpus, "--memory", &m, "--pids", &p, "--egress", &e,
+        ]);
+        let killed = rng.next().is_multiple_of(2);
+        if killed {
+            std::thread::sleep(Duration::from_micros(rng.next() % 30_000));
+            agent.stop(libc::SIGKILL);
+            kills += 1;
+            agent.restart();
+        }
+        let ok = child.wait_with_output().unwrap().status.success();
+        let now = state_of(&agent);
+        assert!(
+            now == change(acked) || now == change(i),
+            "after change {i} (last acknowledged {acked}): {now:?} is neither {:?} nor {:?}",
+            change(acked),
+            change(i)
+        );
+        assert!(
+            !ok || now == change(i),
+            "change {i} was acknowledged but the container holds {now:?}"
+        );
+        if now == change(i) {
+            acked = i;
+        } else {
+            undone += 1;
+        }
+    }
+    println!("{kills} kills, {undone} changes undone or never applied, last applied {acked}");
+    assert!(kills >= 20, "the fault schedule should kill often: {kills}");
+}
+
+/// The agent dies at the two points where a live change is half made (map entries written
+/// but no file; files written but the journal not yet cleared): the next agent undoes it
+/// from the journal, so the container holds the last acknowledged limits, whole.
+#[test]
+fn a_change_cut_short_at_either_failpoint_is_undone_whole() {
+    let mut agent = AgentGuard::start_with("rein-failpoint", &["--egress-dev", "lo"]);
+    let (_, m0, p0, e0) = change(0);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "s", "--cpus", "100m", "--memory", &m0, "--pids", &p0,
+        "--egress", &e0, "--", "true",
+    ]);
+    for point in ["set:after-maps", "set:after-files"] {
+        agent.failpoint = Some(point.to_owned());
+        agent.restart();
+        let (_, m, p, e) = change(1);
+        let out = agent.rein(&[
+            "set", "s", "--cpus", "110m", "--memory", &m, "--pids", &p, "--egress", &e,
+        ]);
+        assert!(!out.status.success(), "{point}: the agent should have died");
+        agent.failpoint = None;
+        agent.stop(libc::SIGKILL);
+        agent.restart();
+        assert_eq!(
+            state_of(&agent),
+            change(0),
+            "{point}: the change is undone whole"
+        );
+    }
+}
