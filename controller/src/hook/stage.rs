@@ -108,9 +108,11 @@ fn read_state(timeout: Duration) -> anyhow::Result<Vec<u8>> {
 /// Runs one stage; returns the exit status (0 also when failing open).
 pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
     let started = std::time::Instant::now();
+    // The stage `auto` stands for, once the state says (for the messages below too).
+    let mut stage = stage;
     let result = (|| {
         let state = read_state(opts.timeout)?;
-        let stage = stage.resolve(&state)?;
+        stage = stage.resolve(&state)?;
         let left = opts.timeout.saturating_sub(started.elapsed());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -143,9 +145,8 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
                     "the container is not started (add --fail-open to the hook's args to start \
                      containers without rein's limits when this fails)"
                 }
-                Stage::Poststop | Stage::Auto => {
-                    "the agent forgets the container once it sees its cgroup gone"
-                }
+                Stage::Poststop => "the agent forgets the container once it sees its cgroup gone",
+                Stage::Auto => "nothing was done",
             };
             eprintln!("rein hook {}: error: {e:#}; {what}", stage.name());
             1
