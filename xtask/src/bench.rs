@@ -76,17 +76,11 @@ fn api(args: &vm::VmArgs, calls: u32) -> anyhow::Result<i32> {
         ..args.clone()
     };
     let script = format!(
-        "rein agent 2>/tmp/agent.log &\n\
-         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\n\
-         rein run --keep --name bench --cpus 0.5 -- true\n\
-         rein-test-helper bench-set /run/rein/rein.sock bench {calls}\n"
+        "{}rein run --keep --name bench --cpus 0.5 -- true\n\
+         rein-test-helper bench-set /run/rein/rein.sock bench {calls}\n",
+        start_agent("")
     );
-    let path: PathBuf = workspace_root()
-        .join("target")
-        .join("vm")
-        .join("bench-api.sh");
-    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
-    std::fs::write(&path, script)?;
+    let path = guest_script("bench-api.sh", &script)?;
     let mut status = 0;
     for (series, outcome) in vm::run_script_outcomes(args, &path)? {
         status = status.max(outcome.status);
@@ -168,6 +162,16 @@ fn shaping(args: &vm::VmArgs) -> anyhow::Result<i32> {
     Ok(status)
 }
 
+/// Guest shell lines that start `rein agent ARGS` in the background (its pid in `$AGENT`, its
+/// log in /tmp/agent.log) and wait up to 30 s for its socket.
+pub fn start_agent(args: &str) -> String {
+    format!(
+        "rein agent {args} 2>/tmp/agent.log &\n\
+         AGENT=$!\n\
+         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n"
+    )
+}
+
 /// Writes a guest script under target/vm and returns its path.
 fn guest_script(name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let path: PathBuf = workspace_root().join("target").join("vm").join(name);
@@ -192,13 +196,12 @@ fn metrics(args: &vm::VmArgs, scrapes: u32) -> anyhow::Result<i32> {
     };
     // The scheduler programs' cost first: context switches with no agent, then with its
     // programs attached, for a task rein does not watch and for one in a container.
-    let mut script = String::from(
+    let mut script = format!(
         "rein-test-helper bench-sched none 20000\n\
-         rein agent --metrics-addr 127.0.0.1:9798 2>/tmp/agent.log &\n\
-         AGENT=$!\n\
-         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+         {}\
          rein-test-helper bench-sched unwatched 20000\n\
          rein run -- rein-test-helper bench-sched watched 20000\n",
+        start_agent("--metrics-addr 127.0.0.1:9798")
     );
     for n in [1, 100, 1000] {
         script.push_str(&format!(
@@ -265,15 +268,15 @@ fn churn(args: &vm::VmArgs, containers: u32) -> anyhow::Result<i32> {
         ..args.clone()
     };
     let script = format!(
-        "rein agent --egress-dev lo 2>/tmp/agent.log &\n\
-         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+        "{}\
          foot() {{ echo \"FOOT $1 cgroups=$(find /sys/fs/cgroup/rein.slice -mindepth 1 -type d | wc -l) \
          pins=$(find /sys/fs/bpf/rein | wc -l) qdiscs=$(tc qdisc show | wc -l) \
          $(rein-test-helper map-keys /sys/fs/bpf/rein)\"; }}\n\
          foot before\n\
          rein-test-helper churn /run/rein/rein.sock {containers} 8\n\
          foot after\n\
-         rein-test-helper api-load /run/rein/rein.sock 100 30\n"
+         rein-test-helper api-load /run/rein/rein.sock 100 30\n",
+        start_agent("--egress-dev lo")
     );
     let path = guest_script("bench-churn.sh", &script)?;
     let mut status = 0;
@@ -325,9 +328,9 @@ fn hook(args: &vm::VmArgs, starts: u32) -> anyhow::Result<i32> {
         ..args.clone()
     };
     let script = format!(
-        "rein agent 2>/tmp/agent.log &\n\
-         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
-         rein-test-helper bench-hook /run/rein/rein.sock {starts}\n"
+        "{}\
+         rein-test-helper bench-hook /run/rein/rein.sock {starts}\n",
+        start_agent("")
     );
     let path = guest_script("bench-hook.sh", &script)?;
     let mut status = 0;

@@ -68,9 +68,7 @@ fn demo_script(minutes: u64) -> String {
         r#"set -e
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
-rein agent --metrics-addr 0.0.0.0:{METRICS_PORT} 2>/tmp/agent.log &
-i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-rein run --keep --name demo-web --cpus 0.5 --memory 128M --pids 64 -- busybox sh -c 'while :; do :; done' &
+{start}rein run --keep --name demo-web --cpus 0.5 --memory 128M --pids 64 -- busybox sh -c 'while :; do :; done' &
 rein run --keep --name demo-batch --priority low --cpus 1 --memory 256M -- busybox sh -c 'while :; do :; done' &
 sleep 2
 echo "== rein ls (inside the VM)"
@@ -85,6 +83,7 @@ sleep {secs}
 rein rm --force demo-web
 rein rm --force demo-batch
 "#,
-        secs = minutes * 60
+        secs = minutes * 60,
+        start = crate::bench::start_agent(&format!("--metrics-addr 0.0.0.0:{METRICS_PORT}")),
     )
 }

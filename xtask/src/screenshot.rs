@@ -9,9 +9,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{paths::workspace_root, vm};
 
+/// The workload, after `bench::start_agent("--egress-dev lo")`.
 const SCRIPT: &str = r#"
-rein agent --egress-dev lo 2>/tmp/agent.log &
-i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 iperf3 -s -D -p 5201; iperf3 -s -D -p 5202
 rein run --keep --name web --cpus 0.5 --memory 128M --egress 20mbit -- sh -c 'iperf3 -c 127.0.0.1 -p 5202 -t 40 >/dev/null & timeout 40 sh -c "while :; do :; done"' &
 rein run --keep --name batch --cpus 1.5 --memory 256M -- timeout 40 sh -c 'while :; do :; done' &
@@ -152,7 +151,10 @@ pub fn run(args: &vm::VmArgs) -> anyhow::Result<i32> {
         .join("vm")
         .join("screenshot.sh");
     std::fs::create_dir_all(script.parent().unwrap_or(&script))?;
-    std::fs::write(&script, SCRIPT)?;
+    std::fs::write(
+        &script,
+        crate::bench::start_agent("--egress-dev lo") + SCRIPT,
+    )?;
     for (_, outcome) in vm::run_script_outcomes(args, &script)? {
         let Some(snap) = outcome.lines.iter().find_map(|l| {
             serde_json::from_str::<serde_json::Value>(l.strip_prefix("SNAPSHOT ")?).ok()
