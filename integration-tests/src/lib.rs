@@ -778,3 +778,17 @@ impl Drop for OciBundle {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The keys of a pinned per-cgroup hash map with values of type `V` (the agent's maps under
+/// its bpffs directory, e.g. `REIN_SHAPER` with `ShaperConfig`).
+pub fn pinned_keys<V: aya::Pod>(pin: &Path) -> Vec<u64> {
+    let data = aya::maps::MapData::from_pin(pin).unwrap();
+    let map: aya::maps::HashMap<_, u64, V> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    map.keys().map(Result::unwrap).collect()
+}
+
+/// The keys of the agent's pinned shaper map: the cgroups that have egress limits.
+pub fn shaper_keys(bpf_dir: &Path) -> Vec<u64> {
+    pinned_keys::<controller_common::ShaperConfig>(&bpf_dir.join("REIN_SHAPER"))
+}

@@ -90,22 +90,10 @@ fn main() {
         Some("bench-sched") => bench_sched(args.get(1).unwrap_or_else(|| usage()), num(2)),
         Some("map-keys") => {
             let dir = std::path::Path::new(args.get(1).unwrap_or_else(|| usage()));
-            let count = |name: &str, value_size: usize| -> usize {
-                let data = aya::maps::MapData::from_pin(dir.join(name)).unwrap();
-                if value_size == 1 {
-                    let m: aya::maps::HashMap<_, u64, u8> =
-                        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-                    m.keys().count()
-                } else {
-                    let m: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
-                        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-                    m.keys().count()
-                }
-            };
             println!(
                 "shaper={} watch={}",
-                count("REIN_SHAPER", 0),
-                count("REIN_WATCH", 1)
+                integration_tests::shaper_keys(dir).len(),
+                integration_tests::pinned_keys::<u8>(&dir.join("REIN_WATCH")).len()
             );
         }
         Some("churn") => churn(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),

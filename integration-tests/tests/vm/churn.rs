@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use integration_tests::{AgentGuard, HELPER};
+use integration_tests::{AgentGuard, HELPER, pinned_keys, shaper_keys};
 
 /// What a container could leak: cgroup directories under the root, entries of the
 /// per-cgroup maps, pinned files, and qdiscs.
@@ -33,13 +33,6 @@ fn count_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn keys<V: aya::Pod>(pin: &Path) -> usize {
-    let data = aya::maps::MapData::from_pin(pin).unwrap();
-    let map: aya::maps::HashMap<_, u64, V> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-    map.keys().count()
-}
-
 fn footprint(agent: &AgentGuard) -> Footprint {
     let qdiscs = Command::new("/usr/local/sbin/tc")
         .args(["qdisc", "show"])
@@ -51,10 +44,8 @@ fn footprint(agent: &AgentGuard) -> Footprint {
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .count(),
-        shaper_entries: keys::<controller_common::ShaperConfig>(
-            &agent.bpf_dir().join("REIN_SHAPER"),
-        ),
-        watch_entries: keys::<u8>(&agent.bpf_dir().join("REIN_WATCH")),
+        shaper_entries: shaper_keys(&agent.bpf_dir()).len(),
+        watch_entries: pinned_keys::<u8>(&agent.bpf_dir().join("REIN_WATCH")).len(),
         pins: count_files(&agent.bpf_dir()),
         qdiscs: String::from_utf8_lossy(&qdiscs.stdout).lines().count(),
     }

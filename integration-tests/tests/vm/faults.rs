@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use integration_tests::AgentGuard;
+use integration_tests::{AgentGuard, shaper_keys};
 
 /// A small deterministic generator (xorshift64*), so a failure replays the same kills.
 struct Rng(u64);
@@ -268,13 +268,9 @@ fn what_is_removed_behind_the_agents_back_is_repaired() {
     let dir = agent.root.join("x");
     let id = std::fs::metadata(&dir).unwrap().ino();
     std::fs::remove_dir(&dir).unwrap();
-    let shaper_has = |id: u64| {
-        let data = aya::maps::MapData::from_pin(agent.bpf_dir().join("REIN_SHAPER")).unwrap();
-        let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
-            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-        map.keys().any(|k| k.unwrap() == id)
-    };
-    eventually("the removed cgroup's map entries", || !shaper_has(id));
+    eventually("the removed cgroup's map entries", || {
+        !shaper_keys(&agent.bpf_dir()).contains(&id)
+    });
     agent.rein_ok(&["rm", "y"]);
 }
 

@@ -4,7 +4,9 @@
 
 use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
-use integration_tests::{AgentGuard, HOST_DEV, OciBundle, REMOTE_IP, RemoteNetns, http_get};
+use integration_tests::{
+    AgentGuard, HOST_DEV, OciBundle, REMOTE_IP, RemoteNetns, http_get, shaper_keys,
+};
 
 /// The iperf3 server of the remote namespace, killed when the test ends.
 struct Server(std::process::Child);
@@ -41,14 +43,6 @@ fn read(dir: &Path, file: &str) -> String {
         .to_owned()
 }
 
-/// The keys of a pinned per-cgroup hash map.
-fn shaper_keys(agent: &AgentGuard) -> Vec<u64> {
-    let data = aya::maps::MapData::from_pin(agent.bpf_dir().join("REIN_SHAPER")).unwrap();
-    let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
-        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-    map.keys().map(Result::unwrap).collect()
-}
-
 /// Asserts that nothing of a registered container is left: record, links, map entries.
 fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
     assert!(
@@ -60,7 +54,7 @@ fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
         "the registry record and pinned links of {name} should be gone"
     );
     assert!(
-        !shaper_keys(agent).contains(&id),
+        !shaper_keys(&agent.bpf_dir()).contains(&id),
         "the shaping entry of {name} should be gone"
     );
     let ls = agent.rein_ok(&["ls", "--json"]);
@@ -111,7 +105,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         "the spec's CPU quota wins over rein/cpus"
     );
     assert_eq!(stats["limits"]["egress"], "20mbit", "{stats}");
-    assert!(shaper_keys(&agent).contains(&id));
+    assert!(shaper_keys(&agent.bpf_dir()).contains(&id));
 
     let metrics = http_get(&addr, "/metrics");
     let line = metrics

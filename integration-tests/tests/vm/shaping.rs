@@ -274,11 +274,8 @@ fn removing_a_container_leaves_no_map_entry() {
     ]);
     let id = std::fs::metadata(agent.root.join("gone")).unwrap().ino();
     let shaper = agent.bpf_dir().join("REIN_SHAPER");
-    let keys = |path: &std::path::Path| -> Vec<u64> {
-        let data = aya::maps::MapData::from_pin(path).unwrap();
-        let map: aya::maps::HashMap<_, u64, controller_common::ShaperConfig> =
-            aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-        map.keys().map(Result::unwrap).collect()
+    let keys = |path: &std::path::Path| {
+        integration_tests::pinned_keys::<controller_common::ShaperConfig>(path)
     };
     assert_eq!(
         keys(&shaper),
