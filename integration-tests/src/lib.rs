@@ -317,10 +317,8 @@ impl RemoteNetns {
     /// device, as most physical NICs are).
     pub fn with_queues(name: &str, queues: u32) -> Self {
         require_vm();
-        let _ = Command::new("/usr/local/sbin/ip")
-            .args(["netns", "del", name])
-            .output();
-        wait_gone(HOST_DEV);
+        delete_netns(name);
+        clear_dev(HOST_DEV);
         ip(&["netns", "add", name]);
         let queues = queues.to_string();
         ip(&[
@@ -397,10 +395,8 @@ impl ContainerNetns {
 
     pub fn new(name: &str) -> Self {
         require_vm();
-        let _ = Command::new("/usr/local/sbin/ip")
-            .args(["netns", "del", name])
-            .output();
-        wait_gone("rein-c1");
+        delete_netns(name);
+        clear_dev("rein-c1");
         ip(&["netns", "add", name]);
         ip(&[
             "link", "add", "rein-c1", "type", "veth", "peer", "name", "eth0", "netns", name,
@@ -439,9 +435,7 @@ impl ContainerNetns {
 
 impl Drop for ContainerNetns {
     fn drop(&mut self) {
-        let _ = Command::new("/usr/local/sbin/ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        delete_netns(&self.name);
         wait_gone("rein-c1");
         let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "0");
     }
@@ -459,11 +453,43 @@ fn wait_gone(dev: &str) {
     }
 }
 
+/// Deletes network namespace `name` after killing every process still in it: a namespace
+/// lives on while a process is inside it (an iperf3 server left by a test that panicked
+/// before stopping it would keep the veth pair, and its name, taken for every later test).
+fn delete_netns(name: &str) {
+    if let Ok(out) = Command::new("/usr/local/sbin/ip")
+        .args(["netns", "pids", name])
+        .output()
+    {
+        for pid in String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) takes no pointers; these pids are the test's own servers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = Command::new("/usr/local/sbin/ip")
+        .args(["netns", "del", name])
+        .output();
+}
+
+/// Makes sure root-namespace device `dev` is gone before a test creates it again: waits for
+/// the teardown of a deleted namespace, then deletes the device itself if a namespace
+/// nobody owns any more still holds its peer.
+fn clear_dev(dev: &str) {
+    wait_gone(dev);
+    if Path::new("/sys/class/net").join(dev).exists() {
+        let _ = Command::new("/usr/local/sbin/ip")
+            .args(["link", "del", dev])
+            .output();
+        wait_gone(dev);
+    }
+}
+
 impl Drop for RemoteNetns {
     fn drop(&mut self) {
-        let _ = Command::new("/usr/local/sbin/ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        delete_netns(&self.name);
         wait_gone(HOST_DEV);
     }
 }

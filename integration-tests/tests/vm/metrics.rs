@@ -85,7 +85,14 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
     let iperf_rate = steady.iter().sum::<f64>() / steady.len() as f64;
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
 
-    let busy = run_sh(&agent, "busy", &["--cpus", "0.5"], "while :; do :; done");
+    // The VM has two CPUs: the busy loop gets CPU 1 to itself so that only its quota bounds
+    // it (sharing CPU 0 with the two pressure loops held it to ~0.42 once).
+    let busy = run_sh(
+        &agent,
+        "busy",
+        &["--cpus", "0.5", "--cpuset", "1"],
+        "while :; do :; done",
+    );
     let psi = run_sh(
         &agent,
         "psi",
