@@ -42,6 +42,8 @@ pub struct Config {
     pub allowed_uids: Vec<u32>,
     /// Prometheus endpoint address (default 127.0.0.1:9798).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The `node` label of every series (default: the host name).
+    pub node_name: Option<crate::metrics::NodeName>,
     /// Devices to pace egress on (default: those with a default route).
     pub egress_devs: Option<Vec<String>>,
     /// bpffs directory for rein's pinned maps and links (default /sys/fs/bpf/rein).
@@ -70,7 +72,8 @@ impl Config {
         toml::from_str(&text).with_context(|| {
             format!(
                 "config {} is not valid; accepted keys: socket (path), root (path), \
-                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), egress_devs \
+                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), node_name \
+                 (\"name\"), egress_devs \
                  (list of device names), bpf_dir (path), egress_mode (\"auto\", \"edt\" or \
                  \"police\"), [hook_ceiling] (flag = \"value\", e.g. cpus = \"4\")",
                 path.display()
@@ -86,6 +89,8 @@ pub struct Settings {
     pub root: PathBuf,
     pub allowed_uids: Vec<u32>,
     pub metrics_addr: std::net::SocketAddr,
+    /// The `node` label of every series.
+    pub node_name: crate::metrics::NodeName,
     /// Devices whose root qdisc becomes `fq`, so paced packets leave on time.
     pub egress_devs: Vec<String>,
     /// bpffs directory for pinned maps and links; one per managed root.
@@ -392,6 +397,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let metrics = crate::metrics::serve(
             settings.metrics_addr,
             node.clone(),
+            settings.node_name.clone(),
             stopped(stop_rx.clone()),
         );
         tokio::try_join!(api, metrics, netns).map(|_| ())

@@ -142,6 +142,11 @@ pub enum Command {
         /// Prometheus endpoint, IP:PORT (default 127.0.0.1:9798: loopback only).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// The `node` label on every series, so a fleet's Prometheus tells nodes apart
+        /// whatever its relabeling does (default: the host name; the DaemonSet passes
+        /// spec.nodeName).
+        #[arg(long, env = "REIN_NODE_NAME", value_name = "NAME")]
+        node_name: Option<crate::metrics::NodeName>,
         /// Device whose root qdisc becomes fq for egress pacing (repeatable; default: the
         /// devices that carry a default route).
         #[arg(long = "egress-dev", value_name = "DEV")]
@@ -330,6 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             root,
             allow_uids,
             metrics_addr,
+            node_name,
             egress_devs,
             bpf_dir,
             egress_mode,
@@ -362,7 +368,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let hook_ceiling = api::limits_from_map(&cfg.hook_ceiling)
                 .context("the agent config's [hook_ceiling]")?;
+            let node_name = match node_name.or(cfg.node_name) {
+                Some(n) => n,
+                None => crate::metrics::NodeName::from_host()?,
+            };
             agent::run(agent::Settings {
+                node_name,
                 hook_ceiling,
                 shaper,
                 egress_mode: egress_mode.or(cfg.egress_mode).unwrap_or_default(),
@@ -613,6 +624,21 @@ mod tests {
         ] {
             assert!(script.contains(sub), "{sub}");
         }
+    }
+
+    #[test]
+    fn a_node_name_that_would_garble_the_label_is_refused_at_parse_time() {
+        let err = Cli::try_parse_from(["rein", "agent", "--node-name", "a b"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--node-name") && msg.contains("letters, digits"),
+            "{msg}"
+        );
+        let cli = Cli::try_parse_from(["rein", "agent", "--node-name", "node-a"]).unwrap();
+        let Command::Agent { node_name, .. } = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(node_name.map(|n| n.to_string()).as_deref(), Some("node-a"));
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn node_panels() -> Vec<Panel> {
             unit: "none",
             width: 6,
             targets: vec![t(
-                r#"count(container_memory_usage_bytes{instance=~"$instance"})"#,
+                r#"count(container_memory_usage_bytes{node=~"$node"})"#,
                 "containers",
             )],
         },
@@ -78,7 +78,7 @@ fn node_panels() -> Vec<Panel> {
             unit: "none",
             width: 6,
             targets: vec![t(
-                r#"sum(rate(container_cpu_usage_seconds_total{instance=~"$instance"}[$__rate_interval]))"#,
+                r#"sum(rate(container_cpu_usage_seconds_total{node=~"$node"}[$__rate_interval]))"#,
                 "cpus",
             )],
         },
@@ -89,7 +89,7 @@ fn node_panels() -> Vec<Panel> {
             unit: "bytes",
             width: 6,
             targets: vec![t(
-                r#"sum(container_memory_working_set_bytes{instance=~"$instance"})"#,
+                r#"sum(container_memory_working_set_bytes{node=~"$node"})"#,
                 "working set",
             )],
         },
@@ -100,7 +100,7 @@ fn node_panels() -> Vec<Panel> {
             unit: "bps",
             width: 6,
             targets: vec![t(
-                r#"8 * sum(rate(container_network_transmit_bytes_total{instance=~"$instance"}[$__rate_interval]))"#,
+                r#"8 * sum(rate(container_network_transmit_bytes_total{node=~"$node"}[$__rate_interval]))"#,
                 "egress",
             )],
         },
@@ -109,8 +109,8 @@ fn node_panels() -> Vec<Panel> {
             "CPU time per second (1 = one CPU), the ten busiest containers.",
             "none",
             vec![t(
-                r#"topk(10, sum by (instance, name) (rate(container_cpu_usage_seconds_total{instance=~"$instance"}[$__rate_interval])))"#,
-                "{{name}} ({{instance}})",
+                r#"topk(10, sum by (node, name) (rate(container_cpu_usage_seconds_total{node=~"$node"}[$__rate_interval])))"#,
+                "{{name}} ({{node}})",
             )],
         ),
         ts(
@@ -118,8 +118,8 @@ fn node_panels() -> Vec<Panel> {
             "Working set, the ten largest containers.",
             "bytes",
             vec![t(
-                r#"topk(10, sum by (instance, name) (container_memory_working_set_bytes{instance=~"$instance"}))"#,
-                "{{name}} ({{instance}})",
+                r#"topk(10, sum by (node, name) (container_memory_working_set_bytes{node=~"$node"}))"#,
+                "{{name}} ({{node}})",
             )],
         ),
         ts(
@@ -127,8 +127,8 @@ fn node_panels() -> Vec<Panel> {
             "Bits per second sent, the ten heaviest senders.",
             "bps",
             vec![t(
-                r#"topk(10, 8 * sum by (instance, name) (rate(container_network_transmit_bytes_total{instance=~"$instance"}[$__rate_interval])))"#,
-                "{{name}} ({{instance}})",
+                r#"topk(10, 8 * sum by (node, name) (rate(container_network_transmit_bytes_total{node=~"$node"}[$__rate_interval])))"#,
+                "{{name}} ({{node}})",
             )],
         ),
         ts(
@@ -136,8 +136,8 @@ fn node_panels() -> Vec<Panel> {
             "Share of CFS periods in which a container's quota ran out (containers with --cpus).",
             "percentunit",
             vec![t(
-                r#"topk(10, sum by (instance, name) (rate(container_cpu_cfs_throttled_periods_total{instance=~"$instance"}[$__rate_interval])) / sum by (instance, name) (rate(container_cpu_cfs_periods_total{instance=~"$instance"}[$__rate_interval])))"#,
-                "{{name}} ({{instance}})",
+                r#"topk(10, sum by (node, name) (rate(container_cpu_cfs_throttled_periods_total{node=~"$node"}[$__rate_interval])) / sum by (node, name) (rate(container_cpu_cfs_periods_total{node=~"$node"}[$__rate_interval])))"#,
+                "{{name}} ({{node}})",
             )],
         ),
         ts(
@@ -145,8 +145,8 @@ fn node_panels() -> Vec<Panel> {
             "Processes the kernel's OOM killer ended in each container, per interval.",
             "none",
             vec![t(
-                r#"sum by (instance, name) (increase(container_oom_events_total{instance=~"$instance"}[$__rate_interval]))"#,
-                "{{name}} ({{instance}})",
+                r#"sum by (node, name) (increase(container_oom_events_total{node=~"$node"}[$__rate_interval]))"#,
+                "{{name}} ({{node}})",
             )],
         ),
         ts(
@@ -155,16 +155,16 @@ fn node_panels() -> Vec<Panel> {
             "percentunit",
             vec![
                 t(
-                    r#"topk(10, sum by (instance, name) (rate(rein_pressure_cpu_waiting_seconds_total{instance=~"$instance"}[$__rate_interval])))"#,
-                    "cpu {{name}} ({{instance}})",
+                    r#"topk(10, sum by (node, name) (rate(rein_pressure_cpu_waiting_seconds_total{node=~"$node"}[$__rate_interval])))"#,
+                    "cpu {{name}} ({{node}})",
                 ),
                 t(
-                    r#"topk(10, sum by (instance, name) (rate(rein_pressure_memory_waiting_seconds_total{instance=~"$instance"}[$__rate_interval])))"#,
-                    "memory {{name}} ({{instance}})",
+                    r#"topk(10, sum by (node, name) (rate(rein_pressure_memory_waiting_seconds_total{node=~"$node"}[$__rate_interval])))"#,
+                    "memory {{name}} ({{node}})",
                 ),
                 t(
-                    r#"topk(10, sum by (instance, name) (rate(rein_pressure_io_waiting_seconds_total{instance=~"$instance"}[$__rate_interval])))"#,
-                    "io {{name}} ({{instance}})",
+                    r#"topk(10, sum by (node, name) (rate(rein_pressure_io_waiting_seconds_total{node=~"$node"}[$__rate_interval])))"#,
+                    "io {{name}} ({{node}})",
                 ),
             ],
         ),
@@ -180,11 +180,11 @@ fn container_panels() -> Vec<Panel> {
             "none",
             vec![
                 t(
-                    r#"sum(rate(container_cpu_usage_seconds_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(container_cpu_usage_seconds_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "usage",
                 ),
                 t(
-                    r#"sum(container_spec_cpu_quota{instance=~"$instance", name="$container"}) / sum(container_spec_cpu_period{instance=~"$instance", name="$container"})"#,
+                    r#"sum(container_spec_cpu_quota{node=~"$node", name="$container"}) / sum(container_spec_cpu_period{node=~"$node", name="$container"})"#,
                     "limit",
                 ),
             ],
@@ -195,11 +195,11 @@ fn container_panels() -> Vec<Panel> {
             "percentunit",
             vec![
                 t(
-                    r#"sum(rate(container_cpu_cfs_throttled_periods_total{instance=~"$instance", name="$container"}[$__rate_interval])) / sum(rate(container_cpu_cfs_periods_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(container_cpu_cfs_throttled_periods_total{node=~"$node", name="$container"}[$__rate_interval])) / sum(rate(container_cpu_cfs_periods_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "throttled periods",
                 ),
                 t(
-                    r#"sum(rate(container_cpu_cfs_throttled_seconds_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(container_cpu_cfs_throttled_seconds_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "throttled seconds per second",
                 ),
             ],
@@ -210,15 +210,15 @@ fn container_panels() -> Vec<Panel> {
             "bytes",
             vec![
                 t(
-                    r#"sum(container_memory_usage_bytes{instance=~"$instance", name="$container"})"#,
+                    r#"sum(container_memory_usage_bytes{node=~"$node", name="$container"})"#,
                     "usage",
                 ),
                 t(
-                    r#"sum(container_memory_working_set_bytes{instance=~"$instance", name="$container"})"#,
+                    r#"sum(container_memory_working_set_bytes{node=~"$node", name="$container"})"#,
                     "working set",
                 ),
                 t(
-                    r#"sum(container_spec_memory_limit_bytes{instance=~"$instance", name="$container"} > 0)"#,
+                    r#"sum(container_spec_memory_limit_bytes{node=~"$node", name="$container"} > 0)"#,
                     "limit",
                 ),
             ],
@@ -229,15 +229,15 @@ fn container_panels() -> Vec<Panel> {
             "none",
             vec![
                 t(
-                    r#"sum(container_processes{instance=~"$instance", name="$container"})"#,
+                    r#"sum(container_processes{node=~"$node", name="$container"})"#,
                     "processes",
                 ),
                 t(
-                    r#"sum(container_threads{instance=~"$instance", name="$container"})"#,
+                    r#"sum(container_threads{node=~"$node", name="$container"})"#,
                     "threads",
                 ),
                 t(
-                    r#"sum(rein_pids_limit{instance=~"$instance", name="$container"})"#,
+                    r#"sum(rein_pids_limit{node=~"$node", name="$container"})"#,
                     "limit",
                 ),
             ],
@@ -248,11 +248,11 @@ fn container_panels() -> Vec<Panel> {
             "Bps",
             vec![
                 t(
-                    r#"sum by (device) (rate(container_fs_reads_bytes_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum by (device) (rate(container_fs_reads_bytes_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "read {{device}}",
                 ),
                 t(
-                    r#"sum by (device) (rate(container_fs_writes_bytes_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum by (device) (rate(container_fs_writes_bytes_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "write {{device}}",
                 ),
             ],
@@ -263,15 +263,15 @@ fn container_panels() -> Vec<Panel> {
             "percentunit",
             vec![
                 t(
-                    r#"sum(rate(rein_pressure_cpu_waiting_seconds_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(rein_pressure_cpu_waiting_seconds_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "cpu",
                 ),
                 t(
-                    r#"sum(rate(rein_pressure_memory_waiting_seconds_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(rein_pressure_memory_waiting_seconds_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "memory",
                 ),
                 t(
-                    r#"sum(rate(rein_pressure_io_waiting_seconds_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(rein_pressure_io_waiting_seconds_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "io",
                 ),
             ],
@@ -282,19 +282,19 @@ fn container_panels() -> Vec<Panel> {
             "bps",
             vec![
                 t(
-                    r#"8 * sum(rate(container_network_transmit_bytes_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"8 * sum(rate(container_network_transmit_bytes_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "egress",
                 ),
                 t(
-                    r#"8 * sum(rein_egress_limit_bytes_per_second{instance=~"$instance", name="$container"})"#,
+                    r#"8 * sum(rein_egress_limit_bytes_per_second{node=~"$node", name="$container"})"#,
                     "egress limit",
                 ),
                 t(
-                    r#"8 * sum(rate(container_network_receive_bytes_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"8 * sum(rate(container_network_receive_bytes_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "ingress",
                 ),
                 t(
-                    r#"8 * sum(rein_ingress_limit_bytes_per_second{instance=~"$instance", name="$container"})"#,
+                    r#"8 * sum(rein_ingress_limit_bytes_per_second{node=~"$node", name="$container"})"#,
                     "ingress limit",
                 ),
             ],
@@ -306,7 +306,7 @@ fn container_panels() -> Vec<Panel> {
             unit: "s",
             width: 12,
             targets: vec![t(
-                r#"sum by (le) (rate(rein_shaper_delay_seconds_bucket{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                r#"sum by (le) (rate(rein_shaper_delay_seconds_bucket{node=~"$node", name="$container"}[$__rate_interval]))"#,
                 "{{le}}",
             )],
         },
@@ -316,11 +316,11 @@ fn container_panels() -> Vec<Panel> {
             "s",
             vec![
                 t(
-                    r#"histogram_quantile(0.5, sum by (le) (rate(rein_tcp_rtt_seconds_bucket{instance=~"$instance", name="$container"}[$__rate_interval])))"#,
+                    r#"histogram_quantile(0.5, sum by (le) (rate(rein_tcp_rtt_seconds_bucket{node=~"$node", name="$container"}[$__rate_interval])))"#,
                     "p50",
                 ),
                 t(
-                    r#"histogram_quantile(0.99, sum by (le) (rate(rein_tcp_rtt_seconds_bucket{instance=~"$instance", name="$container"}[$__rate_interval])))"#,
+                    r#"histogram_quantile(0.99, sum by (le) (rate(rein_tcp_rtt_seconds_bucket{node=~"$node", name="$container"}[$__rate_interval])))"#,
                     "p99",
                 ),
             ],
@@ -331,11 +331,11 @@ fn container_panels() -> Vec<Panel> {
             "none",
             vec![
                 t(
-                    r#"sum(rate(rein_tcp_retransmitted_segments_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(rein_tcp_retransmitted_segments_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "retransmitted segments",
                 ),
                 t(
-                    r#"sum(rate(rein_tcp_connections_total{instance=~"$instance", name="$container"}[$__rate_interval]))"#,
+                    r#"sum(rate(rein_tcp_connections_total{node=~"$node", name="$container"}[$__rate_interval]))"#,
                     "connections",
                 ),
             ],
@@ -346,11 +346,11 @@ fn container_panels() -> Vec<Panel> {
             "s",
             vec![
                 t(
-                    r#"histogram_quantile(0.5, sum by (le) (rate(rein_runqueue_latency_seconds_bucket{instance=~"$instance", name="$container"}[$__rate_interval])))"#,
+                    r#"histogram_quantile(0.5, sum by (le) (rate(rein_runqueue_latency_seconds_bucket{node=~"$node", name="$container"}[$__rate_interval])))"#,
                     "p50",
                 ),
                 t(
-                    r#"histogram_quantile(0.99, sum by (le) (rate(rein_runqueue_latency_seconds_bucket{instance=~"$instance", name="$container"}[$__rate_interval])))"#,
+                    r#"histogram_quantile(0.99, sum by (le) (rate(rein_runqueue_latency_seconds_bucket{node=~"$node", name="$container"}[$__rate_interval])))"#,
                     "p99",
                 ),
             ],
@@ -367,11 +367,11 @@ fn network_panels() -> Vec<Panel> {
             "bps",
             vec![
                 t(
-                    r#"8 * sum by (instance, name) (rate(container_network_transmit_bytes_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"8 * sum by (node, name) (rate(container_network_transmit_bytes_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "{{name}}",
                 ),
                 t(
-                    r#"8 * sum by (instance, name) (rein_egress_limit_bytes_per_second{instance=~"$instance", name=~"$container"})"#,
+                    r#"8 * sum by (node, name) (rein_egress_limit_bytes_per_second{node=~"$node", name=~"$container"})"#,
                     "{{name}} limit",
                 ),
             ],
@@ -381,7 +381,7 @@ fn network_panels() -> Vec<Panel> {
             "Sent bits per second over the --egress limit (1 = at the limit).",
             "percentunit",
             vec![t(
-                r#"sum by (instance, name) (rate(container_network_transmit_bytes_total{instance=~"$instance", name=~"$container"}[$__rate_interval])) / sum by (instance, name) (rein_egress_limit_bytes_per_second{instance=~"$instance", name=~"$container"})"#,
+                r#"sum by (node, name) (rate(container_network_transmit_bytes_total{node=~"$node", name=~"$container"}[$__rate_interval])) / sum by (node, name) (rein_egress_limit_bytes_per_second{node=~"$node", name=~"$container"})"#,
                 "{{name}}",
             )],
         ),
@@ -391,11 +391,11 @@ fn network_panels() -> Vec<Panel> {
             "bps",
             vec![
                 t(
-                    r#"8 * sum by (instance, name) (rate(container_network_receive_bytes_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"8 * sum by (node, name) (rate(container_network_receive_bytes_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "{{name}}",
                 ),
                 t(
-                    r#"8 * sum by (instance, name) (rein_ingress_limit_bytes_per_second{instance=~"$instance", name=~"$container"})"#,
+                    r#"8 * sum by (node, name) (rein_ingress_limit_bytes_per_second{node=~"$node", name=~"$container"})"#,
                     "{{name}} limit",
                 ),
             ],
@@ -406,19 +406,19 @@ fn network_panels() -> Vec<Panel> {
             "pps",
             vec![
                 t(
-                    r#"sum by (instance, name) (rate(rein_shaper_delayed_packets_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"sum by (node, name) (rate(rein_shaper_delayed_packets_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "delayed {{name}}",
                 ),
                 t(
-                    r#"sum by (instance, name) (rate(rein_shaper_marked_packets_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"sum by (node, name) (rate(rein_shaper_marked_packets_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "marked {{name}}",
                 ),
                 t(
-                    r#"sum by (instance, name) (rate(rein_shaper_dropped_packets_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"sum by (node, name) (rate(rein_shaper_dropped_packets_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "dropped {{name}}",
                 ),
                 t(
-                    r#"sum by (instance, name) (rate(rein_policer_dropped_packets_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                    r#"sum by (node, name) (rate(rein_policer_dropped_packets_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                     "policed {{name}}",
                 ),
             ],
@@ -428,7 +428,7 @@ fn network_panels() -> Vec<Panel> {
             "How long the shaper held the slowest 1% of each container's delayed packets.",
             "s",
             vec![t(
-                r#"histogram_quantile(0.99, sum by (instance, name, le) (rate(rein_shaper_delay_seconds_bucket{instance=~"$instance", name=~"$container"}[$__rate_interval])))"#,
+                r#"histogram_quantile(0.99, sum by (node, name, le) (rate(rein_shaper_delay_seconds_bucket{node=~"$node", name=~"$container"}[$__rate_interval])))"#,
                 "{{name}}",
             )],
         ),
@@ -437,7 +437,7 @@ fn network_panels() -> Vec<Panel> {
             "Segments each container's TCP connections retransmitted per second.",
             "none",
             vec![t(
-                r#"sum by (instance, name) (rate(rein_tcp_retransmitted_segments_total{instance=~"$instance", name=~"$container"}[$__rate_interval]))"#,
+                r#"sum by (node, name) (rate(rein_tcp_retransmitted_segments_total{node=~"$node", name=~"$container"}[$__rate_interval]))"#,
                 "{{name}}",
             )],
         ),
@@ -542,18 +542,15 @@ fn dashboard(
             "type": "datasource",
             "query": "prometheus",
         }),
-        variable(
-            "instance",
-            "Node",
-            "label_values(container_memory_usage_bytes, instance)",
-            true,
-        ),
+        // `node` is set by the agent on every series (not `instance`, which is whatever the
+        // scrape address was): one node or all of a fleet.
+        variable("node", "Node", "label_values(rein_node_info, node)", true),
     ];
     if let Some(multi) = container {
         vars.push(variable(
             "container",
             "Container",
-            r#"label_values(container_memory_usage_bytes{instance=~"$instance"}, name)"#,
+            r#"label_values(container_memory_usage_bytes{node=~"$node"}, name)"#,
             multi,
         ));
     }
@@ -653,6 +650,26 @@ pub fn write() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tsc --strict --noEmit` over `files` with the compiler from the cache (they must sit
+/// below `node_dir`, so that their imports resolve in its node_modules).
+pub fn tsc(node_dir: &Path, files: &[PathBuf]) -> std::process::Command {
+    let mut c = std::process::Command::new(node_dir.join("node_modules/.bin/tsc"));
+    c.args([
+        "--noEmit",
+        "--strict",
+        "--skipLibCheck",
+        "--target",
+        "es2022",
+        "--module",
+        "esnext",
+        "--moduleResolution",
+        "bundler",
+    ])
+    .args(files)
+    .current_dir(node_dir);
+    c
+}
+
 /// Type-checks every dashboard against `@grafana/schema`'s `Dashboard` with tsc (both from
 /// the cache `cargo xtask setup` fills): Grafana loads what these types accept.
 pub fn check_schema(node_dir: &Path) -> anyhow::Result<()> {
@@ -672,21 +689,7 @@ pub fn check_schema(node_dir: &Path) -> anyhow::Result<()> {
         )?;
         files.push(ts);
     }
-    let status = std::process::Command::new(node_dir.join("node_modules/.bin/tsc"))
-        .args([
-            "--noEmit",
-            "--strict",
-            "--skipLibCheck",
-            "--target",
-            "es2022",
-            "--module",
-            "esnext",
-            "--moduleResolution",
-            "bundler",
-        ])
-        .args(&files)
-        .current_dir(node_dir)
-        .status()?;
+    let status = tsc(node_dir, &files).status()?;
     anyhow::ensure!(
         status.success(),
         "the dashboards do not type-check against @grafana/schema (see tsc's errors above)"

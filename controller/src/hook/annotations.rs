@@ -156,6 +156,19 @@ fn merge(l: &mut Limits, one: Limits) {
     l.ingress = l.ingress.take().or(ingress);
 }
 
+/// True for a Kubernetes pod's sandbox ("pause") container, as containerd
+/// (`io.kubernetes.cri.container-type`) and CRI-O (`io.kubernetes.cri-o.ContainerType`) mark
+/// it. Runtimes that pass pod annotations to the sandbox too would otherwise register it with
+/// the pod's limits: it runs no workload, so the hook leaves it alone.
+pub fn is_pod_sandbox(annotations: &BTreeMap<String, String>) -> bool {
+    [
+        "io.kubernetes.cri.container-type",
+        "io.kubernetes.cri-o.ContainerType",
+    ]
+    .iter()
+    .any(|k| annotations.get(*k).is_some_and(|v| v == "sandbox"))
+}
+
 /// The Kubernetes names for metric labels, when the runtime left them.
 pub fn kube_labels(annotations: &BTreeMap<String, String>) -> KubeLabels {
     let get = |keys: &[&str]| {
@@ -186,6 +199,23 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn pod_sandboxes_are_recognised_for_both_runtimes() {
+        assert!(is_pod_sandbox(&map(&[(
+            "io.kubernetes.cri.container-type",
+            "sandbox"
+        )])));
+        assert!(is_pod_sandbox(&map(&[(
+            "io.kubernetes.cri-o.ContainerType",
+            "sandbox"
+        )])));
+        assert!(!is_pod_sandbox(&map(&[(
+            "io.kubernetes.cri.container-type",
+            "container"
+        )])));
+        assert!(!is_pod_sandbox(&map(&[("rein/cpus", "1")])));
     }
 
     #[test]

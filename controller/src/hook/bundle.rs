@@ -53,6 +53,8 @@ pub struct Container {
     pub limits: Limits,
     /// Knobs an annotation asked for that the spec already sets (the spec wins).
     pub overridden: Vec<Flag>,
+    /// A Kubernetes pod's sandbox ("pause") container: not registered.
+    pub pod_sandbox: bool,
 }
 
 /// The state, the spec and their annotations merged (the state's win).
@@ -151,6 +153,7 @@ pub fn from_parts(
         labels: annotations::kube_labels(&notes),
         limits,
         overridden,
+        pod_sandbox: annotations::is_pod_sandbox(&notes),
     })
 }
 

@@ -159,6 +159,10 @@ async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow
         Stage::Auto => Err(anyhow!("hook stage auto was not resolved")),
         Stage::CreateRuntime => {
             let c = bundle::read(state, root)?;
+            if c.pod_sandbox {
+                // Its poststop finds no registration (404), which is fine too.
+                return Ok(());
+            }
             for flag in &c.overridden {
                 eprintln!(
                     "rein hook: note: {}: the spec's linux.resources sets {}; its annotation is \

@@ -2,12 +2,16 @@
 //!
 //! Quantities cAdvisor also exports carry cAdvisor's names and its `id` (cgroup path) and
 //! `name` labels, so existing dashboards and kubernetes-mixin queries work unchanged. Nothing
-//! is cached: each scrape reads the cgroup files (the kernel is the database).
+//! is cached: each scrape reads the cgroup files (the kernel is the database). Every series
+//! also carries `node` (see [`identity`]), and `rein_node_info` names the node once.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
+pub mod identity;
 mod openmetrics;
+
+pub use identity::NodeName;
 
 use prometheus::{
     Encoder as _, Registry, TextEncoder,
@@ -284,8 +288,18 @@ const FAMILIES: &[Family] = &[
 /// Collects [`FAMILIES`] for every container of the tree at scrape time.
 pub struct ContainerCollector {
     node: Arc<Node>,
+    /// The `node` label of every series.
+    node_name: NodeName,
+    /// Kernel release, for `rein_node_info` (read once: it cannot change while we run).
+    kernel: String,
     descs: Vec<Desc>,
 }
+
+/// `rein_node_info`: one series per agent, so a fleet's nodes are listed (and the
+/// dashboards' node variable filled) even where a node runs no container yet.
+const NODE_INFO: &str = "rein_node_info";
+const NODE_INFO_HELP: &str =
+    "The node this agent runs on (always 1): its name, kernel release and rein version.";
 
 /// A container's log2 histogram from an eBPF map.
 type HistogramOf = fn(&Sample) -> Option<DelayHistogram>;
@@ -366,8 +380,8 @@ fn device_name(number: &str) -> String {
 }
 
 impl ContainerCollector {
-    pub fn new(node: Arc<Node>) -> prometheus::Result<Self> {
-        let labels = || vec!["id".into(), "name".into()];
+    pub fn new(node: Arc<Node>, node_name: NodeName) -> prometheus::Result<Self> {
+        let labels = || vec!["id".into(), "name".into(), "node".into()];
         let mut descs = FAMILIES
             .iter()
             .map(|f| {
@@ -386,7 +400,35 @@ impl ContainerCollector {
                 Default::default(),
             )?);
         }
-        Ok(Self { node, descs })
+        descs.push(Desc::new(
+            NODE_INFO.into(),
+            NODE_INFO_HELP.into(),
+            vec!["node".into(), "kernel".into(), "version".into()],
+            Default::default(),
+        )?);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            node,
+            node_name,
+            kernel,
+            descs,
+        })
+    }
+
+    fn node_info(&self) -> MetricFamily {
+        let mut mf = MetricFamily::default();
+        mf.set_name(NODE_INFO.into());
+        mf.set_help(NODE_INFO_HELP.into());
+        mf.set_field_type(MetricType::GAUGE);
+        let labels = vec![
+            label("kernel", self.kernel.clone()),
+            label("node", self.node_name.to_string()),
+            label("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ];
+        mf.mut_metric().push(metric(labels, MetricType::GAUGE, 1.0));
+        mf
     }
 
     /// cAdvisor's `id` and `name`, and for a runtime's container the Kubernetes `pod`,
@@ -395,6 +437,7 @@ impl ContainerCollector {
         let mut l = vec![
             label("id", self.node.tree().cgroup_path(name)),
             label("name", name.to_string()),
+            label("node", self.node_name.to_string()),
         ];
         if let Some(ext) = self.node.tree().external(name) {
             l.extend(
@@ -488,6 +531,7 @@ impl Collector for ContainerCollector {
             }
             out.push(mf);
         }
+        out.push(self.node_info());
         out.retain(|mf| !mf.get_metric().is_empty());
         out
     }
@@ -534,10 +578,11 @@ fn scrape(registry: &Registry, format: Format) -> Result<(&'static str, Vec<u8>)
 pub async fn serve(
     addr: SocketAddr,
     node: Arc<Node>,
+    node_name: NodeName,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
-    registry.register(Box::new(ContainerCollector::new(node)?))?;
+    registry.register(Box::new(ContainerCollector::new(node, node_name)?))?;
     let registry = Arc::new(registry);
     let app = Router::new().route(
         "/metrics",

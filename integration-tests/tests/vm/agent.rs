@@ -400,11 +400,27 @@ fn only_root_and_allowed_uids_may_use_the_api() {
 
 #[test]
 fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
-    let agent = AgentGuard::start_with("rein-metrics", &["--metrics-addr", "127.0.0.1:9799"]);
+    let agent = AgentGuard::start_with(
+        "rein-metrics",
+        &["--metrics-addr", "127.0.0.1:9799", "--node-name", "node-7"],
+    );
     let child = busy(&agent, "m", &["--cpus", "0.5", "--memory", "64M"]);
     std::thread::sleep(Duration::from_secs(1));
     let text = http_get("127.0.0.1:9799", "/metrics");
-    let labels = r#"{id="/rein-metrics.slice/m",name="m"}"#;
+    let labels = r#"{id="/rein-metrics.slice/m",name="m",node="node-7"}"#;
+    // Every series names the node, whatever a scrape config later does to `instance`.
+    let unlabelled: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains(r#"node="node-7""#))
+        .collect();
+    assert!(unlabelled.is_empty(), "series without node: {unlabelled:?}");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let info = format!(
+        r#"rein_node_info{{kernel="{}",node="node-7",version="{}"}} 1"#,
+        kernel.trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&info), "expected {info:?} in:\n{text}");
     for want in [
         format!("container_spec_memory_limit_bytes{labels} 67108864"),
         format!("container_spec_cpu_quota{labels} 50000"),

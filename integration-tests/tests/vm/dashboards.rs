@@ -32,13 +32,16 @@ impl Drop for Server {
     }
 }
 
-/// Grafana's substitutions for one instance and container; `$__rate_interval` is at least
-/// four scrape intervals (1 s here).
-fn substitute(expr: &str, instance: &str) -> String {
+/// Grafana's substitutions for one node and container; `$__rate_interval` is at least four
+/// scrape intervals (1 s here).
+fn substitute(expr: &str, node: &str) -> String {
     expr.replace("$__rate_interval", "10s")
-        .replace("$instance", &regex_escape(instance))
+        .replace("$node", &regex_escape(node))
         .replace("$container", "web")
 }
+
+/// The agent's `node` label: the VM's host name (set by its /init).
+const NODE: &str = "rein-vm";
 
 /// Grafana escapes regex metacharacters of a single value used with `=~`.
 fn regex_escape(s: &str) -> String {
@@ -111,7 +114,7 @@ fn every_panel_of_every_dashboard_shows_data_from_a_live_node() {
                 Prometheus::ADDR,
                 &format!(
                     "/api/v1/label/{label}/values?match[]={}",
-                    url_encode(&substitute(selector, addr))
+                    url_encode(&substitute(selector, NODE))
                 ),
             );
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -123,7 +126,7 @@ fn every_panel_of_every_dashboard_shows_data_from_a_live_node() {
         for panel in d["panels"].as_array().unwrap() {
             let mut finite = false;
             for target in panel["targets"].as_array().unwrap() {
-                let expr = substitute(target["expr"].as_str().unwrap(), addr);
+                let expr = substitute(target["expr"].as_str().unwrap(), NODE);
                 let series = prom.query(&expr);
                 assert!(
                     !series.is_empty(),

@@ -209,6 +209,38 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     let (ok, stderr) = run_to_end(&greedy);
     assert!(ok, "below the ceiling it starts: {stderr}");
 
+    // A pod's sandbox (pause) container may carry the pod's annotations (containerd's
+    // pod_annotations): the hook leaves it alone while it runs, and its start succeeds.
+    let pause = OciBundle::new("runc", "pause", &["sleep", "3"]);
+    pause.annotate(&[
+        ("io.kubernetes.cri.container-type", "sandbox"),
+        ("rein/memory", "64M"),
+    ]);
+    pause.add_rein_hooks(&agent.socket, &[]);
+    let child = pause.spawn_run();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Once its program runs, createRuntime (before the start) has been called.
+    let running = || {
+        std::fs::read_to_string(pause.cgroup().join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+    };
+    while !running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(agent.rein_ok(&["ls", "--json"]).trim(), "[]");
+    assert_eq!(read(&pause.cgroup(), "memory.max"), "max");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the sandbox runs: {out:?}");
+
     let nowhere = Path::new("/run/rein-nowhere/rein.sock");
     let b = OciBundle::new("runc", "orphan", &["true"]);
     b.annotate(&[("rein/memory", "64M")]);
