@@ -2,7 +2,9 @@
 
 mod bench;
 mod dashboards;
+mod fleet;
 mod fuzz;
+mod manifests;
 mod paths;
 mod run;
 mod screenshot;
@@ -55,6 +57,13 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Boot two test VMs (kernels 6.12 and 6.1) as two nodes, each running the agent and
+    /// containers with different limits, and check per node with one Prometheus on this host
+    /// what PromQL and every dashboard query answer. Part of `cargo xtask test`.
+    VmFleet {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+    },
     /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
     /// type-check them against Grafana's published dashboard types.
     Dashboards,
@@ -99,6 +108,10 @@ fn main() -> ExitCode {
             0
         }),
         Command::VmRun { vm, script } => vm::run_script(&vm, &script),
+        Command::VmFleet { vm } => fleet::run(&vm).map(|t| {
+            println!("{} passed, {} failed", t.passed, t.failed);
+            i32::from(t.failed > 0)
+        }),
         Command::Bench(b) => bench::run(&b),
         Command::Screenshot { vm } => screenshot::run(&vm),
         Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),

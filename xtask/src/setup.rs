@@ -47,7 +47,7 @@ type Step = fn() -> anyhow::Result<String>;
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 7] = [
+    let steps: [(&str, Step); 8] = [
         ("userspace toolchain", stable_toolchain),
         ("eBPF nightly toolchain", ebpf_toolchain),
         ("bpf-linker", bpf_linker),
@@ -55,8 +55,12 @@ pub fn run() -> anyhow::Result<()> {
         ("Debian packages", debian_packages),
         ("test VM kernels", vm_kernels),
         (
-            "Grafana schema types for the dashboard check",
-            grafana_schema,
+            "npm packages for the dashboard and manifest checks",
+            npm_packages,
+        ),
+        (
+            "promtool with Kubernetes service discovery",
+            trixie_promtool,
         ),
     ];
     let total = steps.len();
@@ -381,9 +385,17 @@ fn debian_packages() -> anyhow::Result<String> {
     Ok(format!("installed {}", done.join(" ")))
 }
 
-/// npm packages the dashboard check uses, pinned: Grafana's published dashboard types
-/// (Apache-2.0; Grafana itself is AGPL and not used) and the TypeScript compiler.
-pub const NPM_PACKAGES: [&str; 2] = ["@grafana/schema@13.2.3", "typescript@5.9.3"];
+/// npm packages the offline checks use, pinned: Grafana's published dashboard types
+/// (Apache-2.0; Grafana itself is AGPL and not used), the TypeScript compiler, and for
+/// `deploy/kubernetes/` the Kubernetes API models (types and JSON-schema validators generated
+/// from Kubernetes' OpenAPI), the Prometheus Operator's, and a YAML parser.
+pub const NPM_PACKAGES: [&str; 5] = [
+    "@grafana/schema@13.2.3",
+    "typescript@5.9.3",
+    "kubernetes-models@5.1.0",
+    "@kubernetes-models/prometheus-operator@6.0.0",
+    "yaml@2.9.1",
+];
 
 /// Where those packages live (`$REIN_CACHE/node`).
 pub fn node_dir() -> PathBuf {
@@ -392,7 +404,7 @@ pub fn node_dir() -> PathBuf {
 
 /// Installs [`NPM_PACKAGES`] into the cache with the machine's node and npm (a no-op when
 /// the pinned versions are there).
-fn grafana_schema() -> anyhow::Result<String> {
+fn npm_packages() -> anyhow::Result<String> {
     let dir = node_dir();
     let stamp = dir.join(".rein-stamp");
     let want = NPM_PACKAGES.join(" ");
@@ -406,9 +418,94 @@ fn grafana_schema() -> anyhow::Result<String> {
             .arg(&dir)
             .args(NPM_PACKAGES),
     )
-    .context("npm (Node.js) is needed for the dashboard check: apt-get install npm")?;
+    .context(
+        "npm (Node.js) is needed for the dashboard and manifest checks: apt-get install npm",
+    )?;
     std::fs::write(&stamp, &want)?;
     Ok(format!("installed {want} in {}", dir.display()))
+}
+
+/// Where [`trixie_promtool`] puts promtool.
+pub fn promtool_path() -> PathBuf {
+    cache_dir().join("promtool/usr/bin/promtool")
+}
+
+/// Debian trixie's promtool, unpacked into the cache: bookworm's (2.42) is built without
+/// Kubernetes service discovery and refuses `kubernetes_sd_configs`, so it cannot check
+/// `deploy/kubernetes/prometheus.yml`. apt-get downloads the package with lists of its own
+/// in the cache (the machine's apt state and sources are not touched) from the machine's
+/// Debian mirror; the binary needs only libc.
+fn trixie_promtool() -> anyhow::Result<String> {
+    let bin = promtool_path();
+    let version = |bin: &Path| {
+        output(Command::new(bin).arg("--version"))
+            .ok()
+            .and_then(|v| v.lines().next().map(str::to_owned))
+    };
+    if let Some(v) = version(&bin) {
+        return Ok(format!("cached: {v}"));
+    }
+    apt_available()?;
+    let (uri, signed_by) = apt_source_texts()
+        .iter()
+        .find_map(|(_, text)| bookworm_mirror(text))
+        .ok_or_else(|| {
+            anyhow!("no apt source for bookworm found in /etc/apt to copy the mirror from")
+        })?;
+    let dir = cache_dir().join("promtool");
+    let apt = dir.join("apt");
+    for sub in ["lists/partial", "archives/partial"] {
+        std::fs::create_dir_all(apt.join(sub))?;
+    }
+    let list = apt.join("trixie.list");
+    let options = signed_by
+        .map(|k| format!("[signed-by={k}] "))
+        .unwrap_or_default();
+    std::fs::write(&list, format!("deb {options}{uri} trixie main\n"))?;
+    let opt = |k: &str, v: &Path| format!("-o{k}={}", v.display());
+    let isolated = [
+        opt("Dir::Etc::SourceList", &list),
+        opt("Dir::Etc::SourceParts", Path::new("/dev/null")),
+        opt("Dir::State::Lists", &apt.join("lists")),
+        opt("Dir::Cache::Archives", &apt.join("archives")),
+        opt("Dir::State::Status", Path::new("/dev/null")),
+        // The download goes into root's cache directory.
+        "-oAPT::Sandbox::User=root".to_owned(),
+    ];
+    run_checked(
+        Command::new("apt-get")
+            .args(["-q", "update"])
+            .args(&isolated),
+    )?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["-q", "download", "promtool"])
+            .args(&isolated)
+            .current_dir(&apt),
+    )?;
+    let deb = std::fs::read_dir(&apt)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("promtool_") && n.ends_with(".deb"))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download promtool left no .deb in {}",
+                apt.display()
+            )
+        })?;
+    run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    let v = version(&bin).ok_or_else(|| {
+        anyhow!(
+            "{} does not run after unpacking {}",
+            bin.display(),
+            deb.display()
+        )
+    })?;
+    Ok(format!("unpacked {v}"))
 }
 
 /// Fetches and unpacks every test kernel into the cache (a no-op when cached).

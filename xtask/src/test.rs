@@ -79,6 +79,9 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
     // Grafana loads what its published dashboard types accept.
     eprintln!("== dashboards: type-check against @grafana/schema (tsc)");
     crate::dashboards::check_schema(&crate::setup::node_dir())?;
+    // Kubernetes and Prometheus load what their published schemas accept.
+    eprintln!("== deploy/kubernetes: manifests against the API schemas, promtool check config");
+    crate::manifests::check(&crate::setup::node_dir(), &crate::setup::promtool_path())?;
     // Host tests: unit tests, property tests, and the tests that load rein's programs into
     // this kernel (they need root; they attach nothing and change no limit).
     eprintln!("== host tests: cargo test");
@@ -112,6 +115,10 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
         let harness = crate::vm::self_test(crate::vm::kernel::Series::V6_12)?;
         total.passed += harness.passed;
         total.failed += harness.failed;
+        eprintln!("== fleet: two VMs as two nodes, one Prometheus over both");
+        let fleet = crate::fleet::run(&args)?;
+        total.passed += fleet.passed;
+        total.failed += fleet.failed;
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     if total.failed > 0 {

@@ -60,8 +60,11 @@ impl Initramfs {
     /// Copies an executable without its debug sections (`strip --strip-debug`; symbols stay,
     /// so panics still name their functions).
     pub fn stripped(&mut self, path: &str, host: &Path) -> anyhow::Result<()> {
-        // strip cannot write to a pipe: go through a file next to the input.
-        let tmp = host.with_extension("stripped");
+        // strip cannot write to a pipe: go through a file next to the input, named apart for
+        // each call (`cargo xtask vm-fleet` packs two images at once).
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = host.with_extension(format!("{}-{n}.stripped", std::process::id()));
         let out = Command::new("strip")
             .arg("--strip-debug")
             .arg("-o")

@@ -191,6 +191,17 @@ fn boot(
     payload: &Payload<'_>,
     args: &VmArgs,
 ) -> anyhow::Result<qemu::Outcome> {
+    boot_with(series, bins, payload, args, qemu::Control::default())
+}
+
+/// [`boot`] with a caller watching the serial lines and able to stop the guest.
+fn boot_with(
+    series: Series,
+    bins: &GuestBinaries,
+    payload: &Payload<'_>,
+    args: &VmArgs,
+    control: qemu::Control<'_>,
+) -> anyhow::Result<qemu::Outcome> {
     let kernel = kernel::fetch(series)?;
     let label = format!("vm-{}", series.name());
     eprintln!("[{label}] kernel {} ({})", kernel.release, kernel.package);
@@ -287,6 +298,7 @@ fn boot(
         timeout: Duration::from_secs(args.timeout),
         memory_mib: args.memory,
         forward_port: args.forward_port,
+        control,
     })
 }
 
@@ -367,6 +379,74 @@ pub fn run_script_outcomes(
             ))
         })
         .collect()
+}
+
+/// One guest of [`together`]: its kernel, its script and the port forwarded to it.
+pub struct Guest<'a> {
+    pub series: Series,
+    pub script: &'a Path,
+    pub forward_port: u16,
+}
+
+/// Boots every guest at once (each kernel at most once: they share its work directory),
+/// runs `body` on this thread while they run, then stops them. `on_line(i, line)` sees the
+/// serial lines of guest `i`. Returns what `body` returned and each guest's outcome.
+pub fn together<R>(
+    args: &VmArgs,
+    guests: &[Guest<'_>],
+    on_line: &(dyn Fn(usize, &str) + Sync),
+    body: impl FnOnce() -> R,
+) -> anyhow::Result<(R, Vec<anyhow::Result<qemu::Outcome>>)> {
+    for (i, g) in guests.iter().enumerate() {
+        if guests[..i].iter().any(|o| o.series == g.series) {
+            bail!(
+                "two guests on kernel {}: they would share its work directory",
+                g.series.name()
+            );
+        }
+        if !g.script.is_file() {
+            bail!("script {} not found", g.script.display());
+        }
+    }
+    let bins = build_guest_binaries(args.release)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (result, outcomes) = std::thread::scope(|scope| {
+        let handles: Vec<_> = guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let (bins, stop) = (&bins, &stop);
+                let args = VmArgs {
+                    forward_port: Some(g.forward_port),
+                    ..args.clone()
+                };
+                scope.spawn(move || {
+                    let line = move |l: &str| on_line(i, l);
+                    boot_with(
+                        g.series,
+                        bins,
+                        &Payload::Script(g.script),
+                        &args,
+                        qemu::Control {
+                            on_line: Some(&line),
+                            stop: Some(stop),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let result = body();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let outcomes = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("the thread running a guest panicked")))
+            })
+            .collect::<Vec<_>>();
+        (result, outcomes)
+    });
+    Ok((result, outcomes))
 }
 
 /// Proves the harness's own guarantees on one kernel: a guest that panics, and one that

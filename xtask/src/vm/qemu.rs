@@ -6,7 +6,10 @@ use std::{
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -35,6 +38,15 @@ pub struct Boot<'a> {
     /// Forward this TCP port from 127.0.0.1 on the host to the guest (qemu user networking,
     /// `restrict=on`: the guest reaches nothing outside, only the forwarded port comes in).
     pub forward_port: Option<u16>,
+    pub control: Control<'a>,
+}
+
+/// How a caller steers a guest that runs beside it (`cargo xtask vm-fleet`): it sees each
+/// serial line as it comes, and may stop the guest, which then counts as a clean exit.
+#[derive(Default, Clone, Copy)]
+pub struct Control<'a> {
+    pub on_line: Option<&'a (dyn Fn(&str) + Sync)>,
+    pub stop: Option<&'a AtomicBool>,
 }
 
 /// What the guest reported.
@@ -134,11 +146,26 @@ pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
     let mut status = None;
     let mut boot_time = None;
     let deadline = start + b.timeout;
+    let stopped = || b.control.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let failure = loop {
+        if stopped() {
+            status = Some(0);
+            eprintln!("[{}] stopped by the host", b.label);
+            break None;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+        // Short waits when someone may stop the guest, so that it stops promptly.
+        let wait = if b.control.stop.is_some() {
+            left.min(Duration::from_millis(200))
+        } else {
+            left
+        };
+        match rx.recv_timeout(wait) {
             Ok(line) => {
                 println!("  {}| {line}", b.label);
+                if let Some(f) = b.control.on_line {
+                    f(&line);
+                }
                 if line.starts_with(READY) && boot_time.is_none() {
                     boot_time = Some(start.elapsed());
                     eprintln!(
@@ -160,6 +187,7 @@ pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
                 tail.push_back(line.clone());
                 lines.push(line);
             }
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(mpsc::RecvTimeoutError::Timeout) => break Some("timed out"),
             // Both pipes closed: qemu has exited.
             Err(mpsc::RecvTimeoutError::Disconnected) => break None,

@@ -1,0 +1,107 @@
+//! `deploy/kubernetes/` checked offline, no cluster needed: every Kubernetes manifest against
+//! the API's JSON schemas and TypeScript types (kubernetes-models, and the Prometheus
+//! Operator's for the PodMonitor), and the Prometheus scrape config with promtool (Debian
+//! trixie's, which knows Kubernetes service discovery). Each check also runs on a copy with a
+//! deliberate mistake that it must refuse: a checker that accepts anything fails the suite.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::paths::workspace_root;
+
+/// The manifests and the scrape config.
+fn dir() -> PathBuf {
+    workspace_root().join("deploy").join("kubernetes")
+}
+
+pub fn check(node_dir: &Path, promtool: &Path) -> anyhow::Result<()> {
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(dir())
+        .with_context(|| format!("reading {}", dir().display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    ensure!(!manifests.is_empty(), "no manifests in {}", dir().display());
+    let work = node_dir.join("check");
+    std::fs::create_dir_all(&work)?;
+
+    if !kubernetes_ok(node_dir, &manifests, true)? {
+        bail!("deploy/kubernetes: the manifests do not validate (see the errors above)");
+    }
+    // A misspelt field must be refused (the schemas alone let unknown fields through).
+    let daemonset = dir().join("rein.yaml");
+    let text = std::fs::read_to_string(&daemonset)?;
+    ensure!(
+        text.contains("readinessProbe:"),
+        "rein.yaml lost its readinessProbe"
+    );
+    let broken = work.join("broken-rein.yaml");
+    std::fs::write(&broken, text.replace("readinessProbe:", "readinesProbe:"))?;
+    ensure!(
+        !kubernetes_ok(node_dir, &[broken], false)?,
+        "the manifest check accepted a DaemonSet with a misspelt field (readinesProbe)"
+    );
+    eprintln!("   manifests valid; a misspelt field is refused");
+
+    let config = dir().join("prometheus.yml");
+    ensure!(
+        promtool_ok(promtool, &config, true)?,
+        "promtool check config refuses {}",
+        config.display()
+    );
+    let text = std::fs::read_to_string(&config)?;
+    ensure!(
+        text.contains("honor_labels:"),
+        "prometheus.yml lost honor_labels"
+    );
+    let broken = work.join("broken-prometheus.yml");
+    std::fs::write(&broken, text.replace("honor_labels:", "honour_labels:"))?;
+    ensure!(
+        !promtool_ok(promtool, &broken, false)?,
+        "promtool accepted a scrape config with a misspelt key (honour_labels)"
+    );
+    eprintln!("   prometheus.yml valid (promtool); a misspelt key is refused");
+    Ok(())
+}
+
+/// Schema validation and `tsc --strict` over `files`; false when either refuses them.
+fn kubernetes_ok(node_dir: &Path, files: &[PathBuf], loud: bool) -> anyhow::Result<bool> {
+    let work = node_dir.join("check");
+    let script = work.join("manifests.mjs");
+    std::fs::write(&script, include_str!("manifests.mjs"))?;
+    let ts = work.join("manifests.ts");
+    let quiet = |c: &mut Command| {
+        if !loud {
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    };
+    let mut node = Command::new("node");
+    node.arg(&script).arg(&ts).args(files).current_dir(node_dir);
+    quiet(&mut node);
+    if !node
+        .status()
+        .context("node (Node.js) is needed for the manifest check: apt-get install nodejs")?
+        .success()
+    {
+        return Ok(false);
+    }
+    let mut tsc = crate::dashboards::tsc(node_dir, &[ts]);
+    quiet(&mut tsc);
+    Ok(tsc.status()?.success())
+}
+
+fn promtool_ok(promtool: &Path, config: &Path, loud: bool) -> anyhow::Result<bool> {
+    let mut c = Command::new(promtool);
+    c.args(["check", "config"]).arg(config);
+    if !loud {
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    Ok(c.status()
+        .with_context(|| format!("cannot run {}: run `cargo xtask setup`", promtool.display()))?
+        .success())
+}
