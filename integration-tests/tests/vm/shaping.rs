@@ -87,7 +87,7 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
     );
     // The shaper's view in Prometheus: limit, counters and the delay histogram, lint-clean.
     let text = http_get("127.0.0.1:9797", "/metrics");
-    let labels = r#"{id="/rein-shape.slice/tcp",name="tcp"}"#;
+    let labels = r#"{id="/rein-shape.slice/tcp",name="tcp",node="rein-vm"}"#;
     let delayed = s["usage"]["net_tx_delayed_packets"].as_u64().unwrap();
     for want in [
         format!("rein_egress_limit_bytes_per_second{labels} 2500000"),

@@ -180,7 +180,11 @@ fn cargo_artifacts(args: &[&str]) -> anyhow::Result<Vec<(String, String, PathBuf
 
 /// What the guest runs after setup.
 enum Payload<'a> {
-    Tests { filter: Option<&'a str> },
+    Tests {
+        filter: Option<&'a str>,
+    },
+    /// These tests (full names) only, once more.
+    Rerun(&'a [String]),
     Script(&'a Path),
 }
 
@@ -268,6 +272,14 @@ fn boot_with(
             "/usr/local/bin/rein-vm-tests --test-threads=1 --show-output {}\n",
             filter.map(shell_quote).unwrap_or_default()
         ),
+        Payload::Rerun(names) => format!(
+            "/usr/local/bin/rein-vm-tests --test-threads=1 --show-output --exact {}\n",
+            names
+                .iter()
+                .map(|n| shell_quote(n))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         Payload::Script(path) => {
             img.file("/rein/script.sh", path, 0o755)?;
             "sh /rein/script.sh\n".to_owned()
@@ -311,6 +323,32 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Tests whose verdict is a throughput measured in the emulated guest. Two host cores run
+/// the whole guest, and now and then a busy host starves it for some seconds: seen as one
+/// or two neighbouring tests at 0.83-0.92 of a limit that the same tests otherwise hit
+/// within 2% on the same kernel. A failed one runs once more in a fresh guest, both
+/// verdicts are printed, and it counts as passed only if that run passes: a limit that is
+/// really missed fails twice. No other test is retried.
+const THROUGHPUT_TESTS: &[&str] = &[
+    "shaping::",
+    "runtime::runc_container_is_limited_shaped_and_labelled",
+    "runtime::crun_container_is_limited_shaped_and_labelled",
+    "metrics::prometheus_scrapes_the_agent_and_promql_matches_ground_truth",
+];
+
+/// The failed tests libtest lists at the end of its output (`failures:` then indented names).
+fn failed_tests(lines: &[String]) -> Vec<String> {
+    let Some(start) = lines.iter().rposition(|l| l.trim() == "failures:") else {
+        return Vec::new();
+    };
+    lines[start + 1..]
+        .iter()
+        .take_while(|l| !l.starts_with("test result"))
+        .filter(|l| l.starts_with("    ") && l.contains("::"))
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
 /// Runs the VM suite on each chosen kernel; returns the summed pass/fail counts.
 pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
     let bins = build_guest_binaries(args.release)?;
@@ -330,7 +368,38 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
             outcome.boot_time.as_secs_f64(),
             outcome.total_time.as_secs_f64()
         );
-        if outcome.status != 0 || tally.failed > 0 {
+        let failed = failed_tests(&outcome.lines);
+        let rerun: Vec<String> = failed
+            .iter()
+            .filter(|t| THROUGHPUT_TESTS.iter().any(|p| t.starts_with(p)))
+            .cloned()
+            .collect();
+        let mut status_ok = outcome.status == 0;
+        if !rerun.is_empty() {
+            println!(
+                "vm {}: once more in a fresh guest, throughput under emulation: {}",
+                series.name(),
+                rerun.join(", ")
+            );
+            let again = boot(*series, &bins, &Payload::Rerun(&rerun), args)?;
+            let mut second = Tally::default();
+            for l in &again.lines {
+                second.add_line(l);
+            }
+            println!(
+                "vm {}: rerun {} passed, {} failed",
+                series.name(),
+                second.passed,
+                second.failed
+            );
+            // A rerun test that did not report (it never ran) stays failed.
+            let n = rerun.len() as u64;
+            let passed = second.passed.min(n);
+            tally.failed = tally.failed.saturating_sub(n) + (n - passed);
+            tally.passed += passed;
+            status_ok |= rerun.len() == failed.len() && again.status == 0 && passed == n;
+        }
+        if !status_ok || tally.failed > 0 {
             failed_kernels.push(series.name());
         }
         if tally.passed + tally.failed == 0 && outcome.status == 0 {
@@ -529,4 +598,29 @@ fn qemu_processes_using(dir: &Path) -> anyhow::Result<Vec<u32>> {
         }
     }
     Ok(pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_tests_are_read_from_libtest_final_list() {
+        let out: Vec<String> = [
+            "failures:",
+            "",
+            "---- shaping::a stdout ----",
+            "a: 0.86",
+            "",
+            "failures:",
+            "    shaping::a",
+            "    faults::b",
+            "",
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(failed_tests(&out), ["shaping::a", "faults::b"]);
+        assert!(failed_tests(&["test result: ok. 3 passed".to_owned()]).is_empty());
+    }
 }
