@@ -250,7 +250,11 @@ fn wait_for_targets(timeout: Duration) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("after {timeout:?} {up} of {} targets are up", NODES.len());
+            bail!(
+                "after {timeout:?} {up} of {} targets are up (Prometheus's log: \
+                 target/fleet/prometheus.log)",
+                NODES.len()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
