@@ -29,19 +29,18 @@ pub fn check(node_dir: &Path, promtool: &Path) -> anyhow::Result<()> {
     ensure!(!manifests.is_empty(), "no manifests in {}", dir().display());
     let work = node_dir.join("check");
     std::fs::create_dir_all(&work)?;
+    std::fs::write(work.join("manifests.mjs"), include_str!("manifests.mjs"))?;
 
     if !kubernetes_ok(node_dir, &manifests, true)? {
         bail!("deploy/kubernetes: the manifests do not validate (see the errors above)");
     }
     // A misspelt field must be refused (the schemas alone let unknown fields through).
-    let daemonset = dir().join("rein.yaml");
-    let text = std::fs::read_to_string(&daemonset)?;
-    ensure!(
-        text.contains("readinessProbe:"),
-        "rein.yaml lost its readinessProbe"
-    );
-    let broken = work.join("broken-rein.yaml");
-    std::fs::write(&broken, text.replace("readinessProbe:", "readinesProbe:"))?;
+    let broken = with_typo(
+        &dir().join("rein.yaml"),
+        &work,
+        "readinessProbe:",
+        "readinesProbe:",
+    )?;
     ensure!(
         !kubernetes_ok(node_dir, &[broken], false)?,
         "the manifest check accepted a DaemonSet with a misspelt field (readinesProbe)"
@@ -54,13 +53,7 @@ pub fn check(node_dir: &Path, promtool: &Path) -> anyhow::Result<()> {
         "promtool check config refuses {}",
         config.display()
     );
-    let text = std::fs::read_to_string(&config)?;
-    ensure!(
-        text.contains("honor_labels:"),
-        "prometheus.yml lost honor_labels"
-    );
-    let broken = work.join("broken-prometheus.yml");
-    std::fs::write(&broken, text.replace("honor_labels:", "honour_labels:"))?;
+    let broken = with_typo(&config, &work, "honor_labels:", "honour_labels:")?;
     ensure!(
         !promtool_ok(promtool, &broken, false)?,
         "promtool accepted a scrape config with a misspelt key (honour_labels)"
@@ -69,11 +62,20 @@ pub fn check(node_dir: &Path, promtool: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Schema validation and `tsc --strict` over `files`; false when either refuses them.
+/// A copy of `file` in `work` with `from` misspelt as `to`, for a check that must refuse it.
+fn with_typo(file: &Path, work: &Path, from: &str, to: &str) -> anyhow::Result<PathBuf> {
+    let text = std::fs::read_to_string(file)?;
+    ensure!(text.contains(from), "{} lost its {from:?}", file.display());
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let broken = work.join(format!("broken-{name}"));
+    std::fs::write(&broken, text.replace(from, to))?;
+    Ok(broken)
+}
+
+/// Schema validation and `tsc --strict` over `files` (the script is in `node_dir/check`); false when either refuses them.
 fn kubernetes_ok(node_dir: &Path, files: &[PathBuf], loud: bool) -> anyhow::Result<bool> {
     let work = node_dir.join("check");
     let script = work.join("manifests.mjs");
-    std::fs::write(&script, include_str!("manifests.mjs"))?;
     let ts = work.join("manifests.ts");
     let quiet = |c: &mut Command| {
         if !loud {

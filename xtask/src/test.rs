@@ -37,6 +37,15 @@ impl Tally {
             }
         }
     }
+
+    /// The summed summary lines among `lines` (a guest's serial output).
+    pub fn of_lines(lines: &[String]) -> Self {
+        let mut t = Self::default();
+        for l in lines {
+            t.add_line(l);
+        }
+        t
+    }
 }
 
 /// Runs a test command, echoing its output, and returns the tally of its summary lines.

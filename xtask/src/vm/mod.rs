@@ -356,10 +356,7 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
     let mut failed_kernels = Vec::new();
     for series in &args.kernel.0 {
         let outcome = boot(*series, &bins, &Payload::Tests { filter }, args)?;
-        let mut tally = Tally::default();
-        for l in &outcome.lines {
-            tally.add_line(l);
-        }
+        let mut tally = Tally::of_lines(&outcome.lines);
         println!(
             "vm {}: {} passed, {} failed (boot {:.1}s, total {:.1}s)",
             series.name(),
@@ -382,10 +379,7 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
                 rerun.join(", ")
             );
             let again = boot(*series, &bins, &Payload::Rerun(&rerun), args)?;
-            let mut second = Tally::default();
-            for l in &again.lines {
-                second.add_line(l);
-            }
+            let second = Tally::of_lines(&again.lines);
             println!(
                 "vm {}: rerun {} passed, {} failed",
                 series.name(),
