@@ -613,16 +613,10 @@ impl Drop for Prometheus {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
+/// Encodes `s` for a query string (application/x-www-form-urlencoded, as Prometheus
+/// parses it).
 pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Panics unless `promtool check metrics` finds no problem in `text`.

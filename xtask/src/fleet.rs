@@ -168,18 +168,6 @@ fn start_prometheus(dir: &Path) -> anyhow::Result<Prometheus> {
     Ok(Prometheus(child))
 }
 
-/// Percent-encodes a PromQL expression for a query string.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// GET on the host's Prometheus (plain HTTP/1.0 on loopback): the answer's `data`.
 fn api(path: &str) -> anyhow::Result<Value> {
     let mut s = TcpStream::connect(PROMETHEUS)?;
@@ -200,7 +188,10 @@ fn api(path: &str) -> anyhow::Result<Value> {
 
 /// An instant query's series: their labels and values.
 fn query(expr: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>, f64)>> {
-    let data = api(&format!("/api/v1/query?query={}", url_encode(expr)))?;
+    let data = api(&format!(
+        "/api/v1/query?query={}",
+        form_urlencoded::byte_serialize(expr.as_bytes()).collect::<String>()
+    ))?;
     let mut out = Vec::new();
     for r in data["result"].as_array().into_iter().flatten() {
         let labels = r["metric"]
