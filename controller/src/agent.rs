@@ -297,17 +297,20 @@ async fn pace_netns_periodically(
             _ = &mut stop => return Ok(()),
             _ = tick.tick() => {}
         }
-        let node = node.clone();
+        let blocking = node.clone();
         // Entering namespaces blocks (netlink round trips): keep it off the API's thread.
         let work = move || {
-            let mut report = node.prune_external();
-            report.extend(node.repair());
-            report.extend(node.pace_container_netns());
+            let mut report = blocking.prune_external();
+            report.extend(blocking.repair());
+            report.extend(blocking.pace_container_netns());
             report
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(report) => report.iter().for_each(|line| tracing::info!("{line}")),
             Err(e) => tracing::warn!("netns pacing task failed: {e}"),
+        }
+        for line in node.repair_fq().await {
+            tracing::info!("{line}");
         }
     }
 }

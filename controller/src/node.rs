@@ -204,27 +204,6 @@ fn shaper_from_words(w: [u64; 6]) -> ShaperConfig {
     }
 }
 
-/// Reinstalls `fq` on egress devices that lost it.
-fn repair_fq(devices: &[String]) -> Vec<String> {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return Vec::new();
-    };
-    devices
-        .iter()
-        .filter(|d| {
-            rt.block_on(crate::net::qdisc::has_fq(d))
-                .is_ok_and(|has| !has)
-        })
-        .map(|d| match rt.block_on(crate::net::qdisc::install_fq(d)) {
-            Ok(_) => format!("fq was removed from {d}: reinstalled (egress pacing)"),
-            Err(e) => format!("fq was removed from {d} and cannot be reinstalled: {e}"),
-        })
-        .collect()
-}
-
 /// The eBPF half of a set of limits, merged over what the map already holds.
 fn shaper_config(
     l: &Limits,
@@ -312,20 +291,15 @@ impl Node {
 
     /// Puts back what was removed behind the agent's back, and says what it did: the
     /// programs' links on the managed root (a removed pin detaches them: shaping and
-    /// counting would stop), `fq` on the egress devices (without it departure times are
-    /// ignored), and map entries of cgroups that no longer exist.
+    /// counting would stop) and map entries of cgroups that no longer exist. `fq` on the
+    /// egress devices is [`Node::repair_fq`]'s.
     pub fn repair(&self) -> Vec<String> {
         let mut report = Vec::new();
         if let Some(pin_dir) = &self.pin_dir {
             let root = self.tree.root().to_owned();
             match self.with_datapath(|dp| {
                 let skb = dp.ensure_attached(&root, pin_dir)?;
-                let tcp_pin = pin_dir.join("links").join("rein_sock_ops");
-                let tcp_missing = !tcp_pin.exists();
-                if tcp_missing {
-                    dp.ensure_sock_ops(&root, pin_dir)?;
-                }
-                Ok((skb, tcp_missing))
+                Ok((skb, dp.repair_sock_ops(&root, pin_dir)?))
             }) {
                 Ok(Some((skb, tcp))) => {
                     if skb == crate::net::programs::Attachment::Attached {
@@ -341,10 +315,25 @@ impl Node {
                 Err(e) => report.push(format!("cannot re-attach the programs: {e}")),
             }
         }
-        if let EgressMode::Edt { devices } = &self.mode {
-            report.extend(repair_fq(devices));
-        }
         report.extend(self.forget_orphans());
+        report
+    }
+
+    /// Reinstalls `fq` on egress devices that lost it (edt mode): without it departure
+    /// times are ignored. Async, for the agent's periodic task (netlink round trips).
+    pub async fn repair_fq(&self) -> Vec<String> {
+        let EgressMode::Edt { devices } = &self.mode else {
+            return Vec::new();
+        };
+        let mut report = Vec::new();
+        for d in devices {
+            if crate::net::qdisc::has_fq(d).await.is_ok_and(|has| !has) {
+                report.push(match crate::net::qdisc::install_fq(d).await {
+                    Ok(_) => format!("fq was removed from {d}: reinstalled (egress pacing)"),
+                    Err(e) => format!("fq was removed from {d} and cannot be reinstalled: {e}"),
+                });
+            }
+        }
         report
     }
 
@@ -651,7 +640,7 @@ impl Node {
     /// Attaches the sock_ops program (TCP statistics) to the managed root.
     pub fn start_tcp_stats(&self, pin_dir: &std::path::Path) -> Result<(), String> {
         let root = self.tree.root().to_owned();
-        self.with_datapath(|dp| dp.ensure_sock_ops(&root, pin_dir))
+        self.with_datapath(|dp| dp.ensure_sock_ops(&root, pin_dir).map(drop))
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "rein's eBPF programs are not loaded".to_owned())
     }

@@ -12,11 +12,12 @@ pub(super) const PROGRAM: &str = "rein_sock_ops";
 
 impl Datapath {
     /// Loads the sock_ops program and attaches it to the cgroup `dir` through a link pinned
-    /// in `pin_dir/links` (an earlier agent's pinned link is adopted).
-    pub fn ensure_sock_ops(&mut self, dir: &Path, pin_dir: &Path) -> Result<(), ProgramError> {
+    /// in `pin_dir/links` (an earlier agent's pinned link is adopted). Returns whether it
+    /// attached (false: the pin was there).
+    pub fn ensure_sock_ops(&mut self, dir: &Path, pin_dir: &Path) -> Result<bool, ProgramError> {
         let pin = pin_dir.join("links").join(PROGRAM);
         if pin.exists() {
-            return Ok(());
+            return Ok(false);
         }
         let name = PROGRAM;
         let fail = |source| ProgramError::Program { name, source };
@@ -38,7 +39,18 @@ impl Datapath {
         if let Some(parent) = pin.parent() {
             std::fs::create_dir_all(parent).map_err(|e| pin_err(parent, &e))?;
         }
-        pin_link(link, &pin)
+        pin_link(link, &pin)?;
+        Ok(true)
+    }
+
+    /// Re-attaches the sock_ops program if TCP statistics run and its pin is gone (removed
+    /// behind the agent's back); returns whether it did. Where they never started (an old
+    /// kernel), nothing is tried.
+    pub fn repair_sock_ops(&mut self, dir: &Path, pin_dir: &Path) -> Result<bool, ProgramError> {
+        if self.sock_ops_if_loaded()?.is_none() {
+            return Ok(false);
+        }
+        self.ensure_sock_ops(dir, pin_dir)
     }
 
     /// The sock_ops program when TCP statistics run (it is loaded by
