@@ -345,9 +345,9 @@ impl RemoteNetns {
         }
     }
 
-    /// Starts an iperf3 server in the namespace (`ip netns exec` execs it: killing the
-    /// returned child stops the server).
-    pub fn iperf3_server(&self) -> Child {
+    /// Starts an iperf3 server in the namespace (`ip netns exec` execs it), stopped when
+    /// the returned guard is dropped.
+    pub fn iperf3_server(&self) -> Server {
         let child = Command::new("/usr/local/sbin/ip")
             .args(["netns", "exec", &self.name, "iperf3", "-s"])
             .stdout(std::process::Stdio::null())
@@ -364,7 +364,18 @@ impl RemoteNetns {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        child
+        Server(child)
+    }
+}
+
+/// An iperf3 server in a remote namespace, killed when the test ends, also by a panic: a
+/// server left running keeps the namespace, and its veth pair, alive for the next test.
+pub struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -22,16 +22,6 @@ const DASHBOARDS: [(&str, &str); 3] = [
     ),
 ];
 
-/// The iperf3 server of the remote namespace, killed when the test ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Grafana's substitutions for one node and container; `$__rate_interval` is at least four
 /// scrape intervals (1 s here).
 fn substitute(expr: &str, node: &str) -> String {
@@ -64,7 +54,7 @@ fn every_panel_of_every_dashboard_shows_data_from_a_live_node() {
         "rein-dash",
         &["--egress-dev", HOST_DEV, "--metrics-addr", addr],
     );
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let prom = Prometheus::start(addr);
     // One container with every limit a panel draws, doing CPU, disk and TCP work at once.
     let mut work = agent.rein_spawn(&[

@@ -181,9 +181,7 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
         std::thread::sleep(Duration::from_millis(500));
     }
     stop(psi);
-    let mut server = server;
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 /// `rein_runqueue_latency_seconds_{count,sum}` of container `name` in a scrape.
@@ -277,7 +275,7 @@ fn tcp_round_trips_and_retransmissions_match_iperf3() {
         .status()
         .unwrap();
     assert!(tc.success(), "netem");
-    let mut server = net.iperf3_server();
+    let server = net.iperf3_server();
     let out = agent.rein_ok(&[
         "run", "--keep", "--name", "tcp", "--", "iperf3", "-c", REMOTE_IP, "-J", "-t", "4",
     ]);
@@ -315,6 +313,5 @@ fn tcp_round_trips_and_retransmissions_match_iperf3() {
         "{stats}"
     );
     promtool_accepts(&text);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }

@@ -8,16 +8,6 @@ use integration_tests::{
     AgentGuard, HOST_DEV, OciBundle, REMOTE_IP, RemoteNetns, http_get, shaper_keys,
 };
 
-/// The iperf3 server of the remote namespace, killed when the test ends.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits (up to 10 s) until `rein stats NAME --json` answers; returns it.
 fn wait_registered(agent: &AgentGuard, name: &str) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -71,7 +61,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         &format!("rein-{runtime}"),
         &["--egress-dev", HOST_DEV, "--metrics-addr", &addr],
     );
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let b = OciBundle::new(
         runtime,
         &format!("{runtime}-web"),

@@ -5,17 +5,6 @@ use integration_tests::{
     AgentGuard, ContainerNetns, HOST_DEV, REMOTE_IP, RemoteNetns, http_get, promtool_accepts,
 };
 
-/// The iperf3 server in the remote namespace, killed when the test ends, also by a panic: a
-/// server left running keeps the namespace, and its veth pair, alive for the next test.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs iperf3 in a new container with `limits`; returns its JSON report.
 fn iperf3(agent: &AgentGuard, name: &str, limits: &[&str], extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", "--keep", "--name", name];
@@ -37,7 +26,7 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
         "rein-shape",
         &["--egress-dev", HOST_DEV, "--metrics-addr", "127.0.0.1:9797"],
     );
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "tcp", &["--egress", "20mbit"], "5");
     // The steady rate from rein's own counters (what left through the shaper), past TCP's
     // ramp-up; then the whole run as iperf3 saw it.
@@ -173,7 +162,7 @@ fn tx_rate(agent: &AgentGuard, name: &str, window: std::time::Duration) -> f64 {
 fn a_live_rate_change_takes_effect_within_a_second() {
     let net = RemoteNetns::new("remote-live");
     let agent = AgentGuard::start_with("rein-live", &["--egress-dev", HOST_DEV]);
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "live", &["--egress", "20mbit"], "7");
     // Past TCP's ramp-up (and the first second's slow start on a loaded TCG guest).
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -196,7 +185,7 @@ fn a_live_rate_change_takes_effect_within_a_second() {
 fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
     let net = RemoteNetns::new("remote-crash");
     let mut agent = AgentGuard::start_with("rein-crash", &["--egress-dev", HOST_DEV]);
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "steady", &["--egress", "20mbit"], "5");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     agent.stop(libc::SIGKILL);
@@ -230,7 +219,7 @@ fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
 fn udp_egress_is_held_to_the_limit() {
     let net = RemoteNetns::new("remote-udp");
     let agent = AgentGuard::start_with("rein-udp", &["--egress-dev", HOST_DEV]);
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let report = iperf3(
         &agent,
         "udp",
@@ -293,7 +282,7 @@ fn removing_a_container_leaves_no_map_entry() {
 fn ingress_policing_holds_a_tcp_download_near_the_limit() {
     let net = RemoteNetns::new("remote-in");
     let agent = AgentGuard::start_with("rein-ingress", &["--egress-dev", HOST_DEV]);
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     // -R: the remote end sends, the container receives.
     let report = iperf3(&agent, "down", &["--ingress", "20mbit"], &["-R", "-t", "5"]);
     let goodput = report["end"]["sum_received"]["bits_per_second"]
@@ -332,7 +321,7 @@ fn a_container_in_its_own_netns_is_paced_inside_it() {
     let ctr = ContainerNetns::new("ctr-ns");
     assert!(!ctr.paced_by_fq());
     let agent = AgentGuard::start_with("rein-netns", &["--egress-dev", HOST_DEV]);
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3_in(
         &agent,
         "inns",
@@ -385,7 +374,7 @@ fn police_mode_holds_tcp_and_udp_near_the_limit() {
         "rein-police",
         &["--egress-dev", HOST_DEV, "--egress-mode", "police"],
     );
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "ptcp", &["--egress", "20mbit"], "5");
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let steady = tx_rate(&agent, "ptcp", std::time::Duration::from_millis(3000));
@@ -541,7 +530,7 @@ fn priority_classes_reach_the_egress_qdisc() {
         .status()
         .unwrap();
     assert!(ok.success(), "prio qdisc");
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let mut sent = Vec::new();
     for class in ["high", "normal", "low"] {
         let before = prio_class_bytes();
@@ -580,7 +569,7 @@ fn a_multiqueue_device_gets_fq_per_queue_under_mq() {
     let qdiscs = String::from_utf8_lossy(&out.stdout);
     assert!(qdiscs.contains("qdisc mq 1: root"), "{qdiscs}");
     assert_eq!(qdiscs.matches("qdisc fq ").count(), 4, "{qdiscs}");
-    let _server = Server(net.iperf3_server());
+    let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "mq", &["--egress", "20mbit"], "5");
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let steady = tx_rate(&agent, "mq", std::time::Duration::from_millis(3000));
