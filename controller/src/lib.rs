@@ -13,6 +13,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
+pub mod failpoint;
 pub mod hook;
 pub mod limits;
 pub mod metrics;

@@ -157,15 +157,6 @@ pub struct Node {
     pin_dir: Option<std::path::PathBuf>,
 }
 
-/// A place where the VM tests make the agent die: when `REIN_FAILPOINT` names it, the process
-/// aborts there, as a SIGKILL would (no unwinding, no cleanup). Unset in normal use.
-fn failpoint(name: &str) {
-    if std::env::var("REIN_FAILPOINT").is_ok_and(|v| v == name) {
-        tracing::error!("failpoint {name}: aborting (REIN_FAILPOINT)");
-        std::process::abort();
-    }
-}
-
 /// Extended attribute holding the journal of a change in progress (see [`Node::set`]).
 const PENDING_XATTR: &str = "trusted.rein.pending";
 
@@ -604,24 +595,28 @@ impl Node {
         created.map(drop)
     }
 
-    /// Removes what creates cut short by an agent's death left staged: the cgroups and their
-    /// map entries. Call at start, before serving requests. Returns what it did, for the log.
+    /// Removes what creations cut short by an agent's death left: their cgroups, map
+    /// entries and intents. Call at start, before serving requests. Returns what it did, for
+    /// the log.
     pub fn remove_staged(&self) -> Vec<String> {
         self.tree
             .staged()
             .into_iter()
-            .map(|(dir, id)| {
+            .map(|staged| {
                 let outcome = self
                     .tree
-                    .remove_staged(&dir)
+                    .remove_staged(&staged)
                     .map_err(NodeError::from)
-                    .and_then(|()| self.with_datapath(|dp| dp.forget(id)).map(drop));
+                    .and_then(|()| match &staged.cgroup {
+                        Some((_, id)) => self.with_datapath(|dp| dp.forget(*id)).map(drop),
+                        None => Ok(()),
+                    });
+                let name = &staged.name;
                 match outcome {
-                    Ok(()) => format!(
-                        "removed {}, left half-created by an earlier agent",
-                        dir.display()
+                    Ok(()) => format!("{name}: removed, an earlier agent died creating it"),
+                    Err(e) => format!(
+                        "{name}: an earlier agent died creating it; removing it failed: {e}"
                     ),
-                    Err(e) => format!("cannot remove {}, left half-created: {e}", dir.display()),
                 }
             })
             .collect()
@@ -681,7 +676,7 @@ impl Node {
             let _ = self.tree.clear_mark(name, PENDING_XATTR);
             return Err(e);
         }
-        failpoint("set:after-maps");
+        crate::failpoint::hit("set:after-maps");
         if let Err(e) = self.tree.set(name, l) {
             if after != before {
                 let _ = self.write_net(id, before);
@@ -689,7 +684,7 @@ impl Node {
             let _ = self.tree.clear_mark(name, PENDING_XATTR);
             return Err(e.into());
         }
-        failpoint("set:after-files");
+        crate::failpoint::hit("set:after-files");
         self.tree.clear_mark(name, PENDING_XATTR)?;
         Ok(())
     }

@@ -564,16 +564,23 @@ impl Prometheus {
             .spawn()
             .unwrap();
         let p = Self { child, dir };
+        // Ready is not enough: Prometheus hands new targets to its scrape loop at most every
+        // 5 s (its discovery manager's update throttle), so the first scrape comes up to 5 s
+        // after /-/ready. A series that starts inside a rate() window is extrapolated by
+        // only half an interval at its start, which read a steady 20 Mbit/s as 14-16.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let ready = std::net::TcpStream::connect(Self::ADDR).is_ok()
-                && http_request(Self::ADDR, "/-/ready", "").0.contains(" 200");
+                && http_request(Self::ADDR, "/-/ready", "").0.contains(" 200")
+                && p.query(r#"up{job="rein"}"#)
+                    .first()
+                    .is_some_and(|(_, v)| *v == 1.0);
             if ready {
                 return p;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "prometheus did not become ready: {}",
+                "prometheus did not become ready and scrape {target}: {}",
                 std::fs::read_to_string(p.dir.join("log")).unwrap_or_default()
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
@@ -582,21 +589,46 @@ impl Prometheus {
 
     /// An instant PromQL query: each result series' labels and value.
     pub fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        self.result(promql, None)
+            .iter()
+            .map(|r| (r["metric"].clone(), sample_value(&r["value"])))
+            .collect()
+    }
+
+    /// The `data.result` array of an instant query, evaluated at `time` (Unix seconds) when
+    /// given, else now.
+    fn result(&self, promql: &str, time: Option<f64>) -> Vec<serde_json::Value> {
+        let at = time.map(|t| format!("&time={t:.3}")).unwrap_or_default();
         let body = http_get(
             Self::ADDR,
-            &format!("/api/v1/query?query={}", url_encode(promql)),
+            &format!("/api/v1/query?query={}{at}", url_encode(promql)),
         );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["status"], "success", "{promql}: {body}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let value = r["value"][1].as_str().unwrap().parse().unwrap();
-                (r["metric"].clone(), value)
-            })
-            .collect()
+        v["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The single value of `promql` evaluated at `time` (Unix seconds), if there is one.
+    pub fn value_at(&self, promql: &str, time: f64) -> Option<f64> {
+        match self.result(promql, Some(time)).as_slice() {
+            [r] => Some(sample_value(&r["value"])),
+            _ => None,
+        }
+    }
+
+    /// The raw samples `(Unix seconds, value)` of the single series a range selector such
+    /// as `x{name="a"}[5s]` selects when evaluated at `time`: what Prometheus scraped, with
+    /// its own timestamps.
+    pub fn samples_at(&self, selector: &str, time: f64) -> Vec<(f64, f64)> {
+        match self.result(selector, Some(time)).as_slice() {
+            [r] => r["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p[0].as_f64().unwrap(), sample_value(p)))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The single value of `promql`, waiting (up to `timeout`) until there is exactly one.
@@ -614,6 +646,11 @@ impl Prometheus {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
+}
+
+/// The value of a `[time, "value"]` pair of Prometheus's API.
+fn sample_value(pair: &serde_json::Value) -> f64 {
+    pair[1].as_str().unwrap().parse().unwrap()
 }
 
 impl Drop for Prometheus {
@@ -822,4 +859,19 @@ pub fn pinned_keys<V: aya::Pod>(pin: &Path) -> Vec<u64> {
 /// The keys of the agent's pinned shaper map: the cgroups that have egress limits.
 pub fn shaper_keys(bpf_dir: &Path) -> Vec<u64> {
     pinned_keys::<controller_common::ShaperConfig>(&bpf_dir.join("REIN_SHAPER"))
+}
+
+/// The names of the extended attributes on `path` (`listxattr(2)`).
+pub fn xattr_names(path: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).unwrap_or_else(|_| panic!("listxattr {}", path.display()));
+    buf[..n]
+        .split(|b| *b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect()
 }

@@ -40,8 +40,10 @@ pub use usage::{DeviceIo, Pressure, Psi, Usage};
 pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
 /// Extended attribute holding the priority class (cgroupfs supports `trusted.*`).
 pub const PRIORITY_XATTR: &str = "trusted.rein.priority";
-/// Extended attribute on a cgroup being created (see [`Tree::create`]).
-const CREATING_XATTR: &str = "trusted.rein.creating";
+/// Prefix of the extended attributes on the managed root that name a container being
+/// created (`trusted.rein.creating.web`): the intent, written before its mkdir (see
+/// [`Tree::create`]).
+const INTENT_PREFIX: &str = "trusted.rein.creating.";
 /// `statfs` magic of cgroup2 (include/uapi/linux/magic.h).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -168,6 +170,14 @@ impl Plan {
     }
 }
 
+/// A creation an agent died in the middle of (see [`Tree::staged`]).
+#[derive(Debug)]
+pub struct Staged {
+    pub name: ContainerName,
+    /// The cgroup's directory and id, when it had been made.
+    pub cgroup: Option<(PathBuf, u64)>,
+}
+
 /// The managed subtree. All paths rein touches are `root/<ContainerName>/<file>`.
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -288,23 +298,42 @@ impl Tree {
         format!("/{}", rel.display())
     }
 
+    /// The container's directory, if it exists and is not still being created.
     fn existing(&self, name: &ContainerName) -> Result<PathBuf, CgroupError> {
         let p = self.path(name);
-        if p.is_dir() {
+        if p.is_dir() && !self.being_created(name) {
             Ok(p)
         } else {
             Err(CgroupError::NotFound(name.clone()))
         }
     }
 
-    /// Every container (directory with a valid name) under the root, sorted.
+    fn intent_key(name: &ContainerName) -> String {
+        format!("{INTENT_PREFIX}{name}")
+    }
+
+    fn being_created(&self, name: &ContainerName) -> bool {
+        get_xattr(&self.root, &Self::intent_key(name)).is_some()
+    }
+
+    /// Names whose creation intent is on the managed root (see [`Tree::create`]).
+    fn intents(&self) -> Vec<ContainerName> {
+        list_xattrs(&self.root)
+            .iter()
+            .filter_map(|k| k.strip_prefix(INTENT_PREFIX)?.parse().ok())
+            .collect()
+    }
+
+    /// Every container (directory with a valid name) under the root, sorted; containers
+    /// still being created are not listed.
     pub fn list(&self) -> Result<Vec<ContainerName>, CgroupError> {
+        let creating = self.intents();
         let mut names: Vec<ContainerName> = std::fs::read_dir(&self.root)
             .map_err(io_err("listing", &self.root))?
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| get_xattr(&e.path(), CREATING_XATTR).is_none())
             .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|n| !creating.contains(n))
             .collect();
         if let Some(r) = &self.registry {
             names.extend(r.list());
@@ -314,13 +343,17 @@ impl Tree {
         Ok(names)
     }
 
-    /// Creates a container with `limits`. The cgroup is marked as being created (an xattr)
-    /// right after mkdir, limited, then `prepare` runs with its path and id (the caller's map
-    /// entries), and only then is the mark removed: until then the container is neither
-    /// listed nor adopted, and if the agent dies half way the next one removes it (see
-    /// [`Tree::staged`]). cgroup v2 cannot rename a cgroup, so a mark it is; only a death
-    /// between mkdir and the mark leaves a listed container without its limits. On any
-    /// failure the cgroup is removed again.
+    /// Creates a container with `limits`, all or nothing across the agent's death.
+    ///
+    /// cgroup v2 cannot rename a cgroup, so a container cannot be made under a temporary
+    /// name and moved into place. Instead the intent to create it is written first, as an
+    /// extended attribute on the managed root (`trusted.rein.creating.NAME`, set with
+    /// `XATTR_CREATE` so two creations of one name cannot both claim it); then the cgroup is
+    /// made and limited, `prepare` runs with its path and id (the caller's map entries), and
+    /// only then is the intent removed. While the intent stands the container is neither
+    /// listed nor adopted, and an agent that died at any step before its removal leaves
+    /// something the next agent removes at start ([`Tree::staged`]). On any failure the
+    /// cgroup and the intent are removed again.
     pub fn create<E: From<CgroupError>>(
         &self,
         name: &ContainerName,
@@ -329,53 +362,77 @@ impl Tree {
     ) -> Result<PathBuf, E> {
         use std::os::unix::fs::MetadataExt as _;
         let plan = Plan::for_limits(limits).map_err(CgroupError::from)?;
-        if self.external(name).is_some() {
+        let path = self.root.join(name.as_str());
+        // Checked before the intent, never after: an intent next to a complete container
+        // would make the next agent remove that container.
+        if self.external(name).is_some() || path.exists() {
             return Err(CgroupError::Exists(name.clone()).into());
         }
-        let path = self.root.join(name.as_str());
-        match std::fs::create_dir(&path) {
+        let key = Self::intent_key(name);
+        match set_xattr_flags(&self.root, &key, "1", libc::XATTR_CREATE) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(CgroupError::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
                 return Err(CgroupError::Exists(name.clone()).into());
             }
-            Err(e) => return Err(io_err("creating", &path)(e).into()),
+            Err(e) => return Err(e.into()),
         }
+        crate::failpoint::hit("create:after-intent");
+        let made = match std::fs::create_dir(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(CgroupError::Exists(name.clone()))
+            }
+            Err(e) => Err(io_err("creating", &path)(e)),
+        };
+        if let Err(e) = made {
+            let _ = remove_xattr(&self.root, &key);
+            return Err(e.into());
+        }
+        crate::failpoint::hit("create:after-mkdir");
         let done = (|| {
-            set_xattr(&path, CREATING_XATTR, "1")?;
             self.apply_plan(&path, &plan, limits.priority)?;
+            crate::failpoint::hit("create:after-files");
             let id = std::fs::metadata(&path)
                 .map_err(io_err("reading", &path))?
                 .ino();
             prepare(&path, id)?;
-            remove_xattr(&path, CREATING_XATTR)?;
+            crate::failpoint::hit("create:after-maps");
+            remove_xattr(&self.root, &key)?;
             Ok(())
         })();
         if let Err(e) = done {
             let _ = std::fs::remove_dir(&path);
+            let _ = remove_xattr(&self.root, &key);
             return Err(e);
         }
         Ok(path)
     }
 
-    /// Cgroups a create left marked as being created (an agent died half way), with their
-    /// ids. Only for the agent's start, when no create is in flight.
-    pub fn staged(&self) -> Vec<(PathBuf, u64)> {
+    /// Creations an agent died in the middle of: each name whose intent is still on the
+    /// root, with its cgroup's path and id if the mkdir happened. Only for the agent's
+    /// start, when no create is in flight.
+    pub fn staged(&self) -> Vec<Staged> {
         use std::os::unix::fs::MetadataExt as _;
-        std::fs::read_dir(&self.root)
+        self.intents()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| get_xattr(&e.path(), CREATING_XATTR).is_some())
-            .filter_map(|e| Some((e.path(), e.metadata().ok()?.ino())))
+            .map(|name| {
+                let dir = self.root.join(name.as_str());
+                let cgroup = std::fs::metadata(&dir).ok().map(|m| (dir, m.ino()));
+                Staged { name, cgroup }
+            })
             .collect()
     }
 
-    /// Removes a staged cgroup (killing anything that got into it).
-    pub fn remove_staged(&self, dir: &Path) -> Result<(), CgroupError> {
-        if count_procs(dir) > 0 {
-            files::write(&dir.join("cgroup.kill"), "1")?;
+    /// Removes what a creation cut short left: its cgroup (killing anything that got into
+    /// it), then its intent.
+    pub fn remove_staged(&self, staged: &Staged) -> Result<(), CgroupError> {
+        if let Some((dir, _)) = &staged.cgroup {
+            if count_procs(dir) > 0 {
+                files::write(&dir.join("cgroup.kill"), "1")?;
+            }
+            remove_tree(dir)?;
         }
-        remove_tree(dir)
+        remove_xattr(&self.root, &Self::intent_key(&staged.name))
     }
 
     /// Changes a running container's limits (only the ones given). All or nothing.
@@ -646,6 +703,11 @@ fn xattr_call(
 }
 
 fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
+    set_xattr_flags(dir, key, value, 0)
+}
+
+/// `setxattr(2)` with `flags` (`XATTR_CREATE`: fail with EEXIST if the key is set).
+fn set_xattr_flags(dir: &Path, key: &str, value: &str, flags: i32) -> Result<(), CgroupError> {
     xattr_call(dir, key, "setting xattr on", |p, k| {
         // SAFETY: p and k are NUL-terminated; value points to value.len() readable bytes.
         unsafe {
@@ -654,10 +716,29 @@ fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
                 k.as_ptr(),
                 value.as_ptr().cast(),
                 value.len(),
-                0,
+                flags,
             )
         }
     })
+}
+
+/// The names of the extended attributes on `dir` (empty when they cannot be read).
+fn list_xattrs(dir: &Path) -> Vec<String> {
+    let Ok(p) = CString::new(dir.as_os_str().as_bytes()) else {
+        return Vec::new();
+    };
+    // Names are NUL-separated; 64 KiB is the kernel's limit for the whole list.
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let Ok(n) = usize::try_from(n) else {
+        return Vec::new();
+    };
+    buf[..n]
+        .split(|b| *b == 0)
+        .filter(|k| !k.is_empty())
+        .filter_map(|k| String::from_utf8(k.to_vec()).ok())
+        .collect()
 }
 
 fn remove_xattr(dir: &Path, key: &str) -> Result<(), CgroupError> {

@@ -383,3 +383,58 @@ fn a_change_cut_short_at_either_failpoint_is_undone_whole() {
         );
     }
 }
+
+/// The agent dies at each step of a creation (intent written, cgroup made, files written,
+/// map entries written): the next agent lists nothing of it, leaves no cgroup, map entry or
+/// intent behind, and the same name can then be created whole.
+#[test]
+fn a_creation_cut_short_at_any_step_leaves_nothing() {
+    let mut agent = AgentGuard::start_with("rein-create-fp", &["--egress-dev", "lo"]);
+    let before = shaper_keys(&agent.bpf_dir());
+    for point in [
+        "create:after-intent",
+        "create:after-mkdir",
+        "create:after-files",
+        "create:after-maps",
+    ] {
+        agent.failpoint = Some(point.to_owned());
+        agent.restart();
+        let args = [
+            "run", "--keep", "--name", "c", "--cpus", "300m", "--memory", "48M", "--egress",
+            "3mbit", "--", "true",
+        ];
+        let out = agent.rein(&args);
+        assert!(!out.status.success(), "{point}: the agent should have died");
+        agent.failpoint = None;
+        agent.stop(libc::SIGKILL);
+        agent.restart();
+        let listed = agent.rein_ok(&["ls", "--json"]);
+        assert_eq!(listed.trim(), "[]", "{point}: nothing half-made is listed");
+        assert!(
+            !agent.root.join("c").exists(),
+            "{point}: the cgroup is gone"
+        );
+        assert_eq!(
+            shaper_keys(&agent.bpf_dir()),
+            before,
+            "{point}: no map entry is left"
+        );
+        let intents = integration_tests::xattr_names(&agent.root);
+        assert!(
+            !intents.iter().any(|k| k.contains("creating")),
+            "{point}: intent left on the root: {intents:?}"
+        );
+        agent.rein_ok(&args);
+        assert_eq!(
+            read(&agent.root.join("c/cpu.max")),
+            "30000 100000",
+            "{point}"
+        );
+        assert_eq!(
+            read(&agent.root.join("c/memory.max")),
+            "50331648",
+            "{point}"
+        );
+        agent.rein_ok(&["rm", "c"]);
+    }
+}

@@ -10,6 +10,59 @@ use integration_tests::{
 
 const METRICS: &str = "127.0.0.1:9796";
 
+/// The guest's wall clock in Unix seconds: the clock Prometheus stamps samples with.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// One of iperf3's one-second report lines, with the moment the test read it.
+struct Second {
+    read_at: f64,
+    kbits: f64,
+}
+
+/// iperf3's text report (`--forceflush -f k -i 1`), read as it is printed.
+struct Iperf3Text {
+    /// The per-second lines (`[  5]   2.00-3.00   sec  2.38 MBytes  19987 Kbits/sec ...`),
+    /// each stamped with the time it arrived.
+    seconds: Vec<Second>,
+    /// Bytes sent in all, from the sender's summary (its rate over its whole duration).
+    sent_bytes: f64,
+}
+
+fn iperf3_text(out: std::process::ChildStdout) -> Iperf3Text {
+    use std::io::BufRead as _;
+    let mut report = Iperf3Text {
+        seconds: Vec::new(),
+        sent_bytes: 0.0,
+    };
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        let read_at = unix_now();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(rate) = words.iter().position(|w| *w == "Kbits/sec") else {
+            continue;
+        };
+        let kbits: f64 = words[rate - 1].parse().unwrap();
+        // "0.00-8.00": the interval's bounds in seconds.
+        let span = words
+            .iter()
+            .find_map(|w| {
+                let (a, b) = w.split_once('-')?;
+                Some(b.parse::<f64>().ok()? - a.parse::<f64>().ok()?)
+            })
+            .unwrap();
+        if line.contains("sender") {
+            report.sent_bytes = kbits * 1e3 / 8.0 * span;
+        } else if !line.contains("receiver") {
+            report.seconds.push(Second { read_at, kbits });
+        }
+    }
+    report
+}
+
 /// Runs `sh -c script` in a new kept container; returns the `rein run` child.
 fn run_sh(agent: &AgentGuard, name: &str, limits: &[&str], script: &str) -> std::process::Child {
     let mut args = vec!["run", "--keep", "--name", name];
@@ -64,26 +117,78 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
         !oom.status.success(),
         "the 64 MiB allocation was not OOM-killed"
     );
-    let iperf = agent.rein_spawn_output(&[
-        "run", "--keep", "--name", "net", "--egress", "20mbit", "--", "iperf3", "-c", REMOTE_IP,
-        "-J", "-i", "1", "-t", "8",
-    ]);
-    std::thread::sleep(Duration::from_secs(7));
     let wait = Duration::from_secs(10);
-    let net_rate = prom.value(
-        r#"rate(container_network_transmit_bytes_total{name="net"}[4s]) * 8"#,
+    let spawned = unix_now();
+    let mut iperf = agent.rein_spawn_output(&[
+        "run",
+        "--keep",
+        "--name",
+        "net",
+        "--egress",
+        "20mbit",
+        "--",
+        "iperf3",
+        "-c",
+        REMOTE_IP,
+        "--forceflush",
+        "-f",
+        "k",
+        "-i",
+        "1",
+        "-t",
+        "8",
+    ]);
+    let report = iperf3_text(iperf.stdout.take().unwrap());
+    let seconds = &report.seconds;
+    let status = iperf.wait().unwrap();
+    assert!(status.success(), "iperf3: {status}");
+    // The pinned window: iperf3's seconds 2 to 7 (its first second fills the socket's
+    // buffers, its last one drains them), from the moment the test read the line of second 2
+    // to that of second 7, on the guest's clock that Prometheus stamps its samples with.
+    let steady = &seconds[2..7];
+    let (from, to) = (seconds[1].read_at, seconds[6].read_at);
+    let iperf_rate = steady.iter().map(|s| s.kbits * 1e3).sum::<f64>() / steady.len() as f64;
+    let sent = report.sent_bytes;
+    // Wait until Prometheus has scraped past the window, then evaluate inside it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while prom.value(
+        r#"timestamp(container_network_transmit_bytes_total{name="net"})"#,
         wait,
+    ) < to + 1.0
+    {
+        assert!(Instant::now() < deadline, "no scrape after iperf3's window");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let window_ms = ((to - from) * 1e3).round();
+    let selector =
+        format!(r#"container_network_transmit_bytes_total{{name="net"}}[{window_ms}ms]"#);
+    let scraped = prom.samples_at(&selector, to);
+    let net_rate = prom
+        .value_at(&format!("rate({selector}) * 8"), to)
+        .unwrap_or_else(|| panic!("no rate in the window {from:.3}..{to:.3}: {scraped:?}"));
+    eprintln!(
+        "promql: window {:.2}..{:.2} s after iperf3's spawn (its seconds 2-7), scrapes at {:?}",
+        from - spawned,
+        to - spawned,
+        scraped
+            .iter()
+            .map(|(t, _)| format!("{:.2}", t - spawned))
+            .collect::<Vec<_>>(),
     );
-    let out = iperf.wait_with_output().unwrap();
-    assert!(out.status.success(), "iperf3: {out:?}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // iperf3's own rate over its steady seconds (the window PromQL saw, give or take one).
-    let steady: Vec<f64> = report["intervals"].as_array().unwrap()[2..7]
-        .iter()
-        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap())
-        .collect();
-    let iperf_rate = steady.iter().sum::<f64>() / steady.len() as f64;
-    let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+    // A scrape every second from before the window to its end: rate() then extrapolates
+    // less than an interval at either edge (a series that began inside the window would be
+    // extrapolated by half an interval only, and read low).
+    let covered = scraped.len() + 1 >= (window_ms / 1e3) as usize
+        && scraped.first().is_some_and(|(t, _)| t - from <= 1.1)
+        && scraped.last().is_some_and(|(t, _)| to - t <= 1.1)
+        && prom
+            .samples_at(&selector, from)
+            .last()
+            .is_some_and(|(t, _)| from - t <= 1.1);
+    assert!(
+        covered,
+        "Prometheus's samples do not cover {from:.3}..{to:.3}: {scraped:?}"
+    );
 
     // The VM has two CPUs: the busy loop gets CPU 1 to itself so that only its quota bounds
     // it (sharing CPU 0 with the two pressure loops held it to ~0.42 once).
@@ -115,9 +220,11 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
         iperf_rate / 1e6
     );
     assert!((0.45..0.55).contains(&cpu), "busy loop at {cpu} CPUs");
+    // The counter sees IP packets, iperf3 its payload: headers add 0-4% (one set per GSO
+    // packet of up to 45 segments, one per 1448 bytes for single segments).
     assert!(
-        (0.9..1.1).contains(&(net_rate / iperf_rate)),
-        "PromQL transmit rate {net_rate} vs iperf3 {iperf_rate}"
+        (0.97..1.06).contains(&(net_rate / iperf_rate)),
+        "PromQL transmit rate {net_rate} vs iperf3 {iperf_rate} over the same seconds"
     );
     assert!(pressure > 0.3, "two loops on one CPU: pressure {pressure}");
 
