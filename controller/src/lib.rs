@@ -1,11 +1,13 @@
 //! rein: a node agent that puts containers on a leash.
 //!
-//! One module per concern (see DESIGN.md): `limits` is the model and parser, `cgroup` the v2
-//! tree, `net` loads and feeds the eBPF programs (`btf` resolves the kernel offsets the
-//! tracing ones need), `node` applies a container's limits to both, `api` the agent socket's
-//! server and client, `metrics` the Prometheus endpoint, `agent` wires them, `check` probes
-//! the kernel, `hook` is the OCI runtime hook and runc wrapper, `top` the live terminal view,
-//! `cli` is the command line.
+//! One module per concern (docs/architecture.md draws the map and follows a limit from a
+//! flag to the kernel): `limits` is the model and its one parser, with the table of limit
+//! flags; `cgroup` the v2 tree; `net` loads and feeds the eBPF programs (`btf` resolves the
+//! kernel offsets the tracing ones need); `node` applies a container's limits to both and
+//! is the one reader of a container as the kernel holds it; `api` the agent socket's server
+//! and client; `metrics` the Prometheus endpoint; `agent` wires them, with its settings;
+//! `check` probes the kernel; `hook` is the OCI runtime hook and runc wrapper; `top` the
+//! live terminal view; `cli` the command line; `failpoint` where tests make the agent die.
 
 pub mod agent;
 pub mod api;

@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-use crate::{paths::workspace_root, vm};
+use crate::{
+    guest::{bench_lines, guest_script, start_agent},
+    paths::workspace_root,
+    vm,
+};
 
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum Bench {
@@ -160,32 +164,6 @@ fn shaping(args: &vm::VmArgs) -> anyhow::Result<i32> {
     std::fs::write(&out, serde_json::to_string_pretty(&all)?)?;
     println!("\nraw results: {}", out.display());
     Ok(status)
-}
-
-/// Guest shell lines that start `rein agent ARGS` in the background (its pid in `$AGENT`, its
-/// log in /tmp/agent.log) and wait up to 30 s for its socket.
-pub fn start_agent(args: &str) -> String {
-    format!(
-        "rein agent {args} 2>/tmp/agent.log &\n\
-         AGENT=$!\n\
-         i=0; while [ ! -S /run/rein/rein.sock ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n"
-    )
-}
-
-/// Writes a guest script under target/vm and returns its path.
-fn guest_script(name: &str, text: &str) -> anyhow::Result<PathBuf> {
-    let path: PathBuf = workspace_root().join("target").join("vm").join(name);
-    std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
-    std::fs::write(&path, text)?;
-    Ok(path)
-}
-
-/// The `BENCH {json}` lines of a guest's output.
-fn bench_lines(lines: &[String]) -> Vec<serde_json::Value> {
-    lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l.strip_prefix("BENCH ")?).ok())
-        .collect()
 }
 
 fn metrics(args: &vm::VmArgs, scrapes: u32) -> anyhow::Result<i32> {

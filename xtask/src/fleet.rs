@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::{
     paths::workspace_root,
-    test::Tally,
+    tally::Tally,
     vm::{self, kernel::Series},
 };
 
@@ -74,7 +74,7 @@ fn guest_script(n: &Node) -> String {
     let egress = n.egress_mbit;
     let port = n.port;
     let name = n.name;
-    let start = crate::bench::start_agent(&format!(
+    let start = crate::guest::start_agent(&format!(
         "--node-name {name} --metrics-addr 0.0.0.0:{port} --egress-dev rein-h0"
     ));
     format!(

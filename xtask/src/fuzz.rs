@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::{paths::workspace_root, setup::run_checked, toolchain};
+use crate::{cmd::run_checked, paths::workspace_root, toolchain};
 
 /// The targets, as `fuzz/Cargo.toml` names them.
 pub const TARGETS: [&str; 3] = ["limits", "api_json", "hook_bundle"];

@@ -1,14 +1,17 @@
 //! `cargo xtask`: rein's development tasks. Each subcommand lives in its own module.
 
 mod bench;
+mod cmd;
 mod dashboards;
 mod fleet;
 mod fuzz;
+mod guest;
 mod manifests;
 mod paths;
 mod run;
 mod screenshot;
 mod setup;
+mod tally;
 mod test;
 mod toolchain;
 mod vm;

@@ -11,8 +11,8 @@ use std::{os::unix::process::CommandExt as _, path::Path};
 use anyhow::{Context as _, bail};
 
 use crate::{
+    cmd::{cargo, run_checked},
     paths::workspace_root,
-    setup::{cargo, run_checked},
     vm,
 };
 
@@ -84,6 +84,6 @@ rein rm --force demo-web
 rein rm --force demo-batch
 "#,
         secs = minutes * 60,
-        start = crate::bench::start_agent(&format!("--metrics-addr 0.0.0.0:{METRICS_PORT}")),
+        start = crate::guest::start_agent(&format!("--metrics-addr 0.0.0.0:{METRICS_PORT}")),
     )
 }

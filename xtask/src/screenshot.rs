@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{paths::workspace_root, vm};
 
-/// The workload, after `bench::start_agent("--egress-dev lo")`.
+/// The workload, after `guest::start_agent("--egress-dev lo")`.
 const SCRIPT: &str = r#"
 iperf3 -s -D -p 5201; iperf3 -s -D -p 5202
 rein run --keep --name web --cpus 0.5 --memory 128M --egress 20mbit -- sh -c 'iperf3 -c 127.0.0.1 -p 5202 -t 40 >/dev/null & timeout 40 sh -c "while :; do :; done"' &
@@ -153,7 +153,7 @@ pub fn run(args: &vm::VmArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(script.parent().unwrap_or(&script))?;
     std::fs::write(
         &script,
-        crate::bench::start_agent("--egress-dev lo") + SCRIPT,
+        crate::guest::start_agent("--egress-dev lo") + SCRIPT,
     )?;
     for (_, outcome) in vm::run_script_outcomes(args, &script)? {
         let Some(snap) = outcome.lines.iter().find_map(|l| {

@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::{
+    cmd::{cargo, output, run_checked},
     paths::{cache_dir, cargo_bin_dir, workspace_root},
     toolchain::{self, BPF_LINKER_VERSION},
 };
@@ -76,39 +77,6 @@ pub fn run() -> anyhow::Result<()> {
     }
     eprintln!("setup complete in {:.1}s", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Runs a command with inherited output; an unsuccessful exit is an error naming it.
-pub fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
-/// Runs a command and returns its stdout; failure includes its stderr.
-pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `cargo` (the one running xtask) in the workspace root.
-pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(workspace_root());
-    c
 }
 
 fn rustup() -> Command {

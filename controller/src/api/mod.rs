@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cgroup::{Labels, Usage},
     limits::{Flag, LimitError, Limits},
+    node::Snapshot,
 };
 
 /// Default socket path.
@@ -120,18 +121,87 @@ pub struct Stats {
     pub egress_mode: String,
 }
 
-/// [`Usage`] on the wire.
-pub type UsageJson = BTreeMap<String, u64>;
+/// A container's usage on the wire, flat (`jq .usage.cpu_usage_usec`): the cgroup's
+/// counters in the kernel's units, and what the eBPF programs counted (absent until their
+/// first event, or when they do not run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageJson {
+    /// The cgroup's own counters (cpu.stat, memory.current, ...).
+    #[serde(flatten)]
+    pub cgroup: Usage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_packets: Option<u64>,
+    /// Egress packets the shaper gave a later departure time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_delayed_packets: Option<u64>,
+    /// Egress packets sent with congestion notification to TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_marked_packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_dropped_packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_dropped_packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_connections: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_retransmitted_segments: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_rtt_samples: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_rtt_mean_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runqueue_waits: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runqueue_wait_mean_us: Option<u64>,
+}
 
-pub fn usage_to_json(u: &Usage) -> UsageJson {
-    let v = serde_json::to_value(u).unwrap_or_default();
-    v.as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Samples and mean in microseconds of one of the eBPF histograms.
+fn histogram_mean_us(h: &controller_common::DelayHistogram) -> (u64, u64) {
+    let n: u64 = h.buckets.iter().sum();
+    (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
+}
+
+impl From<&Snapshot> for UsageJson {
+    fn from(s: &Snapshot) -> Self {
+        let t = s.network.traffic;
+        let tcp = s.network.tcp;
+        let rtt = tcp.map(|t| histogram_mean_us(&t.rtt));
+        let runq = s.network.runq.map(|h| histogram_mean_us(&h));
+        Self {
+            cgroup: s.usage.clone(),
+            net_tx_bytes: t.map(|t| t.tx_bytes),
+            net_tx_packets: t.map(|t| t.tx_packets),
+            net_rx_bytes: t.map(|t| t.rx_bytes),
+            net_rx_packets: t.map(|t| t.rx_packets),
+            net_tx_delayed_packets: t.map(|t| t.delayed),
+            net_tx_marked_packets: t.map(|t| t.marked),
+            net_tx_dropped_packets: t.map(|t| t.dropped),
+            net_rx_dropped_packets: t.map(|t| t.rx_dropped),
+            tcp_connections: tcp.map(|t| t.connections),
+            tcp_retransmitted_segments: tcp.map(|t| t.retransmitted_segments),
+            tcp_rtt_samples: rtt.map(|r| r.0),
+            tcp_rtt_mean_us: rtt.map(|r| r.1),
+            runqueue_waits: runq.map(|r| r.0),
+            runqueue_wait_mean_us: runq.map(|r| r.1),
+        }
+    }
+}
+
+impl Container {
+    /// A container's name, directory and limits from its snapshot.
+    pub fn of(s: &Snapshot) -> Self {
+        Self {
+            name: s.name.to_string(),
+            path: s.dir.display().to_string(),
+            limits: limits_to_map(&s.limits),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,12 +17,12 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 
 use super::{
-    Container, CreateRequest, ErrorBody, LimitsBody, MAX_BODY, Stats, limits_from_map,
-    limits_to_map, usage_to_json,
+    Container, CreateRequest, ErrorBody, LimitsBody, MAX_BODY, Stats, UsageJson, limits_from_map,
+    limits_to_map,
 };
 use crate::{
     cgroup::{CgroupError, ContainerName},
-    node::{Node, NodeError},
+    node::{Node, NodeError, Snapshot},
 };
 
 /// Who may talk to the agent: root always, plus these uids.
@@ -73,7 +73,11 @@ impl From<NodeError> for ApiError {
             NodeError::Unenforceable(_) | NodeError::Foreign { .. } => {
                 Self(StatusCode::BAD_REQUEST, e.to_string())
             }
-            NodeError::Datapath(_) => Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            NodeError::NoDatapath { .. } => Self(StatusCode::BAD_REQUEST, e.to_string()),
+            NodeError::Datapath(_)
+            | NodeError::Btf(_)
+            | NodeError::Poisoned
+            | NodeError::Journal(_) => Self(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 }
@@ -146,7 +150,7 @@ fn parse_name(name: &str) -> Result<ContainerName, ApiError> {
 fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
     Ok(Container {
         name: name.to_string(),
-        path: node.tree().path(name).display().to_string(),
+        path: node.dir(name).display().to_string(),
         limits: limits_to_map(&node.limits(name)?),
     })
 }
@@ -154,8 +158,7 @@ fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
 async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiError> {
     let node = st.node.clone();
     let all = inline(move || {
-        node.tree()
-            .list()?
+        node.names()?
             .iter()
             .map(|n| info(&node, n))
             .collect::<Result<Vec<_>, _>>()
@@ -198,50 +201,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(c)))
 }
 
-/// A container's limits and usage: cgroup files and eBPF maps.
-fn stats_of(node: &Node, name: &ContainerName) -> Result<Stats, NodeError> {
-    let mut usage = usage_to_json(&node.tree().usage(name)?);
-    let maps = node.maps_of(name)?;
-    if let Some(t) = maps.traffic {
-        for (k, v) in [
-            ("net_tx_bytes", t.tx_bytes),
-            ("net_tx_packets", t.tx_packets),
-            ("net_rx_bytes", t.rx_bytes),
-            ("net_rx_packets", t.rx_packets),
-            ("net_tx_delayed_packets", t.delayed),
-            ("net_tx_marked_packets", t.marked),
-            ("net_tx_dropped_packets", t.dropped),
-            ("net_rx_dropped_packets", t.rx_dropped),
-        ] {
-            usage.insert(k.into(), v);
-        }
+/// A container's limits and usage, from its snapshot.
+fn stats_of(node: &Node, s: &Snapshot) -> Stats {
+    Stats {
+        container: Container::of(s),
+        usage: UsageJson::from(s),
+        egress_mode: node.egress_mode_of(&s.name),
     }
-    // Means of the eBPF histograms, in microseconds, with their sample counts.
-    let mean_us = |h: &controller_common::DelayHistogram| {
-        let n: u64 = h.buckets.iter().sum();
-        (n, h.sum_ns.checked_div(n).unwrap_or(0) / 1000)
-    };
-    if let Some(t) = maps.tcp {
-        let (n, mean) = mean_us(&t.rtt);
-        for (k, v) in [
-            ("tcp_connections", t.connections),
-            ("tcp_retransmitted_segments", t.retransmitted_segments),
-            ("tcp_rtt_samples", n),
-            ("tcp_rtt_mean_us", mean),
-        ] {
-            usage.insert(k.into(), v);
-        }
-    }
-    if let Some(h) = maps.runq {
-        let (n, mean) = mean_us(&h);
-        usage.insert("runqueue_waits".into(), n);
-        usage.insert("runqueue_wait_mean_us".into(), mean);
-    }
-    Ok(Stats {
-        container: info(node, name)?,
-        usage,
-        egress_mode: node.egress_mode_of(name),
-    })
 }
 
 async fn stats(
@@ -250,7 +216,9 @@ async fn stats(
 ) -> Result<Json<Stats>, ApiError> {
     let name = parse_name(&name)?;
     let node = st.node.clone();
-    Ok(Json(inline(move || stats_of(&node, &name)).await?))
+    Ok(Json(
+        inline(move || Ok(stats_of(&node, &node.snapshot(&name)?))).await?,
+    ))
 }
 
 /// Every container's stats in one answer (`rein top`); a container removed while it is
@@ -259,10 +227,9 @@ async fn all_stats(State(st): State<AppState>) -> Result<Json<Vec<Stats>>, ApiEr
     let node = st.node.clone();
     let all = blocking(move || {
         Ok(node
-            .tree()
-            .list()?
+            .snapshots()?
             .iter()
-            .filter_map(|n| stats_of(&node, n).ok())
+            .map(|s| stats_of(&node, s))
             .collect())
     })
     .await?;

@@ -4,76 +4,20 @@
 //! annotations; the operator decides how much they can claim. Unset keys are unbounded;
 //! `rein run`/`set` by root or an allowed uid are not bound by it.
 
-use super::{Flag, LimitError, Limits, Max, Memory, Pids};
+use super::{Flag, LimitError, Limits};
 
-/// How far one limit reaches, comparable across values of one flag: larger claims more
-/// (unlimited is the largest; a more urgent priority is larger).
-fn reach(l: &Limits, flag: Flag) -> Option<u128> {
-    let max = u128::MAX;
-    let mem = |m: Option<Memory>| {
-        m.map(|m| match m {
-            Memory::Bytes(b) => u128::from(b),
-            Memory::Max => max,
-        })
-    };
-    match flag {
-        Flag::Cpus => l.cpus.map(|c| match c {
-            Max::Max => max,
-            Max::Value(q) => u128::from(q.millis()),
-        }),
-        Flag::CpuWeight => l.cpu_weight.map(|w| u128::from(w.get())),
-        Flag::IoWeight => l.io_weight.map(|w| u128::from(w.get())),
-        Flag::Memory => mem(l.memory),
-        Flag::MemoryHigh => mem(l.memory_high),
-        Flag::MemoryLow => mem(l.memory_low),
-        Flag::MemoryMin => mem(l.memory_min),
-        Flag::Swap => mem(l.swap),
-        Flag::Pids => l.pids.map(|p| match p {
-            Pids::Limit(n) => u128::from(n),
-            Pids::Max => max,
-        }),
-        Flag::Egress => l.egress.map(|b| u128::from(b.bits_per_second())),
-        Flag::Ingress => l.ingress.map(|b| u128::from(b.bits_per_second())),
-        // Idle is the least claim, critical the most.
-        Flag::Priority => l.priority.map(|p| 4 - p as u128),
-        _ => None,
-    }
-}
-
-/// The flags a ceiling can bound.
-pub const BOUNDED: [Flag; 12] = [
-    Flag::Cpus,
-    Flag::CpuWeight,
-    Flag::IoWeight,
-    Flag::Memory,
-    Flag::MemoryHigh,
-    Flag::MemoryLow,
-    Flag::MemoryMin,
-    Flag::Swap,
-    Flag::Pids,
-    Flag::Egress,
-    Flag::Ingress,
-    Flag::Priority,
-];
-
-/// Refuses `asked` if any of its limits reaches above `ceiling`'s for the same flag.
+/// Refuses `asked` if any of its limits reaches above `ceiling`'s for the same flag (how far
+/// a value reaches is its type's `Value::reach`: unlimited is the largest, a more urgent
+/// priority is larger; flags without a reach, such as `--cpuset`, are not bounded).
 pub fn check(ceiling: &Limits, asked: &Limits) -> Result<(), LimitError> {
-    let pairs = |l: &Limits| l.to_pairs();
-    for flag in BOUNDED {
-        if let (Some(top), Some(want)) = (reach(ceiling, flag), reach(asked, flag))
+    for flag in Flag::ALL {
+        if let (Some(top), Some(want)) = (ceiling.reach(flag), asked.reach(flag))
             && want > top
         {
-            let text = |l: &Limits| {
-                pairs(l)
-                    .into_iter()
-                    .find(|(f, _)| *f == flag)
-                    .map(|(_, v)| v)
-                    .unwrap_or_default()
-            };
             return Err(LimitError::AboveCeiling {
                 flag,
-                value: text(asked),
-                ceiling: text(ceiling),
+                value: asked.texts(flag).join(" "),
+                ceiling: ceiling.texts(flag).join(" "),
             });
         }
     }

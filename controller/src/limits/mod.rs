@@ -11,105 +11,61 @@
 //! live next to each type and say where the numbers come from.
 
 pub mod ceiling;
+mod table;
 mod units;
 mod values;
 
 use std::fmt;
 
+pub use table::{Slot, Value};
 pub use values::{
     Bandwidth, Burst, CpuQuota, CpuSet, Device, IoLimit, IoMax, Max, Memory, Pids, Priority,
     Weight, cpu_max_line,
 };
 
-/// Every limit a user can set, named as the CLI flag (without `--`).
-///
-/// The same names are used by the API (`{"cpus": "1.5"}`) and, prefixed with `rein/`, by
-/// OCI annotations (`rein/cpus`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Flag {
-    Cpus,
-    CpuWeight,
-    Cpuset,
-    Memory,
-    MemoryHigh,
-    MemoryLow,
-    MemoryMin,
-    Swap,
-    OomGroup,
-    Pids,
-    IoWeight,
-    IoMax,
-    Priority,
-    Egress,
-    EgressBurst,
-    Ingress,
+// The one table of limit flags: the `Flag` enum, the fields of `Limits`, their parsing and
+// display, the CLI's arguments and the hook ceiling all come from it (see `table`). Each doc
+// line is the flag's `--help`.
+table::limit_table! {
+    /// CPU quota in CPUs, e.g. 1.5 or 1500m (cpu.max), or max.
+    Cpus cpus: Option<Max<CpuQuota>> = "cpus", "CPUS";
+    /// CPU weight 1..10000, default 100, e.g. 300 (cpu.weight).
+    CpuWeight cpu_weight: Option<Weight> = "cpu-weight", "W";
+    /// CPUs to run on, e.g. 0-1,3 (cpuset.cpus).
+    Cpuset cpuset: Option<CpuSet> = "cpuset", "LIST";
+    /// Hard memory limit, e.g. 256M or 1.5G (memory.max); the OOM killer acts above it.
+    Memory memory: Option<Memory> = "memory", "BYTES";
+    /// Memory throttling threshold, e.g. 200M (memory.high).
+    MemoryHigh memory_high: Option<Memory> = "memory-high", "BYTES";
+    /// Best-effort memory protection, e.g. 64M (memory.low).
+    MemoryLow memory_low: Option<Memory> = "memory-low", "BYTES";
+    /// Hard memory protection, e.g. 32M (memory.min).
+    MemoryMin memory_min: Option<Memory> = "memory-min", "BYTES";
+    /// Swap limit itself (not memory+swap as in docker), e.g. 0 or 1G (memory.swap.max).
+    Swap swap: Option<Memory> = "swap", "BYTES";
+    /// On OOM, kill the whole container rather than one process (memory.oom.group).
+    OomGroup oom_group: Option<bool> = "oom-group", "BOOL";
+    /// Most processes and threads, e.g. 512 (pids.max), or max.
+    Pids pids: Option<Pids> = "pids", "N";
+    /// IO weight 1..10000, default 100 (io.weight).
+    IoWeight io_weight: Option<Weight> = "io-weight", "W";
+    /// Per-device IO limit, repeatable: 'DEV rbps=10M wbps=5M riops=1000 wiops=1000' with DEV as MAJ:MIN or a device path (io.max); at most one per device.
+    IoMax io_max: Vec<IoMax> = "io-max", "'DEV KEY=VALUE..'";
+    /// Priority class: critical, high, normal, low or idle (sets cpu.weight, io.weight, cpu.idle and the network priority; see docs/operations.md).
+    Priority priority: Option<Priority> = "priority", "CLASS";
+    /// Egress bandwidth, e.g. 10mbit or 10M (bits per second).
+    Egress egress: Option<Bandwidth> = "egress", "RATE";
+    /// Egress burst as time at the container's rate, e.g. 5ms (default: the agent's --egress-burst-ms, 2ms); larger bursts help bursty senders, smaller keep delay lower.
+    EgressBurst egress_burst: Option<Burst> = "egress-burst", "TIME";
+    /// Ingress bandwidth, e.g. 10mbit or 10M (bits per second).
+    Ingress ingress: Option<Bandwidth> = "ingress", "RATE";
 }
 
 impl Flag {
-    /// All flags, in the order they are displayed.
-    pub const ALL: [Self; 16] = [
-        Self::Cpus,
-        Self::CpuWeight,
-        Self::Cpuset,
-        Self::Memory,
-        Self::MemoryHigh,
-        Self::MemoryLow,
-        Self::MemoryMin,
-        Self::Swap,
-        Self::OomGroup,
-        Self::Pids,
-        Self::IoWeight,
-        Self::IoMax,
-        Self::Priority,
-        Self::Egress,
-        Self::EgressBurst,
-        Self::Ingress,
-    ];
-
-    /// The flag's name as typed after `--`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Cpus => "cpus",
-            Self::CpuWeight => "cpu-weight",
-            Self::Cpuset => "cpuset",
-            Self::Memory => "memory",
-            Self::MemoryHigh => "memory-high",
-            Self::MemoryLow => "memory-low",
-            Self::MemoryMin => "memory-min",
-            Self::Swap => "swap",
-            Self::OomGroup => "oom-group",
-            Self::Pids => "pids",
-            Self::IoWeight => "io-weight",
-            Self::IoMax => "io-max",
-            Self::Priority => "priority",
-            Self::Egress => "egress",
-            Self::EgressBurst => "egress-burst",
-            Self::Ingress => "ingress",
-        }
-    }
-
     /// Looks a flag up by name (`"cpus"` or `"--cpus"`).
     pub fn from_name(name: &str) -> Option<Self> {
         let name = name.strip_prefix("--").unwrap_or(name);
         Self::ALL.into_iter().find(|f| f.name() == name)
-    }
-
-    /// What the flag accepts, for error messages and `--help`.
-    pub const fn accepted(self) -> &'static str {
-        match self {
-            Self::Cpus => CpuQuota::ACCEPTED,
-            Self::CpuWeight | Self::IoWeight => Weight::ACCEPTED,
-            Self::Cpuset => CpuSet::ACCEPTED,
-            Self::Memory | Self::MemoryHigh | Self::MemoryLow | Self::MemoryMin | Self::Swap => {
-                Memory::ACCEPTED
-            }
-            Self::OomGroup => "true or false",
-            Self::Pids => Pids::ACCEPTED,
-            Self::IoMax => IoMax::ACCEPTED,
-            Self::Priority => Priority::ACCEPTED,
-            Self::Egress | Self::Ingress => Bandwidth::ACCEPTED,
-            Self::EgressBurst => Burst::ACCEPTED,
-        }
     }
 }
 
@@ -175,67 +131,6 @@ fn known_names() -> String {
         .join(", ")
 }
 
-/// A validated set of limits. `None` means "not set by this request": leave the kernel's
-/// current value alone (for `rein set`) or keep the kernel default (for a new container).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub cpus: Option<Max<CpuQuota>>,
-    pub cpu_weight: Option<Weight>,
-    pub cpuset: Option<CpuSet>,
-    pub memory: Option<Memory>,
-    pub memory_high: Option<Memory>,
-    pub memory_low: Option<Memory>,
-    pub memory_min: Option<Memory>,
-    pub swap: Option<Memory>,
-    pub oom_group: Option<bool>,
-    pub pids: Option<Pids>,
-    pub io_weight: Option<Weight>,
-    /// At most one entry per device (checked by [`Limits::validate`]).
-    pub io_max: Vec<IoMax>,
-    pub priority: Option<Priority>,
-    pub egress: Option<Bandwidth>,
-    /// The shaper's burst for this container; `None` on a new container means the agent's
-    /// default (`rein agent --egress-burst-ms`).
-    pub egress_burst: Option<Burst>,
-    pub ingress: Option<Bandwidth>,
-}
-
-fn parse_value<T: std::str::FromStr<Err = String>>(
-    flag: Flag,
-    value: &str,
-) -> Result<T, LimitError> {
-    value.parse().map_err(|problem| LimitError::Value {
-        flag,
-        value: value.to_owned(),
-        problem,
-    })
-}
-
-fn parse_bool(flag: Flag, value: &str) -> Result<bool, LimitError> {
-    match value.trim() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(LimitError::Value {
-            flag,
-            value: value.to_owned(),
-            problem: "not a boolean".into(),
-        }),
-    }
-}
-
-/// Stores `v` in `slot`, refusing a second value for the same flag.
-fn set_once<T: fmt::Display>(slot: &mut Option<T>, flag: Flag, v: T) -> Result<(), LimitError> {
-    if let Some(first) = slot {
-        return Err(LimitError::Repeated {
-            flag,
-            first: first.to_string(),
-            second: v.to_string(),
-        });
-    }
-    *slot = Some(v);
-    Ok(())
-}
-
 impl Limits {
     /// Smallest `--memory` accepted.
     pub const MIN_MEMORY: u64 = 1 << 20;
@@ -268,31 +163,6 @@ impl Limits {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_pairs(pairs)
-    }
-
-    /// Parses one value into its field. Does not run the cross-field checks.
-    fn set(&mut self, flag: Flag, value: &str) -> Result<(), LimitError> {
-        match flag {
-            Flag::Cpus => set_once(&mut self.cpus, flag, parse_value(flag, value)?),
-            Flag::CpuWeight => set_once(&mut self.cpu_weight, flag, parse_value(flag, value)?),
-            Flag::Cpuset => set_once(&mut self.cpuset, flag, parse_value(flag, value)?),
-            Flag::Memory => set_once(&mut self.memory, flag, parse_value(flag, value)?),
-            Flag::MemoryHigh => set_once(&mut self.memory_high, flag, parse_value(flag, value)?),
-            Flag::MemoryLow => set_once(&mut self.memory_low, flag, parse_value(flag, value)?),
-            Flag::MemoryMin => set_once(&mut self.memory_min, flag, parse_value(flag, value)?),
-            Flag::Swap => set_once(&mut self.swap, flag, parse_value(flag, value)?),
-            Flag::OomGroup => set_once(&mut self.oom_group, flag, parse_bool(flag, value)?),
-            Flag::Pids => set_once(&mut self.pids, flag, parse_value(flag, value)?),
-            Flag::IoWeight => set_once(&mut self.io_weight, flag, parse_value(flag, value)?),
-            Flag::IoMax => {
-                self.io_max.push(parse_value(flag, value)?);
-                Ok(())
-            }
-            Flag::Priority => set_once(&mut self.priority, flag, parse_value(flag, value)?),
-            Flag::Egress => set_once(&mut self.egress, flag, parse_value(flag, value)?),
-            Flag::EgressBurst => set_once(&mut self.egress_burst, flag, parse_value(flag, value)?),
-            Flag::Ingress => set_once(&mut self.ingress, flag, parse_value(flag, value)?),
-        }
     }
 
     /// Cross-field rules. The kernel would accept most of these combinations and then behave
@@ -350,31 +220,10 @@ impl Limits {
     /// The set as `(flag, value)` pairs, in [`Flag::ALL`] order; parsing them back with
     /// [`Limits::from_pairs`] gives an equal `Limits`.
     pub fn to_pairs(&self) -> Vec<(Flag, String)> {
-        fn push<T: fmt::Display>(out: &mut Vec<(Flag, String)>, f: Flag, v: Option<&T>) {
-            if let Some(v) = v {
-                out.push((f, v.to_string()));
-            }
-        }
-        let mut out = Vec::new();
-        push(&mut out, Flag::Cpus, self.cpus.as_ref());
-        push(&mut out, Flag::CpuWeight, self.cpu_weight.as_ref());
-        push(&mut out, Flag::Cpuset, self.cpuset.as_ref());
-        push(&mut out, Flag::Memory, self.memory.as_ref());
-        push(&mut out, Flag::MemoryHigh, self.memory_high.as_ref());
-        push(&mut out, Flag::MemoryLow, self.memory_low.as_ref());
-        push(&mut out, Flag::MemoryMin, self.memory_min.as_ref());
-        push(&mut out, Flag::Swap, self.swap.as_ref());
-        push(&mut out, Flag::OomGroup, self.oom_group.as_ref());
-        push(&mut out, Flag::Pids, self.pids.as_ref());
-        push(&mut out, Flag::IoWeight, self.io_weight.as_ref());
-        for io in &self.io_max {
-            out.push((Flag::IoMax, io.to_string()));
-        }
-        push(&mut out, Flag::Priority, self.priority.as_ref());
-        push(&mut out, Flag::Egress, self.egress.as_ref());
-        push(&mut out, Flag::EgressBurst, self.egress_burst.as_ref());
-        push(&mut out, Flag::Ingress, self.ingress.as_ref());
-        out
+        Flag::ALL
+            .into_iter()
+            .flat_map(|flag| self.texts(flag).into_iter().map(move |t| (flag, t)))
+            .collect()
     }
 }
 

@@ -4,7 +4,10 @@
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
-use super::units::{scale, split_unit};
+use super::{
+    table::Value,
+    units::{scale, split_unit},
+};
 
 const KI: u64 = 1 << 10;
 const MI: u64 = 1 << 20;
@@ -731,5 +734,66 @@ impl fmt::Display for Burst {
         }
         let frac = format!("{:03}", self.0 % 1_000);
         write!(f, "{}.{}us", self.0 / 1_000, frac.trim_end_matches('0'))
+    }
+}
+
+/// [`Value`] through the type's own [`FromStr`] and [`fmt::Display`], with its reach for
+/// the hook ceiling (see `ceiling`).
+macro_rules! value_via_text {
+    ($ty:ty, $accepted:expr, $reach:expr) => {
+        impl Value for $ty {
+            const ACCEPTED: &'static str = $accepted;
+            fn parse_text(text: &str) -> Result<Self, String> {
+                text.parse()
+            }
+            fn text(&self) -> String {
+                self.to_string()
+            }
+            fn reach(&self) -> Option<u128> {
+                let reach: fn(&Self) -> Option<u128> = $reach;
+                reach(self)
+            }
+        }
+    };
+}
+
+const UNLIMITED: u128 = u128::MAX;
+
+value_via_text!(Max<CpuQuota>, CpuQuota::ACCEPTED, |c| Some(match c {
+    Max::Max => UNLIMITED,
+    Max::Value(q) => u128::from(q.millis()),
+}));
+value_via_text!(Weight, Weight::ACCEPTED, |w| Some(u128::from(w.get())));
+value_via_text!(CpuSet, CpuSet::ACCEPTED, |_| None);
+value_via_text!(Memory, Memory::ACCEPTED, |m| Some(match m {
+    Memory::Bytes(b) => u128::from(*b),
+    Memory::Max => UNLIMITED,
+}));
+value_via_text!(Pids, Pids::ACCEPTED, |p| Some(match p {
+    Pids::Limit(n) => u128::from(*n),
+    Pids::Max => UNLIMITED,
+}));
+value_via_text!(IoMax, IoMax::ACCEPTED, |_| None);
+// Idle is the least claim, critical the most.
+value_via_text!(Priority, Priority::ACCEPTED, |p| Some(4 - *p as u128));
+value_via_text!(Bandwidth, Bandwidth::ACCEPTED, |b| Some(u128::from(
+    b.bits_per_second()
+)));
+value_via_text!(Burst, Burst::ACCEPTED, |_| None);
+
+/// `--oom-group`: a switch on the command line, `true`/`false` (also 1/0, yes/no, on/off) in
+/// the API and annotations.
+impl Value for bool {
+    const ACCEPTED: &'static str = "true or false";
+    const SWITCH: bool = true;
+    fn parse_text(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("not a boolean".into()),
+        }
+    }
+    fn text(&self) -> String {
+        self.to_string()
     }
 }

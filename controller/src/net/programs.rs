@@ -496,6 +496,20 @@ mod tests {
         fn flush(&self) {}
     }
 
+    /// The agent pins maps by name: a map renamed in the eBPF crate and not here would be
+    /// created unpinned at load, and its contents lost at every restart.
+    #[test]
+    fn every_map_the_agent_pins_is_in_the_object() {
+        let object = aya_obj::Object::parse(OBJECT).unwrap();
+        for name in PINNED_MAPS {
+            assert!(
+                object.maps.contains_key(name),
+                "{name} is not a map of the eBPF object (it has {:?})",
+                object.maps.keys().collect::<Vec<_>>()
+            );
+        }
+    }
+
     #[test]
     fn programs_load_count_and_log_on_this_kernel() {
         let capture = Capture::default();

@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    api::{Stats, limits_from_map},
+    api::{Stats, UsageJson, limits_from_map},
     limits::Memory,
 };
 
@@ -86,9 +86,8 @@ pub struct Model {
     pub sort: SortKey,
 }
 
-fn counter(s: &Stats, key: &str) -> u64 {
-    s.usage.get(key).copied().unwrap_or(0)
-}
+/// A counter of the usage, by field.
+type Counter = fn(&UsageJson) -> u64;
 
 impl Model {
     pub fn new(sort: SortKey) -> Self {
@@ -106,15 +105,15 @@ impl Model {
         let mut next = BTreeMap::new();
         for s in sample {
             let name = s.container.name.clone();
-            let delta = |key: &str| {
+            let delta = |counter: Counter| {
                 self.previous
                     .get(&name)
-                    .map_or(0, |p| counter(&s, key).saturating_sub(counter(p, key)))
+                    .map_or(0, |p| counter(&s.usage).saturating_sub(counter(&p.usage)))
             };
-            let rate = |key: &str| delta(key) as f64 / secs;
-            let periods = delta("cpu_nr_periods");
+            let rate = |counter: Counter| delta(counter) as f64 / secs;
+            let periods = delta(|u| u.cgroup.cpu_nr_periods);
             let limits = limits_from_map(&s.container.limits).unwrap_or_default();
-            let cpu_percent = rate("cpu_usage_usec") / 1e4;
+            let cpu_percent = rate(|u| u.cgroup.cpu_usage_usec) / 1e4;
             let history = self.history.entry(name.clone()).or_default();
             if self.previous.contains_key(&name) {
                 history.push_back(cpu_percent);
@@ -127,18 +126,19 @@ impl Model {
                 throttled_percent: if periods == 0 {
                     0.0
                 } else {
-                    delta("cpu_nr_throttled") as f64 * 100.0 / periods as f64
+                    delta(|u| u.cgroup.cpu_nr_throttled) as f64 * 100.0 / periods as f64
                 },
-                memory_bytes: counter(&s, "memory_current_bytes"),
+                memory_bytes: s.usage.cgroup.memory_current_bytes,
                 memory_limit_bytes: match limits.memory {
                     Some(Memory::Bytes(b)) => Some(b),
                     _ => None,
                 },
-                io_read_bytes_per_sec: rate("io_read_bytes"),
-                io_write_bytes_per_sec: rate("io_write_bytes"),
-                egress_bytes_per_sec: rate("net_tx_bytes"),
+                io_read_bytes_per_sec: rate(|u| u.cgroup.io_read_bytes),
+                io_write_bytes_per_sec: rate(|u| u.cgroup.io_write_bytes),
+                egress_bytes_per_sec: rate(|u| u.net_tx_bytes.unwrap_or(0)),
                 egress_limit_bytes_per_sec: limits.egress.map(|b| b.bytes_per_second()),
-                drops: delta("net_tx_dropped_packets") + delta("net_rx_dropped_packets"),
+                drops: delta(|u| u.net_tx_dropped_packets.unwrap_or(0))
+                    + delta(|u| u.net_rx_dropped_packets.unwrap_or(0)),
                 history: history.iter().copied().collect(),
                 name: name.clone(),
             });
@@ -190,9 +190,12 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Container, LimitText};
+    use crate::{
+        api::{Container, LimitText},
+        cgroup::Usage,
+    };
 
-    fn stats(name: &str, usage: &[(&str, u64)], limits: &[(&str, &str)]) -> Stats {
+    fn stats(name: &str, usage: UsageJson, limits: &[(&str, &str)]) -> Stats {
         Stats {
             container: Container {
                 name: name.into(),
@@ -202,7 +205,7 @@ mod tests {
                     .map(|(k, v)| ((*k).to_owned(), LimitText::One((*v).to_owned())))
                     .collect(),
             },
-            usage: usage.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            usage,
             egress_mode: String::new(),
         }
     }
@@ -211,10 +214,17 @@ mod tests {
     fn rates_come_from_two_samples_and_rows_sort_by_the_chosen_column() {
         let mut m = Model::new(SortKey::Cpu);
         let first = vec![
-            stats("web", &[("cpu_usage_usec", 0), ("cpu_nr_periods", 0)], &[]),
+            stats("web", UsageJson::default(), &[]),
             stats(
                 "db",
-                &[("memory_current_bytes", 100 << 20), ("net_tx_bytes", 0)],
+                UsageJson {
+                    cgroup: Usage {
+                        memory_current_bytes: 100 << 20,
+                        ..Usage::default()
+                    },
+                    net_tx_bytes: Some(0),
+                    ..UsageJson::default()
+                },
                 &[("memory", "256M"), ("egress", "10mbit")],
             ),
         ];
@@ -223,20 +233,28 @@ mod tests {
         let second = vec![
             stats(
                 "web",
-                &[
-                    ("cpu_usage_usec", 1_000_000),
-                    ("cpu_nr_periods", 20),
-                    ("cpu_nr_throttled", 5),
-                ],
+                UsageJson {
+                    cgroup: Usage {
+                        cpu_usage_usec: 1_000_000,
+                        cpu_nr_periods: 20,
+                        cpu_nr_throttled: 5,
+                        ..Usage::default()
+                    },
+                    ..UsageJson::default()
+                },
                 &[],
             ),
             stats(
                 "db",
-                &[
-                    ("memory_current_bytes", 100 << 20),
-                    ("net_tx_bytes", 2_500_000),
-                    ("net_tx_dropped_packets", 3),
-                ],
+                UsageJson {
+                    cgroup: Usage {
+                        memory_current_bytes: 100 << 20,
+                        ..Usage::default()
+                    },
+                    net_tx_bytes: Some(2_500_000),
+                    net_tx_dropped_packets: Some(3),
+                    ..UsageJson::default()
+                },
                 &[("memory", "256M"), ("egress", "10mbit")],
             ),
         ];

@@ -205,11 +205,14 @@ mod tests {
                 )]
                 .into(),
             },
-            usage: [
-                ("cpu_usage_usec".to_owned(), cpu_usec),
-                ("memory_current_bytes".to_owned(), 3 << 20),
-            ]
-            .into(),
+            usage: crate::api::UsageJson {
+                cgroup: crate::cgroup::Usage {
+                    cpu_usage_usec: cpu_usec,
+                    memory_current_bytes: 3 << 20,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
             egress_mode: String::new(),
         }
     }

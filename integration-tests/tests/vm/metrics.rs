@@ -80,6 +80,7 @@ fn stop(mut child: std::process::Child) {
 
 #[test]
 fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-prom");
     let agent = AgentGuard::start_with(
         "rein-prom",

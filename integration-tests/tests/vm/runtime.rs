@@ -1,5 +1,5 @@
 //! Runtime integration with the real runtimes: runc and crun run OCI bundles whose config.json
-//! carries rein's hooks (as the README's snippet shows), and `rein-runtime` wraps runc the way
+//! carries rein's hooks (as the snippet in docs/runtimes.md shows), and `rein-runtime` wraps runc the way
 //! dockerd calls it.
 
 use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
@@ -55,6 +55,7 @@ fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
 /// winning over the annotation's), egress shaping and labelled metrics; once the runtime
 /// deletes it nothing of it remains.
 fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new(&format!("remote-{runtime}"));
     let addr = format!("127.0.0.1:{port}");
     let agent = AgentGuard::start_with(

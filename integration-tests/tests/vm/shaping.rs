@@ -21,6 +21,7 @@ fn stats(agent: &AgentGuard, name: &str) -> serde_json::Value {
 
 #[test]
 fn tcp_egress_lands_within_five_percent_of_the_limit() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-tcp");
     let agent = AgentGuard::start_with(
         "rein-shape",
@@ -160,6 +161,7 @@ fn tx_rate(agent: &AgentGuard, name: &str, window: std::time::Duration) -> f64 {
 
 #[test]
 fn a_live_rate_change_takes_effect_within_a_second() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-live");
     let agent = AgentGuard::start_with("rein-live", &["--egress-dev", HOST_DEV]);
     let _server = net.iperf3_server();
@@ -183,6 +185,7 @@ fn a_live_rate_change_takes_effect_within_a_second() {
 
 #[test]
 fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-crash");
     let mut agent = AgentGuard::start_with("rein-crash", &["--egress-dev", HOST_DEV]);
     let _server = net.iperf3_server();
@@ -217,6 +220,7 @@ fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
 
 #[test]
 fn udp_egress_is_held_to_the_limit() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-udp");
     let agent = AgentGuard::start_with("rein-udp", &["--egress-dev", HOST_DEV]);
     let _server = net.iperf3_server();
@@ -280,6 +284,7 @@ fn removing_a_container_leaves_no_map_entry() {
 
 #[test]
 fn ingress_policing_holds_a_tcp_download_near_the_limit() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-in");
     let agent = AgentGuard::start_with("rein-ingress", &["--egress-dev", HOST_DEV]);
     let _server = net.iperf3_server();
@@ -316,6 +321,7 @@ fn ingress_policing_holds_a_tcp_download_near_the_limit() {
 /// back on the sender.
 #[test]
 fn a_container_in_its_own_netns_is_paced_inside_it() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-ns");
     net.route_back(ContainerNetns::SUBNET);
     let ctr = ContainerNetns::new("ctr-ns");
@@ -369,6 +375,7 @@ fn a_container_in_its_own_netns_is_paced_inside_it() {
 /// slowed by congestion notification and UDP by drops.
 #[test]
 fn police_mode_holds_tcp_and_udp_near_the_limit() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::new("remote-police");
     let agent = AgentGuard::start_with(
         "rein-police",
@@ -560,6 +567,7 @@ fn priority_classes_reach_the_egress_qdisc() {
 /// (one root `fq` would make every queue contend for its lock), and shaping holds.
 #[test]
 fn a_multiqueue_device_gets_fq_per_queue_under_mq() {
+    integration_tests::measures_throughput();
     let net = RemoteNetns::with_queues("remote-mq", 4);
     let agent = AgentGuard::start_with("rein-mq", &["--egress-dev", HOST_DEV]);
     let out = std::process::Command::new("/usr/local/sbin/tc")

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::setup::output;
+use crate::cmd::output;
 
 enum Node {
     Dir,

@@ -9,8 +9,8 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use crate::{
+    cmd::{output, run_checked},
     paths::cache_dir,
-    setup::{output, run_checked},
 };
 
 /// The kernels the suite runs on. One place lists them; `--kernel all` means all of these.

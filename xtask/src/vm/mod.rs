@@ -2,7 +2,7 @@
 //! qemu VM on real Debian kernels.
 //!
 //! `kernel` fetches and caches the kernels, `initramfs` packs the guest, `qemu` boots it and
-//! reads the verdict, `init.sh` is the guest's PID 1. See README "Writing a VM test".
+//! reads the verdict, `init.sh` is the guest's PID 1. See docs/testing.md, "Writing a VM test".
 
 mod initramfs;
 pub mod kernel;
@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use self::{initramfs::Initramfs, kernel::Series};
-use crate::{paths::workspace_root, setup::cargo, test::Tally};
+use crate::{cmd::cargo, paths::workspace_root, tally::Tally};
 
 /// Target of the binaries that run in the guest: static, so they need no guest libc.
 const GUEST_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -323,18 +323,21 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Tests whose verdict is a throughput measured in the emulated guest. Two host cores run
-/// the whole guest, and now and then a busy host starves it for some seconds: seen as one
-/// or two neighbouring tests at 0.83-0.92 of a limit that the same tests otherwise hit
-/// within 2% on the same kernel. A failed one runs once more in a fresh guest, both
-/// verdicts are printed, and it counts as passed only if that run passes: a limit that is
-/// really missed fails twice. No other test is retried.
-const THROUGHPUT_TESTS: &[&str] = &[
-    "shaping::",
-    "runtime::runc_container_is_limited_shaped_and_labelled",
-    "runtime::crun_container_is_limited_shaped_and_labelled",
-    "metrics::prometheus_scrapes_the_agent_and_promql_matches_ground_truth",
-];
+/// What a VM test prints (`integration_tests::measures_throughput`) to say that its verdict
+/// is a throughput measured in the emulated guest. Two host cores run the whole guest, and
+/// now and then a busy host starves it for some seconds. A failed test so marked runs once
+/// more in a fresh guest, both verdicts are printed, and it counts as passed only if that
+/// run passes: a limit that is really missed fails twice. No other test is retried.
+const THROUGHPUT_MARK: &str = "REIN-THROUGHPUT-TEST ";
+
+/// The tests that marked themselves with [`THROUGHPUT_MARK`] in a guest's output.
+fn throughput_tests(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| Some(l[l.find(THROUGHPUT_MARK)? + THROUGHPUT_MARK.len()..].trim()))
+        .map(str::to_owned)
+        .collect()
+}
 
 /// The failed tests libtest lists at the end of its output (`failures:` then indented names).
 fn failed_tests(lines: &[String]) -> Vec<String> {
@@ -366,9 +369,10 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
             outcome.total_time.as_secs_f64()
         );
         let failed = failed_tests(&outcome.lines);
+        let marked = throughput_tests(&outcome.lines);
         let rerun: Vec<String> = failed
             .iter()
-            .filter(|t| THROUGHPUT_TESTS.iter().any(|p| t.starts_with(p)))
+            .filter(|t| marked.contains(t))
             .cloned()
             .collect();
         let mut status_ok = outcome.status == 0;
@@ -616,5 +620,17 @@ mod tests {
         .to_vec();
         assert_eq!(failed_tests(&out), ["shaping::a", "faults::b"]);
         assert!(failed_tests(&["test result: ok. 3 passed".to_owned()]).is_empty());
+    }
+
+    #[test]
+    fn throughput_tests_are_the_ones_that_marked_themselves() {
+        let out: Vec<String> = [
+            "  vm-6.12| REIN-THROUGHPUT-TEST shaping::a",
+            "REIN-THROUGHPUT-TEST metrics::b",
+            "test faults::c ... ok",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(throughput_tests(&out), ["shaping::a", "metrics::b"]);
     }
 }

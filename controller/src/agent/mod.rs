@@ -3,15 +3,15 @@
 //! The agent keeps no state of its own: on start it opens its managed cgroup root, adopts
 //! every container directory it finds (their limits are in the kernel's files), and serves
 //! the API. Stopping or crashing loses nothing; limits stay enforced while it is down.
+//! `settings` resolves its flags, config file and defaults.
 
-use std::{
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+pub mod settings;
+
+pub use settings::{AgentArgs, Config, Defaults, ModeChoice, Settings};
+
+use std::{os::fd::AsRawFd as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
 
 use crate::{
     api::{self, server::Access},
@@ -22,102 +22,6 @@ use crate::{
     },
     node::{EgressMode, Node},
 };
-
-/// Where the agent pins its maps and links (bpffs).
-pub const PIN_DIR: &str = "/sys/fs/bpf/rein";
-
-pub const DEFAULT_CONFIG: &str = "/etc/rein/rein.toml";
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup/rein.slice";
-
-/// The agent's configuration file (TOML). Every key is optional; flags override it.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// API socket path (default /run/rein/rein.sock).
-    pub socket: Option<PathBuf>,
-    /// Managed cgroup root (default /sys/fs/cgroup/rein.slice).
-    pub root: Option<PathBuf>,
-    /// Uids besides root that may use the API.
-    #[serde(default)]
-    pub allowed_uids: Vec<u32>,
-    /// Prometheus endpoint address (default 127.0.0.1:9798).
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// The `node` label of every series (default: the host name).
-    pub node_name: Option<crate::metrics::NodeName>,
-    /// Devices to pace egress on (default: those with a default route).
-    pub egress_devs: Option<Vec<String>>,
-    /// bpffs directory for rein's pinned maps and links (default /sys/fs/bpf/rein).
-    pub bpf_dir: Option<PathBuf>,
-    /// auto, edt or police (default auto).
-    pub egress_mode: Option<ModeChoice>,
-    /// The most a runtime's annotations may ask for, by flag name (`cpus = "4"`).
-    #[serde(default)]
-    pub hook_ceiling: crate::api::LimitMap,
-}
-
-impl Config {
-    /// Reads `path`; a missing default config file is not an error, a missing explicit one is.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let (path, explicit) = match path {
-            Some(p) => (p.to_owned(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG), false),
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Ok(Self::default());
-            }
-            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
-        };
-        toml::from_str(&text).with_context(|| {
-            format!(
-                "config {} is not valid; accepted keys: socket (path), root (path), \
-                 allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), node_name \
-                 (\"name\"), egress_devs \
-                 (list of device names), bpf_dir (path), egress_mode (\"auto\", \"edt\" or \
-                 \"police\"), [hook_ceiling] (flag = \"value\", e.g. cpus = \"4\")",
-                path.display()
-            )
-        })
-    }
-}
-
-/// Settled settings after config and flags.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub socket: PathBuf,
-    pub root: PathBuf,
-    pub allowed_uids: Vec<u32>,
-    pub metrics_addr: std::net::SocketAddr,
-    /// The `node` label of every series.
-    pub node_name: crate::metrics::NodeName,
-    /// Devices whose root qdisc becomes `fq`, so paced packets leave on time.
-    pub egress_devs: Vec<String>,
-    /// bpffs directory for pinned maps and links; one per managed root.
-    pub bpf_dir: PathBuf,
-    /// The shaper's burst, mark and horizon for new limits, where given (the rest are the
-    /// egress mode's defaults).
-    pub shaper: crate::node::ShaperOverrides,
-    /// Which egress mode to use (`--egress-mode`).
-    pub egress_mode: ModeChoice,
-    /// Attach the scheduler programs (run-queue latency histograms).
-    pub runqueue_latency: bool,
-    /// The most a runtime's annotations may ask for (config `[hook_ceiling]`).
-    pub hook_ceiling: crate::limits::Limits,
-}
-
-/// `rein agent --egress-mode`: how egress limits are enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeChoice {
-    /// Pace with departure times where `fq` can be installed, else police.
-    #[default]
-    Auto,
-    /// Pace with departure times released by `fq`; refuse `--egress` without it.
-    Edt,
-    /// Police with congestion notification, even where `fq` exists.
-    Police,
-}
 
 /// Holds an exclusive flock on `<socket dir>/rein.lock` for the agent's lifetime, so a
 /// second agent refuses to start instead of fighting over the socket and the tree.
@@ -348,7 +252,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     if let Err(e) = node.watch_all() {
         tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");
     }
-    let adopted = node.tree().list()?;
+    let adopted = node.names()?;
     for name in &adopted {
         match node.limits(name) {
             Ok(l) => tracing::info!(container = %name, limits = %l, "adopted"),
@@ -412,21 +316,6 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_parses_and_rejects_unknown_keys() {
-        let c: Config =
-            toml::from_str("socket = \"/tmp/r.sock\"\nallowed_uids = [1000]\n").unwrap();
-        assert_eq!(c.socket, Some(PathBuf::from("/tmp/r.sock")));
-        assert_eq!(c.allowed_uids, vec![1000]);
-        assert!(toml::from_str::<Config>("sokcet = \"x\"").is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let bad = dir.path().join("rein.toml");
-        std::fs::write(&bad, "root = 5").unwrap();
-        let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
-        assert!(err.contains("accepted keys"), "{err}");
-        assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
-    }
 
     #[test]
     fn a_second_instance_is_refused() {

@@ -1,0 +1,84 @@
+//! `rein run`: like `systemd-run --scope`, a command in a new limited container.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use hyper::Method;
+
+use crate::api::{Container, CreateRequest, LimitMap, client::Client};
+
+/// `rein run`: create the container, start the command inside it, forward SIGINT/SIGTERM,
+/// wait, remove the container (unless `keep`), and return the command's exit status
+/// (128 + signal number when a signal ended it, as shells report).
+pub async fn run_command(
+    client: &Client,
+    name: String,
+    limits: LimitMap,
+    keep: bool,
+    command: Vec<String>,
+) -> anyhow::Result<u8> {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let created: Container = client
+        .call(
+            Method::POST,
+            "/v1/containers",
+            Some(&CreateRequest {
+                name: name.clone(),
+                limits,
+                cgroup: None,
+                labels: Default::default(),
+            }),
+        )
+        .await?
+        .context("the agent created the container but sent no description")?;
+    let procs = PathBuf::from(&created.path).join("cgroup.procs");
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: runs in the forked child before exec; it only opens, writes and closes a file
+    // (async-signal-safe system calls) to move itself into the container's cgroup, so every
+    // socket and page the command ever has belongs to the container.
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    let cleanup = |client: &Client, name: &str| {
+        let path = format!("/v1/containers/{name}?force=true");
+        let client = Client::new(client.socket());
+        async move {
+            client
+                .call::<serde_json::Value>(Method::DELETE, &path, None::<&()>)
+                .await
+        }
+    };
+    // Handlers first: a signal that arrives once the command runs must be forwarded to it,
+    // not end rein and orphan the container.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = cleanup(client, &name).await;
+            bail!("cannot start {:?}: {e}", command[0]);
+        }
+    };
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let status = loop {
+        let sig = tokio::select! {
+            s = child.wait() => break s?,
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+        };
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) on the pid of our own child, which we have not reaped yet.
+            unsafe { libc::kill(pid, sig) };
+        }
+    };
+    if !keep && let Err(e) = cleanup(client, &name).await {
+        eprintln!("rein: warning: could not remove container {name}: {e}");
+    }
+    let code = status
+        .code()
+        .or(status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(u8::try_from(code).unwrap_or(1))
+}

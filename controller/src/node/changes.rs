@@ -1,0 +1,85 @@
+//! Creating, changing and removing a container, each all or nothing, also across the
+//! agent's death: a creation's intent and a change's journal are kept in the kernel until
+//! the operation is complete (see `recovery` for what the next agent does with them).
+
+use super::{Node, NodeError, egress::NetState, journal::Journal, journal::PENDING_XATTR};
+use crate::{
+    cgroup::{ContainerName, PRIORITY_XATTR},
+    limits::Limits,
+};
+
+impl Node {
+    /// Creates a container: cgroup files and map entries are all in place before the
+    /// container appears under its name (see [`crate::cgroup::Tree::create`]).
+    pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+        self.check_enforceable(l)?;
+        let net = self.planned(l, NetState::default());
+        let mut written = None;
+        let created = self.tree.create(name, l, |_, id| {
+            written = Some(id);
+            if net != NetState::default() {
+                self.write_net(id, net)?;
+            }
+            self.with_datapath(|dp| dp.watch(id))?;
+            Ok::<(), NodeError>(())
+        });
+        if let (Err(_), Some(id)) = (&created, written) {
+            let _ = self.with_datapath(|dp| dp.forget(id));
+        }
+        created.map(drop)
+    }
+
+    /// Changes limits live: the maps first (one update each, undone if the files fail), then
+    /// the files (all or nothing by themselves).
+    ///
+    /// An agent that dies half way must not leave half a change: what the change would
+    /// overwrite (file values, the priority class, both map entries) is first written to the
+    /// container's cgroup as a journal (xattr `trusted.rein.pending`), and removed once the
+    /// change is complete. The next agent finds a journal left behind and puts it back
+    /// ([`Node::undo_interrupted`]), so the container has its last acknowledged limits.
+    pub fn set(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+        self.check_enforceable(l)?;
+        let id = self.cgroup_id(name)?;
+        let before = self.net_state(id)?;
+        let after = self.planned(l, before);
+        let journal = Journal::new(
+            self.tree.undo_for(name, l)?,
+            self.tree.mark(name, PRIORITY_XATTR),
+            before,
+        );
+        self.tree
+            .set_mark(name, PENDING_XATTR, &journal.encode()?)?;
+        if after != before
+            && let Err(e) = self.write_net(id, after)
+        {
+            let _ = self.tree.clear_mark(name, PENDING_XATTR);
+            return Err(e);
+        }
+        crate::failpoint::hit("set:after-maps");
+        if let Err(e) = self.tree.set(name, l) {
+            if after != before {
+                let _ = self.write_net(id, before);
+            }
+            let _ = self.tree.clear_mark(name, PENDING_XATTR);
+            return Err(e.into());
+        }
+        crate::failpoint::hit("set:after-files");
+        self.tree.clear_mark(name, PENDING_XATTR)?;
+        Ok(())
+    }
+
+    /// Removes a container (a runtime's: unregisters it, see `runtime`). With processes
+    /// inside, refuses unless `force`, which kills them first.
+    pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
+        if !self.tree.root().join(name.as_str()).is_dir()
+            && let Some(ext) = self.tree.external(name)
+        {
+            return self.unregister(&ext);
+        }
+        let id = self.cgroup_id(name)?;
+        self.tree.remove(name, force)?;
+        // The cgroup is gone: leave no map entry behind for it.
+        self.with_datapath(|dp| dp.forget(id))?;
+        Ok(())
+    }
+}

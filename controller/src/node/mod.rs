@@ -1,0 +1,210 @@
+//! One node's enforcement: a container's limits go to its cgroup files (`cgroup`) and its
+//! network limits to the eBPF maps (`net`). This is the one place that applies a whole
+//! [`Limits`] to the kernel and reads it back, so the API, the metrics and `rein top` see
+//! both halves the same way. The cgroup tree stays inside this module.
+//!
+//! From the ground up (no file imports one above it):
+//! - `egress`, `journal`, `error`: pure parts: how network limits become map entries, the
+//!   journal of a live change, the error type;
+//! - this file: [`Node`] and the primitives the rest share (map entries, cgroup ids);
+//! - `changes`: create, set and remove, each all or nothing across the agent's death;
+//! - `recovery`: what an agent does at start and every second (undo, repair, adopt);
+//! - `pacing`: `fq` inside containers' network namespaces;
+//! - `runtime`: containers whose cgroup a runtime made (`rein hook`);
+//! - `snapshot`: the one reader, a container as the kernel holds it.
+
+mod changes;
+mod egress;
+mod error;
+mod journal;
+mod pacing;
+mod recovery;
+mod runtime;
+mod snapshot;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+pub use egress::{EgressMode, INGRESS_BUCKET_NS, ShaperOverrides, ShaperParams};
+pub use error::NodeError;
+pub use snapshot::{Network, Snapshot};
+
+use self::egress::NetState;
+use crate::{
+    cgroup::{CgroupError, ContainerName, Tree},
+    limits::{Flag, LimitError, Limits},
+    net::{
+        netns::NetnsId,
+        programs::{Datapath, ProgramError},
+    },
+};
+
+pub struct Node {
+    tree: Tree,
+    /// rein's programs with their pinned maps; `None` when they could not be loaded.
+    datapath: Option<Mutex<Datapath>>,
+    mode: EgressMode,
+    params: ShaperParams,
+    /// Container network namespaces whose devices have `fq`, with those devices.
+    paced_netns: Mutex<HashMap<NetnsId, Vec<String>>>,
+    /// The most a runtime's registration may ask for (see `limits::ceiling`).
+    hook_ceiling: Limits,
+    /// Where the programs' links are pinned (for [`Node::repair`]).
+    pin_dir: Option<PathBuf>,
+}
+
+impl Node {
+    /// `datapath` is the loaded programs and the egress mode they run in, or why the
+    /// programs could not be loaded. Shaping entries left by an earlier agent are switched to
+    /// this mode.
+    pub fn new(
+        tree: Tree,
+        datapath: Result<(Datapath, EgressMode), String>,
+        given: ShaperOverrides,
+    ) -> Self {
+        let (datapath, mode) = match datapath {
+            Ok((d, mode)) => (Some(Mutex::new(d)), mode),
+            Err(why) => (
+                None,
+                EgressMode::Refused {
+                    why: format!("rein's eBPF programs are not loaded: {why}"),
+                },
+            ),
+        };
+        let params = ShaperParams::for_mode(&mode, given);
+        let node = Self {
+            tree,
+            datapath,
+            mode,
+            params,
+            paced_netns: Mutex::new(HashMap::new()),
+            hook_ceiling: Limits::default(),
+            pin_dir: None,
+        };
+        if let Err(e) = node.align_mode() {
+            tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");
+        }
+        node
+    }
+
+    /// Bounds what registrations by a runtime's hook may ask for.
+    pub fn with_hook_ceiling(mut self, ceiling: Limits) -> Self {
+        self.hook_ceiling = ceiling;
+        self
+    }
+
+    /// Where the links are pinned; [`Node::repair`] re-attaches programs whose pins are
+    /// gone.
+    pub fn with_pin_dir(mut self, dir: &Path) -> Self {
+        self.pin_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Every container, sorted (containers still being created are not among them).
+    pub fn names(&self) -> Result<Vec<ContainerName>, NodeError> {
+        Ok(self.tree.list()?)
+    }
+
+    /// The managed cgroup root.
+    pub fn root(&self) -> &Path {
+        self.tree.root()
+    }
+
+    /// Attaches the sock_ops program (TCP statistics) to the managed root.
+    pub fn start_tcp_stats(&self, pin_dir: &Path) -> Result<(), NodeError> {
+        let root = self.tree.root().to_owned();
+        self.datapath(|dp| dp.ensure_sock_ops(&root, pin_dir).map(drop))
+    }
+
+    /// Loads and attaches the scheduler programs with offsets from the kernel's BTF.
+    pub fn start_sched_latency(&self, pin_dir: &Path) -> Result<(), NodeError> {
+        let offsets = crate::net::programs::kernel_offsets()?;
+        self.datapath(|dp| dp.start_sched_latency(offsets, pin_dir))
+    }
+
+    /// Refuses what this node cannot enforce, before anything is written.
+    fn check_enforceable(&self, l: &Limits) -> Result<(), NodeError> {
+        if let (Some(v), None) = (l.ingress, &self.datapath) {
+            return Err(NodeError::Unenforceable(LimitError::Value {
+                flag: Flag::Ingress,
+                value: v.to_string(),
+                problem: format!("ingress limits cannot be enforced here: {}", self.mode),
+            }));
+        }
+        if let (Some(v), EgressMode::Refused { why }) = (l.egress, &self.mode) {
+            return Err(NodeError::Unenforceable(LimitError::Value {
+                flag: Flag::Egress,
+                value: v.to_string(),
+                problem: format!("egress limits cannot be enforced here: {why}"),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the datapath when the programs are loaded; `None` when they are not
+    /// (map entries then neither exist nor matter).
+    fn with_datapath<T>(
+        &self,
+        f: impl FnOnce(&mut Datapath) -> Result<T, ProgramError>,
+    ) -> Result<Option<T>, NodeError> {
+        let Some(dp) = &self.datapath else {
+            return Ok(None);
+        };
+        let mut dp = dp.lock().map_err(|_| NodeError::Poisoned)?;
+        Ok(Some(f(&mut dp)?))
+    }
+
+    /// Like [`Node::with_datapath`], for what cannot be done without the programs.
+    fn datapath<T>(
+        &self,
+        f: impl FnOnce(&mut Datapath) -> Result<T, ProgramError>,
+    ) -> Result<T, NodeError> {
+        self.with_datapath(f)?.ok_or_else(|| NodeError::NoDatapath {
+            why: self.mode.to_string(),
+        })
+    }
+
+    /// The container's cgroup id (the inode of its directory), which keys the maps.
+    fn cgroup_id(&self, name: &ContainerName) -> Result<u64, NodeError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let path = self.tree.path(name);
+        std::fs::metadata(&path)
+            .map(|m| m.ino())
+            .map_err(|_| NodeError::Cgroup(CgroupError::NotFound(name.clone())))
+    }
+
+    /// The container's entries in the shaper and policer maps.
+    fn net_state(&self, id: u64) -> Result<NetState, NodeError> {
+        Ok(self
+            .with_datapath(|dp| {
+                Ok(NetState {
+                    shaper: dp.shaping(id)?,
+                    policer: dp.policing(id)?,
+                })
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Writes (or clears) both map entries of a container.
+    fn write_net(&self, id: u64, net: NetState) -> Result<(), NodeError> {
+        self.with_datapath(|dp| {
+            match net.shaper {
+                Some(cfg) => dp.set_shaping(id, cfg)?,
+                None => dp.clear_shaping(id)?,
+            }
+            match net.policer {
+                Some(cfg) => dp.set_policing(id, cfg),
+                None => dp.clear_policing(id),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The map entries after applying `l` over `current`.
+    fn planned(&self, l: &Limits, current: NetState) -> NetState {
+        current.planned(l, self.params, &self.mode)
+    }
+}

@@ -1,0 +1,108 @@
+//! Pacing inside containers' network namespaces: in edt mode rein gives `fq` to the devices
+//! of each shaped container's own namespace (the earliest point a departure time can be
+//! honoured, before any crossing clears it, and with the socket still attached so TCP Small
+//! Queues push back on the sender).
+
+use std::collections::{HashMap, HashSet};
+
+use super::{EgressMode, Node};
+use crate::{
+    cgroup::ContainerName,
+    net::netns::{self, NetnsId},
+};
+
+impl Node {
+    /// The egress mode as it applies to one container: in edt mode, also the devices of
+    /// the container's own network namespace that rein gave `fq`.
+    pub fn egress_mode_of(&self, name: &ContainerName) -> String {
+        let inside = self.netns_devices(name);
+        match (&self.mode, inside.is_empty()) {
+            (EgressMode::Edt { .. }, false) => format!(
+                "{} and {} in the container's network namespace",
+                self.mode,
+                inside.join(",")
+            ),
+            _ => self.mode.to_string(),
+        }
+    }
+
+    /// Devices that got `fq` in the network namespaces of the container's processes.
+    fn netns_devices(&self, name: &ContainerName) -> Vec<String> {
+        let Ok(paced) = self.paced_netns.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .container_netns(name)
+            .into_keys()
+            .filter_map(|ns| paced.get(&ns))
+            .flatten()
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The network namespaces of a container's processes other than the agent's own, each
+    /// with one process in it.
+    fn container_netns(&self, name: &ContainerName) -> HashMap<NetnsId, u32> {
+        let own = netns::of(None).ok();
+        let mut found = HashMap::new();
+        for pid in self.tree.pids(name).unwrap_or_default() {
+            if let Ok(ns) = netns::of(Some(pid))
+                && Some(ns) != own
+            {
+                found.entry(ns).or_insert(pid);
+            }
+        }
+        found
+    }
+
+    /// Gives `fq` to the network namespaces of shaped containers that do not have it yet
+    /// (edt mode only), and forgets namespaces no shaped container uses any more. Called on
+    /// every limit change and periodically, because a container's processes enter their
+    /// namespace after its cgroup is made. Returns what it did, for the log.
+    pub fn pace_container_netns(&self) -> Vec<String> {
+        if !matches!(self.mode, EgressMode::Edt { .. }) {
+            return Vec::new();
+        }
+        let mut report = Vec::new();
+        let mut seen = HashSet::new();
+        for name in self.tree.list().unwrap_or_default() {
+            let shaped = self
+                .cgroup_id(&name)
+                .and_then(|id| Ok(self.with_datapath(|dp| dp.shaping(id))?.flatten()))
+                .is_ok_and(|c| c.is_some_and(|c| c.rate_bytes_per_sec > 0));
+            if !shaped {
+                continue;
+            }
+            for (ns, pid) in self.container_netns(&name) {
+                seen.insert(ns);
+                let known = self.paced_netns.lock().is_ok_and(|p| p.contains_key(&ns));
+                if known {
+                    continue;
+                }
+                match netns::install_fq_in(pid) {
+                    Ok(devices) => {
+                        report.push(format!(
+                            "{name}: fq on {} in its network namespace",
+                            devices.join(",")
+                        ));
+                        if let Ok(mut p) = self.paced_netns.lock() {
+                            p.insert(ns, devices);
+                        }
+                    }
+                    Err(e) => report.push(format!(
+                        "{name}: cannot install fq in its network namespace (pid {pid}): {e}; \
+                         its departure times are honoured only on the host's devices"
+                    )),
+                }
+            }
+        }
+        // A namespace that is gone may have its inode reused by a new one.
+        if let Ok(mut p) = self.paced_netns.lock() {
+            p.retain(|ns, _| seen.contains(ns));
+        }
+        report
+    }
+}

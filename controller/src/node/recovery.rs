@@ -1,0 +1,206 @@
+//! What the agent does at start and every second so that the kernel stays the database:
+//! creations and changes an earlier agent died in the middle of are undone, adopted
+//! shaping entries follow this agent's mode, and what was removed behind the agent's back
+//! (pinned links, `fq`, cgroups) is put back or forgotten. Each returns what it did, for
+//! the log.
+
+use std::collections::HashSet;
+
+use super::{
+    EgressMode, Node, NodeError, ShaperParams,
+    egress::set_police,
+    journal::{Journal, PENDING_XATTR},
+};
+use crate::{
+    cgroup::{ContainerName, PRIORITY_XATTR},
+    net::programs::Attachment,
+};
+
+impl Node {
+    /// Puts back what was removed behind the agent's back, and says what it did: the
+    /// programs' links on the managed root (a removed pin detaches them: shaping and
+    /// counting would stop) and map entries of cgroups that no longer exist. `fq` on the
+    /// egress devices is [`Node::repair_fq`]'s.
+    pub fn repair(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        if let Some(pin_dir) = &self.pin_dir {
+            let root = self.tree.root().to_owned();
+            match self.with_datapath(|dp| {
+                let skb = dp.ensure_attached(&root, pin_dir)?;
+                Ok((skb, dp.repair_sock_ops(&root, pin_dir)?))
+            }) {
+                Ok(Some((skb, tcp))) => {
+                    if skb == Attachment::Attached {
+                        report.push("the programs' pinned links were removed: re-attached".into());
+                    }
+                    if tcp {
+                        report.push(
+                            "the sock_ops program's pinned link was removed: re-attached".into(),
+                        );
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => report.push(format!("cannot re-attach the programs: {e}")),
+            }
+        }
+        report.extend(self.forget_orphans());
+        report
+    }
+
+    /// Reinstalls `fq` on egress devices that lost it (edt mode): without it departure
+    /// times are ignored. Async, for the agent's periodic task (netlink round trips).
+    pub async fn repair_fq(&self) -> Vec<String> {
+        let EgressMode::Edt { devices } = &self.mode else {
+            return Vec::new();
+        };
+        let mut report = Vec::new();
+        for d in devices {
+            if crate::net::qdisc::has_fq(d).await.is_ok_and(|has| !has) {
+                report.push(match crate::net::qdisc::install_fq(d).await {
+                    Ok(_) => format!("fq was removed from {d}: reinstalled (egress pacing)"),
+                    Err(e) => format!("fq was removed from {d} and cannot be reinstalled: {e}"),
+                });
+            }
+        }
+        report
+    }
+
+    /// Forgets the map entries of cgroups that are neither a container (being created
+    /// included) nor registered: a cgroup removed behind the agent's back.
+    fn forget_orphans(&self) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt as _;
+        // The entries first, the cgroups second: a container created in between has its
+        // directory before its entries, so it is never taken for an orphan.
+        let Ok(Some(shaped)) = self.with_datapath(|dp| dp.shaped()) else {
+            return Vec::new();
+        };
+        let mut live: HashSet<u64> = std::fs::read_dir(self.tree.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok().filter(|m| m.is_dir()).map(|m| m.ino()))
+            .collect();
+        if let Some(r) = self.tree.registry() {
+            live.extend(r.list().iter().filter_map(|n| r.get(n)).map(|e| e.id));
+        }
+        shaped
+            .into_iter()
+            .filter(|(id, _)| !live.contains(id))
+            .map(|(id, _)| match self.with_datapath(|dp| dp.forget(id)) {
+                Ok(_) => {
+                    format!("cgroup {id} was removed behind the agent's back: forgot its limits")
+                }
+                Err(e) => format!(
+                    "cgroup {id} was removed behind the agent's back; forgetting it failed: {e}"
+                ),
+            })
+            .collect()
+    }
+
+    /// Rewrites adopted shaping entries whose mode bit differs from this agent's mode.
+    /// Entries still on the other mode's default mark and horizon take this mode's (the
+    /// pacing defaults collapse TCP when policing); timings an operator chose stay.
+    pub(super) fn align_mode(&self) -> Result<(), NodeError> {
+        let police = self.mode.polices();
+        let other = if police {
+            ShaperParams::EDT
+        } else {
+            ShaperParams::POLICE
+        };
+        let params = self.params;
+        self.with_datapath(|dp| {
+            for (id, mut cfg) in dp.shaped()? {
+                let before = cfg;
+                set_police(&mut cfg, police);
+                if cfg.flags != before.flags
+                    && (cfg.mark_ns, cfg.horizon_ns) == (other.mark_ns, other.horizon_ns)
+                {
+                    cfg.mark_ns = params.mark_ns;
+                    cfg.horizon_ns = params.horizon_ns;
+                }
+                if cfg != before {
+                    dp.set_shaping(id, cfg)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Removes what creations cut short by an agent's death left: their cgroups, map
+    /// entries and intents. Call at start, before serving requests. Returns what it did, for
+    /// the log.
+    pub fn remove_staged(&self) -> Vec<String> {
+        self.tree
+            .staged()
+            .into_iter()
+            .map(|staged| {
+                let outcome = self
+                    .tree
+                    .remove_staged(&staged)
+                    .map_err(NodeError::from)
+                    .and_then(|()| match &staged.cgroup {
+                        Some((_, id)) => self.with_datapath(|dp| dp.forget(*id)).map(drop),
+                        None => Ok(()),
+                    });
+                let name = &staged.name;
+                match outcome {
+                    Ok(()) => format!("{name}: removed, an earlier agent died creating it"),
+                    Err(e) => format!(
+                        "{name}: an earlier agent died creating it; removing it failed: {e}"
+                    ),
+                }
+            })
+            .collect()
+    }
+
+    /// Records the run-queue latency of every container in the tree (after a restart, or
+    /// Undoes the changes an earlier agent died in the middle of (their journals): files,
+    /// priority class and map entries go back to what they were before. Call at start,
+    /// before serving requests.
+    pub fn undo_interrupted(&self) -> Vec<String> {
+        let mut report = Vec::new();
+        for name in self.tree.list().unwrap_or_default() {
+            let Some(text) = self.tree.mark(&name, PENDING_XATTR) else {
+                continue;
+            };
+            let outcome = Journal::decode(&text)
+                .map_err(|e| format!("unreadable journal: {e}"))
+                .and_then(|j| self.apply_journal(&name, &j));
+            let _ = self.tree.clear_mark(&name, PENDING_XATTR);
+            report.push(match outcome {
+                Ok(()) => format!("{name}: undid a change an earlier agent did not finish"),
+                Err(e) => format!("{name}: undoing an unfinished change failed: {e}"),
+            });
+        }
+        report
+    }
+
+    fn apply_journal(&self, name: &ContainerName, j: &Journal) -> Result<(), String> {
+        let mut failures = self.tree.write_back(name, &j.files);
+        let priority = match &j.priority {
+            Some(p) => self.tree.set_mark(name, PRIORITY_XATTR, p),
+            None => self.tree.clear_mark(name, PRIORITY_XATTR).or(Ok(())),
+        };
+        failures.extend(priority.err().map(|e| e.to_string()));
+        let written = self
+            .cgroup_id(name)
+            .and_then(|id| self.write_net(id, j.net()));
+        failures.extend(written.err().map(|e| e.to_string()));
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// Records the run-queue latency of every container in the tree (after a restart, or
+    /// for containers made before the scheduler programs ran).
+    pub fn watch_all(&self) -> Result<(), NodeError> {
+        for name in self.tree.list()? {
+            let id = self.cgroup_id(&name)?;
+            self.with_datapath(|dp| dp.watch(id))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! A `rein agent` per test, with its own root, socket and pins, and the CLI against it;
+//! reading the agent's pinned maps and a cgroup's extended attributes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
+
+use crate::*;
+
+/// A `rein agent` started for one test with its own managed root and socket; on drop it is
+/// stopped and every container under its root is killed and removed.
+pub struct AgentGuard {
+    child: Option<std::process::Child>,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    extra: Vec<String>,
+    /// `REIN_FAILPOINT` for the next start (see the agent's `failpoint`).
+    pub failpoint: Option<String>,
+}
+
+impl AgentGuard {
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    /// Like [`AgentGuard::start`] with extra `rein agent` arguments.
+    pub fn start_with(name: &str, extra: &[&str]) -> Self {
+        require_vm();
+        let root = Path::new(CGROUP_ROOT).join(format!("{name}.slice"));
+        let socket = PathBuf::from(format!("/run/{name}/rein.sock"));
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut g = Self {
+            child: None,
+            root,
+            socket,
+            extra,
+            failpoint: None,
+        };
+        g.restart();
+        g
+    }
+
+    /// Starts the agent (again) and waits until its socket answers.
+    pub fn restart(&mut self) {
+        self.stop(libc::SIGTERM);
+        let mut cmd = Command::new("rein");
+        match &self.failpoint {
+            Some(f) => cmd.env("REIN_FAILPOINT", f),
+            None => cmd.env_remove("REIN_FAILPOINT"),
+        };
+        let child = cmd
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["agent", "--root"])
+            .arg(&self.root)
+            .arg("--bpf-dir")
+            .arg(self.bpf_dir())
+            .args(&self.extra)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Restarts the agent with other extra arguments.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.restart();
+    }
+
+    /// Stops the agent with `signal` (SIGKILL simulates a crash) and reaps it.
+    pub fn stop(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe { libc::kill(i32::try_from(c.id()).unwrap(), signal) };
+            c.wait().unwrap();
+        }
+    }
+
+    /// This agent's own bpffs directory (pins of one agent must not meet another's).
+    pub fn bpf_dir(&self) -> PathBuf {
+        // bpffs refuses names with a dot: "rein-x.slice" pins under "rein-x".
+        let name = self
+            .root
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Path::new("/sys/fs/bpf").join(name)
+    }
+
+    /// Runs `rein --socket <ours> ARGS` to completion.
+    pub fn rein(&self, args: &[&str]) -> std::process::Output {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Like [`AgentGuard::rein`] but panics unless it succeeds; returns stdout.
+    pub fn rein_ok(&self, args: &[&str]) -> String {
+        let out = self.rein(args);
+        assert!(
+            out.status.success(),
+            "rein {args:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `rein --socket <ours> ARGS` without waiting.
+    pub fn rein_spawn(&self, args: &[&str]) -> Child {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Like `rein_spawn`, with stdout captured (read it with `wait_with_output`).
+    pub fn rein_spawn_output(&self, args: &[&str]) -> Child {
+        Command::new("rein")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A file of a container's cgroup.
+    pub fn cgroup_file(&self, container: &str, file: &str) -> String {
+        let p = self.root.join(container).join(file);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+}
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+        // Unlinking the pins detaches the programs and frees the maps.
+        let _ = std::fs::remove_dir_all(self.bpf_dir());
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_cgroup(&e.path());
+                }
+            }
+        }
+        remove_cgroup(&self.root);
+    }
+}
+
+/// The keys of a pinned per-cgroup hash map with values of type `V` (the agent's maps under
+/// its bpffs directory, e.g. `REIN_SHAPER` with `ShaperConfig`).
+pub fn pinned_keys<V: aya::Pod>(pin: &Path) -> Vec<u64> {
+    let data = aya::maps::MapData::from_pin(pin).unwrap();
+    let map: aya::maps::HashMap<_, u64, V> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    map.keys().map(Result::unwrap).collect()
+}
+
+/// The keys of the agent's pinned shaper map: the cgroups that have egress limits.
+pub fn shaper_keys(bpf_dir: &Path) -> Vec<u64> {
+    pinned_keys::<controller_common::ShaperConfig>(&bpf_dir.join("REIN_SHAPER"))
+}
+
+/// The names of the extended attributes on `path` (`listxattr(2)`).
+pub fn xattr_names(path: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = usize::try_from(n).unwrap_or_else(|_| panic!("listxattr {}", path.display()));
+    buf[..n]
+        .split(|b| *b == 0)
+        .filter(|k| !k.is_empty())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect()
+}
