@@ -56,9 +56,9 @@ enum Command {
     VmTest {
         #[command(flatten)]
         vm: vm::VmArgs,
-        /// Run only tests whose name contains this (libtest filter).
+        /// Run only tests whose name contains this (libtest filter); repeat for several.
         #[arg(long)]
-        filter: Option<String>,
+        filter: Vec<String>,
     },
     /// Boot two test VMs (kernels 6.12 and 6.1) as two nodes, each running the agent and
     /// containers with different limits, and check per node with one Prometheus on this host
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run().map(|()| 0),
         Command::Test { no_lint, no_vm } => test::run(!no_lint, !no_vm).map(|()| 0),
-        Command::VmTest { vm, filter } => vm::test(&vm, filter.as_deref()).map(|t| {
+        Command::VmTest { vm, filter } => vm::test(&vm, &filter).map(|t| {
             println!("{} passed, {} failed", t.passed, t.failed);
             0
         }),

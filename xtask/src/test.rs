@@ -59,7 +59,7 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
             release: false,
             forward_port: None,
         };
-        let guest = crate::vm::test(&args, None)?;
+        let guest = crate::vm::test(&args, &[])?;
         total.passed += guest.passed;
         total.failed += guest.failed;
         eprintln!("== VM harness self-test: a panicking and a hanging guest must fail the run");

@@ -180,8 +180,9 @@ fn cargo_artifacts(args: &[&str]) -> anyhow::Result<Vec<(String, String, PathBuf
 
 /// What the guest runs after setup.
 enum Payload<'a> {
+    /// Those whose names contain one of these (all when empty).
     Tests {
-        filter: Option<&'a str>,
+        filters: &'a [String],
     },
     /// These tests (full names) only, once more.
     Rerun(&'a [String]),
@@ -268,9 +269,13 @@ fn boot_with(
 
     let cmd = match payload {
         // One thread: tests share the cgroup root and the CPU; the harness prints its summary.
-        Payload::Tests { filter } => format!(
+        Payload::Tests { filters } => format!(
             "/usr/local/bin/rein-vm-tests --test-threads=1 --show-output {}\n",
-            filter.map(shell_quote).unwrap_or_default()
+            filters
+                .iter()
+                .map(|f| shell_quote(f))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
         Payload::Rerun(names) => format!(
             "/usr/local/bin/rein-vm-tests --test-threads=1 --show-output --exact {}\n",
@@ -353,12 +358,12 @@ fn failed_tests(lines: &[String]) -> Vec<String> {
 }
 
 /// Runs the VM suite on each chosen kernel; returns the summed pass/fail counts.
-pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
+pub fn test(args: &VmArgs, filters: &[String]) -> anyhow::Result<Tally> {
     let bins = build_guest_binaries(args.release)?;
     let mut total = Tally::default();
     let mut failed_kernels = Vec::new();
     for series in &args.kernel.0 {
-        let outcome = boot(*series, &bins, &Payload::Tests { filter }, args)?;
+        let outcome = boot(*series, &bins, &Payload::Tests { filters }, args)?;
         let mut tally = Tally::of_lines(&outcome.lines);
         println!(
             "vm {}: {} passed, {} failed (boot {:.1}s, total {:.1}s)",
@@ -402,7 +407,7 @@ pub fn test(args: &VmArgs, filter: Option<&str>) -> anyhow::Result<Tally> {
         }
         if tally.passed + tally.failed == 0 && outcome.status == 0 {
             bail!(
-                "the VM suite on {} ran no test (filter {filter:?})",
+                "the VM suite on {} ran no test (filters {filters:?})",
                 series.name()
             );
         }

@@ -70,7 +70,29 @@ impl Drop for Vm {
     }
 }
 
+/// qemu itself crashed before the guest was ready (its TCG has an assertion,
+/// `iotlb_to_section`, that fails now and then while the guest maps its devices at boot):
+/// nothing of the payload ran.
+#[derive(Debug, thiserror::Error)]
+#[error("[{label}] qemu crashed before the guest was ready: {line}")]
+struct EarlyCrash {
+    label: String,
+    line: String,
+}
+
+/// Boots the guest and reads its verdict. A qemu that crashes before the guest is ready is
+/// started once more (and says so): no test ran, so nothing is retried but the emulator.
 pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
+    match boot_once(b) {
+        Err(e) if e.downcast_ref::<EarlyCrash>().is_some() => {
+            eprintln!("[{}] warning: {e}; booting once more", b.label);
+            boot_once(b)
+        }
+        other => other,
+    }
+}
+
+fn boot_once(b: &Boot<'_>) -> anyhow::Result<Outcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m"])
         .arg(b.memory_mib.to_string())
@@ -203,6 +225,16 @@ pub fn boot(b: &Boot<'_>) -> anyhow::Result<Outcome> {
             total_time.as_secs_f64(),
             show_tail()
         );
+    }
+    if status.is_none()
+        && boot_time.is_none()
+        && let Some(line) = tail.iter().find(|l| l.starts_with("qemu-system"))
+    {
+        return Err(EarlyCrash {
+            label: b.label.clone(),
+            line: line.clone(),
+        }
+        .into());
     }
     let Some(status) = status else {
         bail!(
