@@ -20,6 +20,37 @@ pub const PROG_COUNT_EGRESS: &str = "rein_count_egress";
 /// Name of the cgroup_skb ingress program: it counts, and polices cgroups with a
 /// [`PolicerConfig`].
 pub const PROG_COUNT_INGRESS: &str = "rein_count_ingress";
+/// The egress stages the egress program tail-calls once it knows the packet's [`Chain`], in
+/// order: shaping, then counting (and remembering the socket); last the egress program
+/// itself, where a packet starts over when a softirq's packet on the same CPU took its
+/// place in the per-CPU scratch between two stages. Three programs, so that the
+/// verifier checks the walk up the hierarchy, the per-level shaping and the per-level
+/// counting apart (together they exceed its limit of a million instructions explored).
+pub const PROG_EGRESS_STAGES: [&str; 3] = [
+    "rein_egress_shape",
+    "rein_egress_count",
+    "rein_count_egress",
+];
+/// Name of the per-CPU array of the programs' failure counters, by index: what they could not
+/// do, without a log record per packet.
+pub const HEALTH_MAP: &str = "REIN_HEALTH";
+/// Name of the per-CPU one-`u64` array the programs pass a number through so that the
+/// verifier sees it as unknown (see `controller-ebpf/src/percpu.rs`).
+pub const OPAQUE_MAP: &str = "REIN_OPAQUE";
+/// [`HEALTH_MAP`]: packets of a managed cgroup not counted because the traffic map was full.
+pub const HEALTH_TRAFFIC_FULL: u32 = 0;
+/// Entries of [`HEALTH_MAP`].
+pub const HEALTH_MAP_ENTRIES: u32 = 1;
+
+/// Name of the per-CPU one-entry array through which the egress programs hand their work on
+/// a packet to the next stage (a tail call keeps only the context).
+pub const SCRATCH_MAP: &str = "REIN_SCRATCH";
+/// Name of the LRU map of runnable tasks of managed cgroups (scheduler programs).
+pub const RUNNABLE_MAP: &str = "REIN_RUNNABLE";
+/// Name of the program array holding [`PROG_EGRESS_STAGES`] by index. Pinned: the kernel
+/// empties a program array when its last user reference closes, which would stop shaping
+/// once the agent exits.
+pub const STAGES_MAP: &str = "REIN_STAGES";
 
 /// Per-cgroup packet counters, one copy per CPU; userspace sums the copies.
 ///
@@ -188,14 +219,50 @@ impl DelayHistogram {
 /// Name of the per-CPU hash map of run-queue latency histograms ([`DelayHistogram`] layout:
 /// time from wake-up, or preemption, to running) keyed by cgroup id.
 pub const RUNQ_MAP: &str = "REIN_RUNQ";
-/// Name of the hash map of cgroup ids whose run-queue latency is recorded (rein's
-/// containers; value unused): the scheduler hooks run for every task of the node and skip
-/// all others after one lookup.
-pub const WATCH_MAP: &str = "REIN_WATCH";
 /// Name of the one-entry array map of [`KernelOffsets`].
 pub const OFFSETS_MAP: &str = "REIN_OFFSETS";
-/// Most watched cgroups.
-pub const WATCH_MAP_MAX_ENTRIES: u32 = 16_384;
+
+/// Name of the hash map of the cgroups rein manages (its containers and groups, and the
+/// cgroups runtimes registered), keyed by cgroup id; the value is unused. Every decision and
+/// counter of the programs applies to a packet's or task's managed ancestors (its
+/// [`Chain`]), and map entries exist only for these cgroups.
+pub const MANAGED_MAP: &str = "REIN_MANAGED";
+/// Most managed cgroups.
+pub const MANAGED_MAP_MAX_ENTRIES: u32 = 16_384;
+
+/// Name of the one-entry array map holding the generation of [`MANAGED_MAP`]: the agent
+/// adds one after every change of the managed set, which invalidates every cached [`Chain`].
+pub const GENERATION_MAP: &str = "REIN_GENERATION";
+
+/// Name of the LRU hash map from a cgroup id (a packet's or task's own cgroup, managed or
+/// not) to its [`Chain`], so that the walk up the hierarchy happens once per cgroup and
+/// generation, not once per packet. LRU: cgroups come and go unmanaged.
+pub const CHAIN_MAP: &str = "REIN_CHAIN";
+/// Cgroups whose chain is cached at once.
+pub const CHAIN_MAP_MAX_ENTRIES: u32 = 16_384;
+
+/// Most managed cgroups above one packet or task that the programs charge: a container in
+/// up to three nested groups (or a pod). The agent refuses deeper nesting.
+pub const MAX_CHAIN: usize = 4;
+/// Levels the programs walk from the cgroup2 root (level 0) down: every managed cgroup must
+/// sit above this level (the agent refuses a managed root or a registered cgroup deeper);
+/// cgroups below a container may go deeper, they are not looked at.
+pub const MAX_LEVEL: u32 = 16;
+
+/// The managed cgroups a cgroup belongs to, nearest first: `ids[0]` is the nearest managed
+/// ancestor (or the cgroup itself), `ids[len - 1]` the topmost. Empty (`len == 0`) for a
+/// cgroup outside every managed one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// The [`GENERATION_MAP`] value this chain was computed under.
+    pub generation: u64,
+    pub ids: [u64; MAX_CHAIN],
+    pub len: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Chain>() == 8 + 8 * MAX_CHAIN + 8);
 
 /// Byte offsets of the kernel struct members the scheduler programs read with
 /// `bpf_probe_read_kernel`, resolved by the agent from the running kernel's BTF (Rust eBPF
@@ -216,11 +283,15 @@ pub struct KernelOffsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id` (u64: the cgroup id, the inode number of its directory).
     pub kernfs_node_id: u32,
+    /// `cgroup.level` (int: 0 for the root).
+    pub cgroup_level: u32,
+    /// `cgroup.ancestors` (`struct cgroup *[]`, indexed by level; since 6.0).
+    pub cgroup_ancestors: u32,
     pub valid: u32,
     pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
 
 /// Name of the LRU hash map from socket cookie to [`SockInfo`]: the egress program learns
 /// each socket's cgroup from its packets, so the sock_ops program (which has no cgroup
@@ -235,12 +306,13 @@ pub const TCP_MAP: &str = "REIN_TCP";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockInfo {
-    pub cgroup_id: u64,
+    /// The managed cgroups its TCP events count for.
+    pub chain: Chain,
     /// 1 once the socket was counted as a connection.
     pub counted: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<SockInfo>() == core::mem::size_of::<Chain>() + 8);
 
 /// TCP as the container's sockets saw it, from the sock_ops program.
 #[repr(C)]
@@ -289,15 +361,18 @@ unsafe impl aya::Pod for ShaperConfig {}
 // SAFETY: one `u64`.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ShaperState {}
-// SAFETY: `#[repr(C)]`, two `u64`s.
+// SAFETY: `#[repr(C)]`, a `Chain` and a `u64`, no padding (size asserted).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockInfo {}
 // SAFETY: `#[repr(C)]`, only `u64`s (size asserted), so any bits are valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TcpStats {}
-// SAFETY: `#[repr(C)]`, eight `u32`s (padding spelled out), so any bits are valid.
+// SAFETY: `#[repr(C)]`, ten `u32`s (padding spelled out), so any bits are valid.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: `#[repr(C)]`, `u64`s and two `u32`s (padding spelled out), so any bits are valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Chain {}
 // SAFETY: `#[repr(C)]`, two `u64`s, no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for PolicerConfig {}

@@ -1,34 +1,41 @@
 //! Run-queue latency per cgroup: how long a task of a rein container waited between becoming
-//! runnable (woken, or preempted while still runnable) and running.
+//! runnable (woken, or preempted while still runnable) and running, recorded for every
+//! managed cgroup above the task (its chain, see `chain`).
 //!
 //! Raw tracepoints on `sched_wakeup`, `sched_wakeup_new` and `sched_switch` run for every task
-//! of the node, so they do as little as possible for tasks rein does not watch: one walk
+//! of the node, so they do as little as possible for tasks outside rein: one walk
 //! task -> css_set -> cgroup -> kernfs_node for the cgroup id (four `bpf_probe_read_kernel`s
-//! at offsets the agent resolved from BTF) and one lookup in `REIN_WATCH`.
+//! at offsets the agent resolved from BTF) and the chain cache's two lookups. Only a cgroup
+//! not seen under this generation of the managed set walks `cgroup->ancestors[]`.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuHashMap},
+    maps::{Array, LruHashMap, PerCpuHashMap},
     programs::RawTracePointContext,
 };
-use controller_common::{DelayHistogram, KernelOffsets, WATCH_MAP_MAX_ENTRIES};
+use controller_common::{
+    Chain, DelayHistogram, KernelOffsets, MANAGED_MAP_MAX_ENTRIES, MAX_CHAIN, MAX_LEVEL,
+};
 
 #[map]
 static REIN_OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 
 #[map]
-static REIN_WATCH: HashMap<u64, u8> = HashMap::with_max_entries(WATCH_MAP_MAX_ENTRIES, 0);
-
-#[map]
 static REIN_RUNQ: PerCpuHashMap<u64, DelayHistogram> =
-    PerCpuHashMap::with_max_entries(WATCH_MAP_MAX_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(MANAGED_MAP_MAX_ENTRIES, 0);
 
-/// When each watched runnable task (by pid) started waiting, and its cgroup (so the switch
-/// does not walk the task's cgroup again). LRU: a task that exits while runnable never has
-/// its entry consumed.
+/// A runnable task of a managed cgroup: when it started waiting, and its chain (so the
+/// switch does not walk the task's cgroup again).
+#[derive(Clone, Copy)]
+struct Waiting {
+    since: u64,
+    chain: Chain,
+}
+
+/// Waiting tasks by pid. LRU: a task that exits while runnable never has its entry consumed.
 #[map]
-static REIN_RUNNABLE: LruHashMap<u32, [u64; 2]> = LruHashMap::with_max_entries(32_768, 0);
+static REIN_RUNNABLE: LruHashMap<u32, Waiting> = LruHashMap::with_max_entries(32_768, 0);
 
 /// The `n`th raw tracepoint argument (a `task_struct` address for the ones used here).
 #[inline(always)]
@@ -46,15 +53,30 @@ fn read<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
 }
 
-/// The cgroup v2 id of `task` if rein watches it.
+/// The id of the cgroup at `cgroup` (a `struct cgroup *`).
 #[inline(always)]
-fn watched_cgroup(o: &KernelOffsets, task: u64) -> Option<u64> {
+fn cgroup_id(o: &KernelOffsets, cgroup: u64) -> Option<u64> {
+    let kn: u64 = read(cgroup, o.cgroup_kn)?;
+    read(kn, o.kernfs_node_id)
+}
+
+/// The managed cgroups above `task` (empty for a task outside rein).
+#[inline(always)]
+fn chain_of(o: &KernelOffsets, task: u64) -> Option<Chain> {
     let css_set: u64 = read(task, o.task_cgroups)?;
     let cgroup: u64 = read(css_set, o.css_set_dfl_cgrp)?;
-    let kn: u64 = read(cgroup, o.cgroup_kn)?;
-    let id: u64 = read(kn, o.kernfs_node_id)?;
-    // SAFETY: a lookup; the value is not used.
-    unsafe { REIN_WATCH.get(&id) }.map(|_| id)
+    let id = cgroup_id(o, cgroup)?;
+    Some(crate::chain::of_cgroup(id, |level| {
+        // Read on a cache miss only: the walk below runs once per cgroup and generation.
+        let own: i32 = read(cgroup, o.cgroup_level).unwrap_or(0);
+        if level > own as u32 || level >= MAX_LEVEL {
+            return 0;
+        }
+        let at = u64::from(o.cgroup_ancestors) + 8 * u64::from(level);
+        read::<u64>(cgroup, at as u32)
+            .and_then(|a| cgroup_id(o, a))
+            .unwrap_or(0)
+    }))
 }
 
 #[inline(always)]
@@ -62,18 +84,18 @@ fn offsets() -> Option<&'static KernelOffsets> {
     REIN_OFFSETS.get(0).filter(|o| o.valid != 0)
 }
 
-/// Marks `task` runnable now, if watched.
+/// Marks `task` runnable now, if it is below a managed cgroup.
 #[inline(always)]
 fn runnable(o: &KernelOffsets, task: u64) {
-    let Some(id) = watched_cgroup(o, task) else {
+    let Some(chain) = chain_of(o, task).filter(|c| c.len > 0) else {
         return;
     };
     let Some(pid) = read::<i32>(task, o.task_pid) else {
         return;
     };
     // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let _ = REIN_RUNNABLE.insert(&(pid as u32), &[now, id], 0);
+    let since = unsafe { bpf_ktime_get_ns() };
+    let _ = REIN_RUNNABLE.insert(&(pid as u32), &Waiting { since, chain }, 0);
 }
 
 /// `sched_wakeup(p)` and `sched_wakeup_new(p)`.
@@ -101,12 +123,25 @@ pub fn switch(ctx: &RawTracePointContext) -> u32 {
     };
     let pid = pid as u32;
     // SAFETY: lookup; the value is copied out at once.
-    let Some([since, id]) = (unsafe { REIN_RUNNABLE.get(&pid) }).copied() else {
+    let Some(w) = (unsafe { REIN_RUNNABLE.get(&pid) }).copied() else {
         return 0;
     };
     let _ = REIN_RUNNABLE.remove(&pid);
+    // A chain from before the managed set changed may name a forgotten cgroup.
+    if w.chain.generation != crate::chain::generation() {
+        return 0;
+    }
     // SAFETY: helper without arguments.
-    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(since);
-    crate::percpu::update(&REIN_RUNQ, id, |h| h.record(waited));
+    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.since);
+    let bucket = crate::percpu::opaque(DelayHistogram::bucket(waited) as u64);
+    let mut i = 0;
+    while i < MAX_CHAIN {
+        if i < w.chain.len as usize {
+            crate::percpu::update(&REIN_RUNQ, w.chain.ids[i], |h| {
+                crate::percpu::record(h, bucket, waited);
+            });
+        }
+        i += 1;
+    }
     0
 }

@@ -1,19 +1,27 @@
 //! Earliest-departure-time pacing per cgroup, the datapath half of `--egress`.
 //!
 //! Each shaped cgroup has a pacing clock `t_last` (the departure time given to its latest
-//! packet). A packet of `len` bytes needs `len / rate` of the link; it may leave at
-//! `max(t_last, now - burst) + len / rate`. If that is not later than when it would leave
-//! anyway, it goes untouched; otherwise `skb->tstamp` is set and `sch_fq` on the egress device
-//! holds it until then (the kernel's EDT model, as Cilium's bandwidth manager and the kernel's
-//! HBM sample use it). Unlike Cilium's 2 s horizon, delay is bounded in milliseconds: when a
-//! packet waits more than `mark_ns` behind the cgroup's earlier packets the verdict carries
-//! congestion notification, which makes TCP reduce its window (tcp_enter_cwr via the
-//! cgroup_skb CN bit) before a queue builds; beyond `horizon_ns` the packet is dropped. A
-//! cgroup without configuration is not touched (fail open).
+//! packet). A packet of `len` bytes needs `len / rate` of the link; at one level it may leave
+//! at `max(t_last, now - burst) + len / rate`. A packet is charged to every managed cgroup
+//! above it that has a limit (its chain: the container, its groups, its pod), and leaves no
+//! earlier than every one of those clocks allows: its departure is the latest of the levels'
+//! departures, and each level's clock advances by its own cost. If that is not later than
+//! when it would leave anyway, it goes untouched; otherwise `skb->tstamp` is set and
+//! `sch_fq` on the egress device holds it until then (the kernel's EDT model, as Cilium's
+//! bandwidth manager and the kernel's HBM sample use it). Unlike Cilium's 2 s horizon, delay
+//! is bounded in milliseconds: when a packet waits more than `mark_ns` behind a level's
+//! earlier packets the verdict carries congestion notification, which makes TCP reduce its
+//! window (tcp_enter_cwr via the cgroup_skb CN bit) before a queue builds; beyond a level's
+//! `horizon_ns` the packet is dropped, and no level is charged for it. A cgroup without
+//! configuration is not touched (fail open).
 //!
-//! Where no `fq` can honour departure times (flag `POLICE`), the same clock polices: packets
-//! leave at once, TCP gets congestion notification once the clock runs `mark_ns` ahead of
-//! real time and packets are dropped beyond `horizon_ns` ahead.
+//! A departure time the sender put on its own packet (`SO_TXTIME`, which any unprivileged
+//! process may use) never buys an earlier or cheaper departure: pacing keeps the later of the
+//! two and charges the clocks as for any packet; policing ignores it.
+//!
+//! Where no `fq` can honour departure times (flag `POLICE`), the same clocks police: packets
+//! leave at once, TCP gets congestion notification once a clock runs `mark_ns` ahead of real
+//! time and packets are dropped beyond `horizon_ns` ahead.
 //!
 //! `t_last` is updated without a lock, as in Cilium's edt.h: two CPUs sending for one cgroup
 //! at the same instant may both claim one slot, which costs a packet's worth of accuracy, not
@@ -28,8 +36,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use controller_common::{
-    DelayHistogram, POLICE, PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES, ShaperConfig,
-    ShaperState,
+    Chain, DelayHistogram, MAX_CHAIN, POLICE, PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES,
+    ShaperConfig, ShaperState,
 };
 
 #[map]
@@ -59,52 +67,74 @@ const fn max(a: u64, b: u64) -> u64 {
     if a > b { a } else { b }
 }
 
-/// Adds one imposed delay to the cgroup's histogram (this CPU's copy).
+/// Adds one imposed delay, already sorted into `bucket` (see `percpu::opaque`), to the
+/// cgroup's histogram (this CPU's copy).
 #[inline(always)]
-fn record_delay(id: u64, delay_ns: u64) {
-    crate::percpu::update(&REIN_DELAY, id, |h| h.record(delay_ns));
+fn record_delay(id: u64, bucket: u64, delay_ns: u64) {
+    crate::percpu::update(&REIN_DELAY, id, |h| {
+        crate::percpu::record(h, bucket, delay_ns)
+    });
 }
 
-/// Ingress policing (`--ingress`): a token bucket in the same virtual-clock form as the
-/// shaper. A packet is admitted when the cgroup's clock, floored at `now - bucket`, plus the
-/// packet's cost is not in the future; otherwise it is dropped. Received packets cannot be
+/// A level's clock: its latest departure time, or `None` before its first packet.
+#[inline(always)]
+fn t_last(map: &HashMap<u64, ShaperState>, id: u64) -> Option<u64> {
+    // SAFETY: lookup; the value is copied out at once.
+    unsafe { map.get(&id) }.map(|s| s.t_last_ns)
+}
+
+/// Advances the clocks of the levels that took part (`next[i] != 0`) to their new times.
+/// Done after the decision, with one map update per level and no branch on whether the
+/// clock existed, so that the verifier explores few paths.
+#[inline(always)]
+fn commit(map: &HashMap<u64, ShaperState>, chain: &Chain, next: &[u64; MAX_CHAIN]) {
+    let mut i = 0;
+    while i < MAX_CHAIN {
+        if i < chain.len as usize && next[i] != 0 {
+            let _ = map.insert(&chain.ids[i], &ShaperState { t_last_ns: next[i] }, 0);
+        }
+        i += 1;
+    }
+}
+
+/// Ingress policing (`--ingress`): a token bucket per level in the same virtual-clock form
+/// as the shaper. A packet is admitted when, at every level of its chain with a limit, the
+/// clock floored at `now - bucket` plus the packet's cost is not in the future; then every
+/// such level is charged. Otherwise it is dropped and no level is charged. A level's first
+/// packet is admitted and starts its clock with a full bucket. Received packets cannot be
 /// delayed at this hook, only dropped, so TCP senders learn the rate from losses: a deep
 /// bucket (hundreds of ms) keeps the average right. Returns true to admit.
 #[inline(always)]
-pub fn police(ctx: &SkBuffContext, id: u64) -> bool {
-    // SAFETY: lookups return pointers into the map values, valid for this program run.
-    let Some(cfg) = (unsafe { REIN_POLICER.get(&id) }) else {
-        return true;
-    };
-    if cfg.rate_bytes_per_sec == 0 {
-        return true;
-    }
+pub fn police(ctx: &SkBuffContext, chain: &Chain) -> bool {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cost = u64::from(ctx.len()) * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
-    let floor = now.saturating_sub(cfg.bucket_ns);
-    let Some(state) = REIN_POLICER_STATE.get_ptr_mut(&id) else {
-        let _ = REIN_POLICER_STATE.insert(
-            &id,
-            &ShaperState {
-                t_last_ns: floor + cost,
-            },
-            0,
-        );
-        return true;
-    };
-    // SAFETY: valid pointer into the map value for this program run (unlocked, as the
-    // shaper's clock).
-    let state = unsafe { &mut *state };
-    let start = if state.t_last_ns > floor {
-        state.t_last_ns
-    } else {
-        floor
-    };
-    if start + cost > now {
-        return false;
+    let len = u64::from(ctx.len());
+    let mut next = [0u64; MAX_CHAIN];
+    let mut i = 0;
+    while i < MAX_CHAIN {
+        if i < chain.len as usize {
+            let id = chain.ids[i];
+            // SAFETY: lookup; the fields are copied out at once.
+            if let Some(cfg) = unsafe { REIN_POLICER.get(&id) }
+                && cfg.rate_bytes_per_sec != 0
+            {
+                let cost = len * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
+                let floor = now.saturating_sub(cfg.bucket_ns);
+                match t_last(&REIN_POLICER_STATE, id) {
+                    None => next[i] = floor + cost,
+                    Some(t) => {
+                        let start = max(t, floor);
+                        if start + cost > now {
+                            return false;
+                        }
+                        next[i] = start + cost;
+                    }
+                }
+            }
+        }
+        i += 1;
     }
-    state.t_last_ns = start + cost;
+    commit(&REIN_POLICER_STATE, chain, &next);
     true
 }
 
@@ -134,79 +164,150 @@ impl Verdict {
     }
 }
 
+/// The shaper's work on one packet, carried from level to level (see [`level`]).
+#[derive(Clone, Copy)]
+pub struct Progress {
+    /// Which packet this is (also in its `skb->cb[0]`): a packet sent from a softirq that
+    /// interrupts this one on the same CPU overwrites the CPU's progress, and the stages
+    /// then start this packet over.
+    pub token: u32,
+    pub chain: Chain,
+    /// The next level to look at.
+    pub level: u32,
+    /// Set once a level's priority class was written (the nearest one decides).
+    pub priority_set: bool,
+    /// Some level polices (no `fq` on the node).
+    pub police: bool,
+    /// Some level waits beyond its mark.
+    pub marked: bool,
+    /// The latest departure any level allows (0: none limits the packet).
+    pub depart: u64,
+    /// Each level's clock after this packet (0: the level does not limit it).
+    pub next: [u64; MAX_CHAIN],
+    pub verdict: Verdict,
+}
+
+impl Progress {
+    pub fn new(chain: Chain, token: u32) -> Self {
+        Self {
+            token,
+            chain,
+            level: 0,
+            priority_set: false,
+            police: false,
+            marked: false,
+            depart: 0,
+            next: [0; MAX_CHAIN],
+            verdict: Verdict::Pass,
+        }
+    }
+
+    /// True once every level of the chain was looked at.
+    pub fn done(&self) -> bool {
+        self.level as usize >= MAX_CHAIN || self.level >= self.chain.len
+    }
+}
+
+/// Looks at one level of the packet's chain (`p.level`) and moves on to the next: the
+/// level's departure for this packet, whether it waits beyond its mark, or a drop beyond its
+/// horizon (then `p.verdict` is `Dropped` and the remaining levels do not matter). One level
+/// per call, so that the verifier checks one level's branches, not their product.
 #[inline(always)]
-pub fn shape(ctx: &SkBuffContext, id: u64) -> Verdict {
-    // SAFETY: lookups return pointers into the map values, valid for this program run.
-    let Some(cfg) = (unsafe { REIN_SHAPER.get(&id) }) else {
-        return Verdict::Pass;
+pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
+    let i = p.level as usize;
+    p.level += 1;
+    if i >= MAX_CHAIN || i >= p.chain.len as usize {
+        return;
+    }
+    let id = p.chain.ids[i];
+    // SAFETY: lookup; the fields are copied out at once.
+    let Some(cfg) = (unsafe { REIN_SHAPER.get(&id) }).copied() else {
+        return;
     };
-    let skb = ctx.as_ptr().cast::<__sk_buff>();
-    if cfg.flags & SET_PRIORITY != 0 {
+    // The nearest level with a priority class decides the packet's priority.
+    if cfg.flags & SET_PRIORITY != 0 && !p.priority_set {
+        let skb = ctx.as_ptr().cast::<__sk_buff>();
         // SAFETY: `skb` is this invocation's context; cgroup_skb may write `priority`.
         unsafe { (*skb).priority = cfg.skb_priority };
+        p.priority_set = true;
     }
+    p.police |= cfg.flags & POLICE != 0;
     if cfg.rate_bytes_per_sec == 0 {
-        return Verdict::Pass;
+        return;
     }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let len = u64::from(ctx.len());
-    let cost = len * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
-    // SAFETY: reading this invocation's context.
-    let own = unsafe { (*skb).tstamp };
-    let earliest = if own > now { own } else { now };
-
-    let Some(state) = REIN_SHAPER_STATE.get_ptr_mut(&id) else {
-        // First packet of this cgroup: start its clock with a full burst of credit.
-        let start = ShaperState {
-            t_last_ns: now.saturating_sub(cfg.burst_ns) + cost,
-        };
-        let _ = REIN_SHAPER_STATE.insert(&id, &start, 0);
-        return Verdict::Pass;
-    };
-    // SAFETY: valid pointer into the map value for this program run (see module docs on
-    // the unlocked update).
-    let state = unsafe { &mut *state };
+    let cost = u64::from(ctx.len()) * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
     let floor = now.saturating_sub(cfg.burst_ns);
-    let start = if state.t_last_ns > floor {
-        state.t_last_ns
-    } else {
-        floor
+    let Some(t) = t_last(&REIN_SHAPER_STATE, id) else {
+        // The level's first packet: it goes at once, and its clock starts with a full
+        // burst of credit.
+        p.next[i] = floor + cost;
+        return;
     };
-    let depart = start + cost;
-    if depart <= earliest {
-        state.t_last_ns = depart;
-        return Verdict::Pass;
-    }
+    let start = max(t, floor);
     // Mark and horizon judge the wait behind earlier packets, not the packet's own cost: a
     // 64 KB GSO packet at a low rate costs more than the horizon by itself and must still go.
     let wait = start.saturating_sub(now);
-    let police = cfg.flags & POLICE != 0;
     // Policing: a debt of a few GSO packets is normal TCP burstiness, not congestion, and
     // one 64 KB packet costs 52 ms at 10 Mbit/s; below that scale the thresholds would
     // collapse TCP (measured: 0.5 of the rate with 4/40 ms at 20 Mbit/s).
-    let (mark, horizon) = if police {
+    let (mark, horizon) = if cfg.flags & POLICE != 0 {
         (max(cfg.mark_ns, 2 * cost), max(cfg.horizon_ns, 8 * cost))
     } else {
         (cfg.mark_ns, cfg.horizon_ns)
     };
     if wait >= horizon {
+        p.verdict = Verdict::Dropped;
+        return;
+    }
+    p.marked |= wait >= mark;
+    p.next[i] = start + cost;
+    p.depart = max(p.depart, start + cost);
+}
+
+/// Once every level was looked at: advances the clocks of the levels that took part, and
+/// gives the packet the latest departure they allow (pacing) or lets it go now (policing).
+/// A departure time the sender put on the packet itself is kept only when it is later.
+#[inline(always)]
+pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
+    if p.verdict == Verdict::Dropped {
         return Verdict::Dropped;
     }
-    state.t_last_ns = depart;
-    if police {
-        // No fq would honour a departure time: the packet goes now, and the debt the clock
-        // carries is the signal (HBM's policing mode).
-        return if wait >= mark {
-            Verdict::Notified
-        } else {
-            Verdict::Pass
-        };
+    commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if p.depart <= now {
+        return Verdict::Pass;
+    }
+    let notified = if p.marked {
+        Verdict::Notified
+    } else {
+        Verdict::Pass
+    };
+    if p.police {
+        // No fq would honour a departure time: the packet goes now, and the debt the clocks
+        // carry is the signal (HBM's policing mode). Its own timestamp changes nothing.
+        return notified;
+    }
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: reading this invocation's context.
+    if p.depart <= unsafe { (*skb).tstamp } {
+        // It leaves at its own, later, time: no earlier than the clocks allow.
+        return notified;
     }
     // SAFETY: cgroup_skb programs may write `tstamp` (with CAP_BPF, which loading needs).
-    unsafe { (*skb).tstamp = depart };
-    record_delay(id, depart - now);
-    if wait >= mark {
+    unsafe { (*skb).tstamp = p.depart };
+    let delay = p.depart - now;
+    let bucket = crate::percpu::opaque(DelayHistogram::bucket(delay) as u64);
+    let mut i = 0;
+    while i < MAX_CHAIN {
+        if i < p.chain.len as usize && p.next[i] != 0 {
+            record_delay(p.chain.ids[i], bucket, delay);
+        }
+        i += 1;
+    }
+    if p.marked {
         Verdict::Marked
     } else {
         Verdict::Delayed

@@ -2,8 +2,8 @@
 //! retransmitted segments and connections.
 //!
 //! sock_ops programs run in softirq context too and have no helper for the socket's cgroup,
-//! so the egress program remembers each socket's cgroup by its cookie (`REIN_SOCK`) when the
-//! socket sends, and the callbacks here look it up.
+//! so the egress program remembers each socket's chain of managed cgroups by its cookie
+//! (`REIN_SOCK`) when the socket sends, and the callbacks here count for every cgroup of it.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -17,30 +17,51 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuHashMap},
     programs::{SkBuffContext, SockOpsContext},
 };
-use controller_common::{SOCK_MAP_MAX_ENTRIES, SockInfo, TcpStats, WATCH_MAP_MAX_ENTRIES};
+use controller_common::{
+    Chain, MANAGED_MAP_MAX_ENTRIES, MAX_CHAIN, SOCK_MAP_MAX_ENTRIES, SockInfo, TcpStats,
+};
 
 #[map]
 static REIN_SOCK: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(SOCK_MAP_MAX_ENTRIES, 0);
 
 #[map]
 static REIN_TCP: PerCpuHashMap<u64, TcpStats> =
-    PerCpuHashMap::with_max_entries(WATCH_MAP_MAX_ENTRIES, 0);
+    PerCpuHashMap::with_max_entries(MANAGED_MAP_MAX_ENTRIES, 0);
 
-/// Called by the egress program for every packet it lets out: remembers the socket's cgroup
-/// (one lookup when known already).
+/// Called by the egress program for every packet it lets out: remembers the socket's chain
+/// (one lookup when known already under this generation of the managed set).
 #[inline(always)]
-pub fn remember(ctx: &SkBuffContext, cgroup_id: u64) {
+pub fn remember(ctx: &SkBuffContext, chain: &Chain) {
     // SAFETY: the helper reads the socket of this program's skb (0 without one).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: a lookup; the value is not used.
-    if cookie == 0 || unsafe { REIN_SOCK.get(&cookie) }.is_some() {
+    if cookie == 0 {
+        return;
+    }
+    if let Some(info) = REIN_SOCK.get_ptr_mut(&cookie) {
+        // SAFETY: valid pointer into the map value for this program run.
+        let info = unsafe { &mut *info };
+        if info.chain.generation != chain.generation {
+            info.chain = *chain;
+        }
         return;
     }
     let info = SockInfo {
-        cgroup_id,
+        chain: *chain,
         counted: 0,
     };
     let _ = REIN_SOCK.insert(&cookie, &info, 0);
+}
+
+/// Applies `f` to the TCP statistics of every cgroup of `chain`.
+#[inline(always)]
+fn for_chain(chain: &Chain, f: impl Fn(&mut TcpStats)) {
+    let mut i = 0;
+    while i < MAX_CHAIN {
+        if i < chain.len as usize {
+            crate::percpu::update(&REIN_TCP, chain.ids[i], &f);
+        }
+        i += 1;
+    }
 }
 
 pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
@@ -61,12 +82,17 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     };
     // SAFETY: valid pointer into the map value for this program run.
     let info = unsafe { &mut *info };
-    let id = info.cgroup_id;
+    let chain = info.chain;
+    // A chain from before the managed set changed may name a cgroup rein has forgotten:
+    // counting into it would make its entries again. The socket's next packet renews it.
+    if chain.generation != crate::chain::generation() {
+        return 1;
+    }
     if op == BPF_SOCK_OPS_RETRANS_CB {
         // args: first sequence number, segments, tcp_transmit_skb's result (0: sent).
         if ctx.arg(2) == 0 {
             let segs = u64::from(ctx.arg(1));
-            crate::percpu::update(&REIN_TCP, id, |s| s.retransmitted_segments += segs);
+            for_chain(&chain, |s| s.retransmitted_segments += segs);
         }
         return 1;
     }
@@ -75,8 +101,9 @@ pub fn sock_ops(ctx: &SockOpsContext) -> u32 {
     let rtt_ns = srtt_us * 1000;
     let first = info.counted == 0;
     info.counted = 1;
-    crate::percpu::update(&REIN_TCP, id, |s| {
-        s.rtt.record(rtt_ns);
+    let bucket = crate::percpu::opaque(controller_common::DelayHistogram::bucket(rtt_ns) as u64);
+    for_chain(&chain, |s| {
+        crate::percpu::record(&mut s.rtt, bucket, rtt_ns);
         if first {
             s.connections += 1;
         }

@@ -7,7 +7,8 @@
 //! is the one reader of a container as the kernel holds it; `api` the agent socket's server
 //! and client; `metrics` the Prometheus endpoint; `agent` wires them, with its settings;
 //! `check` probes the kernel; `hook` is the OCI runtime hook and runc wrapper; `top` the
-//! live terminal view; `cli` the command line; `failpoint` where tests make the agent die.
+//! live terminal view; `why` the diagnosis of what holds a container back; `cli` the command
+//! line; `failpoint` where tests make the agent die.
 
 pub mod agent;
 pub mod api;
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod top;
+pub mod why;

@@ -139,6 +139,44 @@ impl AgentGuard {
             .unwrap()
     }
 
+    /// Runs `busybox sh -c script` in a new kept container with these limit flags; returns
+    /// the `rein run` child once the script runs.
+    pub fn run_sh(&self, name: &str, limits: &[&str], script: &str) -> Child {
+        let mut args = vec!["run", "--keep", "--name", name];
+        args.extend_from_slice(limits);
+        args.extend_from_slice(&["--", "busybox", "sh", "-c", script]);
+        let child = self.rein_spawn(&args);
+        self.wait_for_process(name);
+        child
+    }
+
+    /// Waits until the container has a process: `rein run` has created it and started the
+    /// command inside (a spawned `rein run` returns before either has happened).
+    pub fn wait_for_process(&self, name: &str) {
+        let procs = self.root.join(name).join("cgroup.procs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never got a process"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the agent lists the container (a spawned `rein run` returns before it
+    /// has asked for it); for members of groups, whose cgroups are not directly under the root.
+    pub fn wait_listed(&self, name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.rein(&["stats", name]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} was never listed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// A file of a container's cgroup.
     pub fn cgroup_file(&self, container: &str, file: &str) -> String {
         let p = self.root.join(container).join(file);
@@ -162,12 +200,28 @@ impl Drop for AgentGuard {
     }
 }
 
+/// Stops a `rein run` child with SIGTERM (it forwards the signal to the workload) and reaps
+/// it.
+pub fn stop_run(mut child: Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    child.wait().unwrap()
+}
+
 /// The keys of a pinned per-cgroup hash map with values of type `V` (the agent's maps under
 /// its bpffs directory, e.g. `REIN_SHAPER` with `ShaperConfig`).
 pub fn pinned_keys<V: aya::Pod>(pin: &Path) -> Vec<u64> {
     let data = aya::maps::MapData::from_pin(pin).unwrap();
     let map: aya::maps::HashMap<_, u64, V> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    map.keys().map(Result::unwrap).collect()
+}
+
+/// The keys of the agent's pinned traffic map: the cgroups whose packets were counted.
+pub fn traffic_keys(bpf_dir: &Path) -> Vec<u64> {
+    let data = aya::maps::MapData::from_pin(bpf_dir.join("REIN_TRAFFIC")).unwrap();
+    let map: aya::maps::PerCpuHashMap<_, u64, controller_common::Traffic> =
+        aya::maps::PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(data)).unwrap();
     map.keys().map(Result::unwrap).collect()
 }
 

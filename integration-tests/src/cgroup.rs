@@ -66,14 +66,19 @@ impl CgroupGuard {
     /// Starts `cmd` with the child moved into this cgroup before it execs, so everything it
     /// does (CPU, memory, IO, sockets) is accounted here from the first instruction.
     pub fn spawn(&self, cmd: &mut Command) -> Child {
-        let procs = self.path.join("cgroup.procs");
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe operations (open/write/close through std::fs::write, getpid).
-        unsafe {
-            cmd.pre_exec(move || std::fs::write(&procs, std::process::id().to_string()));
-        }
-        cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+        spawn_in_cgroup(&self.path, cmd)
     }
+}
+
+/// Starts `cmd` with the child moved into the cgroup at `dir` before it execs.
+pub fn spawn_in_cgroup(dir: &Path, cmd: &mut Command) -> Child {
+    let procs = dir.join("cgroup.procs");
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe operations (open/write/close through std::fs::write).
+    unsafe {
+        cmd.pre_exec(move || std::fs::write(&procs, "0"));
+    }
+    cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 pub(crate) fn remove_cgroup(path: &Path) {

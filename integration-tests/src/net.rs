@@ -69,8 +69,15 @@ impl RemoteNetns {
     /// Starts an iperf3 server in the namespace (`ip netns exec` execs it), stopped when
     /// the returned guard is dropped.
     pub fn iperf3_server(&self) -> Server {
+        self.iperf3_server_on(5201)
+    }
+
+    /// Like [`RemoteNetns::iperf3_server`] on another port (one server per concurrent
+    /// client: iperf3 serves one test at a time).
+    pub fn iperf3_server_on(&self, port: u16) -> Server {
         let child = Command::new("/usr/local/sbin/ip")
-            .args(["netns", "exec", &self.name, "iperf3", "-s"])
+            .args(["netns", "exec", &self.name, "iperf3", "-s", "-p"])
+            .arg(port.to_string())
             .stdout(std::process::Stdio::null())
             // The readiness probe below looks like a broken client to iperf3; hush it.
             .stderr(std::process::Stdio::null())
@@ -78,7 +85,7 @@ impl RemoteNetns {
             .unwrap();
         // Wait until it listens.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect((REMOTE_IP, 5201)).is_err() {
+        while std::net::TcpStream::connect((REMOTE_IP, port)).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "iperf3 server did not start"
@@ -101,6 +108,17 @@ impl Drop for Server {
 }
 
 impl RemoteNetns {
+    /// Runs `CMD ARGS` inside the namespace (`ip netns exec`), started and not waited for,
+    /// with stdout captured.
+    pub fn spawn(&self, cmd: &[&str]) -> Child {
+        Command::new("/usr/local/sbin/ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Routes `subnet` from the remote namespace back through the root namespace.
     pub fn route_back(&self, subnet: &str) {
         ip(&[

@@ -122,9 +122,13 @@ impl OciBundle {
         });
     }
 
-    /// The container's cgroup directory.
+    /// The container's cgroup directory: its config's `linux.cgroupsPath` under the mount.
     pub fn cgroup(&self) -> PathBuf {
-        Path::new(OCI_CGROUPS).join(&self.id)
+        let path = self.config()["linux"]["cgroupsPath"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("/rein-oci/{}", self.id));
+        Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
     }
 
     /// The runtime's state directory for these tests.

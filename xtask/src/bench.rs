@@ -51,6 +51,18 @@ pub enum Bench {
         #[arg(long, default_value_t = 1000)]
         containers: u32,
     },
+    /// What following the hierarchy costs a packet: the egress programs (walk to the
+    /// nearest managed cgroup, cached per cgroup; shape and count every managed level) timed
+    /// with BPF_PROG_TEST_RUN from a process 1 to 4 cgroup levels below a managed cgroup,
+    /// next to the flat program (the socket's own cgroup alone, as egress was before
+    /// chains), in the same boot.
+    Datapath {
+        #[command(flatten)]
+        vm: vm::VmArgs,
+        /// Test runs per program and depth.
+        #[arg(long, default_value_t = 200_000)]
+        repeat: u32,
+    },
     /// Container start time (`runc run` and `crun run` of `true`, to exit and deletion) of
     /// a bundle without hooks next to one with rein's hooks and limit annotations, started
     /// alternately, as a ratio: what registering with the agent costs a container start.
@@ -70,7 +82,42 @@ pub fn run(b: &Bench) -> anyhow::Result<i32> {
         Bench::Metrics { vm, scrapes } => metrics(vm, *scrapes),
         Bench::Hook { vm, starts } => hook(vm, *starts),
         Bench::Churn { vm, containers } => churn(vm, *containers),
+        Bench::Datapath { vm, repeat } => datapath(vm, *repeat),
     }
+}
+
+fn datapath(args: &vm::VmArgs, repeat: u32) -> anyhow::Result<i32> {
+    let args = &vm::VmArgs {
+        release: true,
+        ..args.clone()
+    };
+    let path = guest_script(
+        "bench-datapath.sh",
+        &format!("rein-test-helper datapath-cost {repeat}\n"),
+    )?;
+    let mut status = 0;
+    for (series, outcome) in vm::run_script_outcomes(args, &path)? {
+        status = status.max(outcome.status);
+        println!(
+            "\nbench datapath on {} ({repeat} runs each; TCG guest, ns per packet, cache warm):",
+            series.name()
+        );
+        println!(
+            "{:>6} {:>12} {:>12} {:>12} {:>8}",
+            "depth", "egress", "flat", "ingress", "ratio"
+        );
+        for r in bench_lines(&outcome.lines) {
+            println!(
+                "{:>6} {:>12} {:>12} {:>12} {:>7.2}x",
+                r["depth"],
+                r["egress_ns"],
+                r["flat_ns"],
+                r["ingress_ns"],
+                r["ratio"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+    Ok(status)
 }
 
 fn api(args: &vm::VmArgs, calls: u32) -> anyhow::Result<i32> {

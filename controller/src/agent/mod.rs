@@ -249,8 +249,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .chain(node.remove_staged().iter())
         .chain(node.undo_interrupted().iter())
         .for_each(|line| tracing::info!("{line}"));
-    if let Err(e) = node.watch_all() {
-        tracing::warn!("cannot watch the adopted containers' run-queue latency: {e}");
+    if let Err(e) = node.manage_all() {
+        tracing::error!(
+            "cannot make every adopted container managed by the eBPF programs (they go \
+             unlimited on the network and uncounted until the repair every second succeeds): {e}"
+        );
     }
     let adopted = node.names()?;
     for name in &adopted {

@@ -7,6 +7,7 @@
 
 //! | `GET /v1/containers/{name}`     |                 | `Stats`                   |
 //! | `GET /v1/stats`                 |                 | `[Stats]` (every container) |
+//! | `GET /v1/containers/{name}/why?window=10` |       | `why::Diagnosis` (after the window) |
 //! | `PATCH /v1/containers/{name}`   | `LimitsBody`    | `Container`               |
 //! | `DELETE /v1/containers/{name}?force=true` |       | 204                       |
 //!
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cgroup::{Labels, Usage},
+    cgroup::{Kind, Labels, Usage},
     limits::{Flag, LimitError, Limits},
     node::Snapshot,
 };
@@ -78,10 +79,17 @@ pub fn limits_to_map(l: &Limits) -> LimitMap {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     pub name: String,
     #[serde(default)]
     pub limits: LimitMap,
+    /// A container (the default) or a group.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The group to create it in (default: the top of the managed root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Register a cgroup a container runtime made (absolute path) instead of making one
     /// under the managed root (`rein hook`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,6 +97,22 @@ pub struct CreateRequest {
     /// Metric labels of a registered container.
     #[serde(default)]
     pub labels: Labels,
+    /// The Kubernetes pod of a registered container, with the pod's own limits (its
+    /// cgroup becomes a group shared by the pod's containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRequest>,
+}
+
+/// A pod as the hook registers it with its container (see [`CreateRequest::pod`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PodRequest {
+    /// The name rein lists the pod's group under (`<namespace>_<pod>`).
+    pub name: String,
+    /// The pod's cgroup: the parent of the container's.
+    pub cgroup: String,
+    #[serde(default)]
+    pub limits: LimitMap,
 }
 
 /// Percent-encodes a query parameter's value.
@@ -97,15 +121,22 @@ pub fn query_escape(value: &str) -> String {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitsBody {
     #[serde(default)]
     pub limits: LimitMap,
 }
 
-/// A container as `rein ls` shows it.
+/// A container or a group as `rein ls` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Container {
     pub name: String,
+    /// `container` or `group`.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The group it is in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Its cgroup directory.
     pub path: String,
     pub limits: LimitMap,
@@ -198,6 +229,8 @@ impl Container {
     pub fn of(s: &Snapshot) -> Self {
         Self {
             name: s.name.to_string(),
+            kind: s.kind,
+            group: s.group.as_ref().map(ToString::to_string),
             path: s.dir.display().to_string(),
             limits: limits_to_map(&s.limits),
         }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     cgroup::{CgroupError, ContainerName},
-    node::{Node, NodeError, Snapshot},
+    node::{Node, NodeError, Pod, Snapshot},
 };
 
 /// Who may talk to the agent: root always, plus these uids.
@@ -85,9 +85,16 @@ impl From<NodeError> for ApiError {
 impl From<CgroupError> for ApiError {
     fn from(e: CgroupError) -> Self {
         let status = match &e {
-            CgroupError::BadName { .. } | CgroupError::Limit(_) => StatusCode::BAD_REQUEST,
+            CgroupError::BadName { .. }
+            | CgroupError::Limit(_)
+            | CgroupError::NoSuchGroup(_)
+            | CgroupError::NotAGroup(_)
+            | CgroupError::PodGroup(_)
+            | CgroupError::TooDeep { .. } => StatusCode::BAD_REQUEST,
             CgroupError::NotFound(_) => StatusCode::NOT_FOUND,
-            CgroupError::Exists(_) | CgroupError::Busy { .. } => StatusCode::CONFLICT,
+            CgroupError::Exists(_)
+            | CgroupError::Busy { .. }
+            | CgroupError::GroupNotEmpty { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())
@@ -148,9 +155,12 @@ fn parse_name(name: &str) -> Result<ContainerName, ApiError> {
 }
 
 fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
+    let entry = node.entry(name)?;
     Ok(Container {
         name: name.to_string(),
-        path: node.dir(name).display().to_string(),
+        kind: entry.kind,
+        group: entry.group.as_ref().map(ToString::to_string),
+        path: entry.dir.display().to_string(),
         limits: limits_to_map(&node.limits(name)?),
     })
 }
@@ -158,9 +168,9 @@ fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
 async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiError> {
     let node = st.node.clone();
     let all = inline(move || {
-        node.names()?
+        node.entries()
             .iter()
-            .map(|n| info(&node, n))
+            .map(|e| info(&node, &e.name))
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
@@ -181,18 +191,44 @@ async fn create(
         ));
     }
     let name = parse_name(&req.name)?;
+    let group = req.group.as_deref().map(parse_name).transpose()?;
+    let ignored = match (&req.cgroup, &req.pod) {
+        (Some(_), _) if req.kind != crate::cgroup::Kind::Container || group.is_some() => {
+            Some("a registration (cgroup) takes no kind or group: its pod is its group")
+        }
+        (None, Some(_)) => Some("pod goes with a registration (cgroup) only"),
+        _ => None,
+    };
+    if let Some(why) = ignored {
+        return Err(ApiError(StatusCode::BAD_REQUEST, why.into()));
+    }
     let limits = limits_from_map(&req.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let pod = req
+        .pod
+        .as_ref()
+        .map(|p| -> Result<Pod, ApiError> {
+            Ok(Pod {
+                name: parse_name(&p.name)?,
+                cgroup: Path::new(&p.cgroup).to_owned(),
+                limits: limits_from_map(&p.limits)
+                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the pod's {e}")))?,
+            })
+        })
+        .transpose()?;
     let node = st.node.clone();
     let c = inline(move || {
         match &req.cgroup {
             Some(cgroup) => {
-                node.register(&name, Path::new(cgroup), req.labels, &limits)?;
+                node.register(&name, Path::new(cgroup), req.labels, &limits, pod.as_ref())?;
                 tracing::info!(container = %name, %cgroup, limits = %limits, "registered");
             }
             None => {
-                node.create(&name, &limits)?;
-                tracing::info!(container = %name, limits = %limits, "created");
+                node.create(&name, req.kind, group.as_ref(), &limits)?;
+                tracing::info!(
+                    container = %name, kind = %req.kind, group = ?group, limits = %limits,
+                    "created"
+                );
             }
         }
         info(&node, &name)
@@ -252,6 +288,58 @@ async fn set(
     })
     .await?;
     Ok(Json(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhyQuery {
+    /// Seconds between the two samples (default 10).
+    window: Option<f64>,
+}
+
+/// `rein why`: two snapshots of the container and its groups a window apart, compared.
+async fn why(
+    State(st): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<WhyQuery>,
+) -> Result<Json<crate::why::Diagnosis>, ApiError> {
+    use crate::why::Thresholds;
+    let name = parse_name(&name)?;
+    let window = q.window.unwrap_or(10.0);
+    if !(Thresholds::MIN_WINDOW_SECS..=Thresholds::MAX_WINDOW_SECS).contains(&window) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "window {window}: give seconds from {} to {}",
+                Thresholds::MIN_WINDOW_SECS,
+                Thresholds::MAX_WINDOW_SECS
+            ),
+        ));
+    }
+    let sample = |node: Arc<Node>, name: ContainerName| {
+        blocking(move || Ok((std::time::Instant::now(), node.snapshot_chain(&name)?)))
+    };
+    let (t0, before) = sample(st.node.clone(), name.clone()).await?;
+    tokio::time::sleep(std::time::Duration::from_secs_f64(window)).await;
+    let (t1, after) = sample(st.node.clone(), name.clone()).await?;
+    // Paired by name: a group that appeared or went during the window is left out.
+    let pairs: Vec<crate::why::Pair<'_>> = after
+        .iter()
+        .filter_map(|after| {
+            let before = before
+                .iter()
+                .find(|b| b.name == after.name && b.dir == after.dir)?;
+            Some(crate::why::Pair { before, after })
+        })
+        .collect();
+    let Some((container, groups)) = pairs.split_first() else {
+        return Err(ApiError::from(NodeError::from(CgroupError::NotFound(name))));
+    };
+    Ok(Json(crate::why::diagnose(&crate::why::Window {
+        container: *container,
+        groups: groups.to_vec(),
+        secs: (t1 - t0).as_secs_f64(),
+    })))
 }
 
 #[derive(Deserialize)]
@@ -317,6 +405,7 @@ pub fn router(node: Arc<Node>, access: Access) -> Router {
             "/v1/containers/{name}",
             get(stats).patch(set).delete(remove),
         )
+        .route("/v1/containers/{name}/why", get(why))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(st.clone(), check_peer))

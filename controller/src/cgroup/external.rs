@@ -6,6 +6,8 @@
 //!     cgroup     -> /sys/fs/cgroup/<cgroupsPath>   (symlink: the cgroup directory)
 //!     cgroup-id  -> 4242                           (symlink: its id, for cleanup once it is gone)
 //!     pod, namespace, container -> <value>        (symlinks: Kubernetes names, when known)
+//!     kind       -> group                          (symlink: only for a pod's group)
+//!     group      -> <name>                         (symlink: the pod group it is in, if any)
 //!     egress, ingress, sock_ops                    (pinned links, see net::programs)
 //! ```
 //!
@@ -21,7 +23,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{CgroupError, ContainerName, io_err};
+use super::{CgroupError, ContainerName, Kind, io_err};
 
 /// Metric labels a Kubernetes runtime leaves in the annotations (pod, namespace and
 /// container name, as kubelet's cAdvisor labels its series).
@@ -58,6 +60,10 @@ pub struct External {
     /// The cgroup's id (inode) when it was registered.
     pub id: u64,
     pub labels: Labels,
+    /// A container, or a group (a Kubernetes pod whose cgroup holds its containers').
+    pub kind: Kind,
+    /// The registered group it is in (its pod), if any.
+    pub group: Option<ContainerName>,
 }
 
 impl External {
@@ -79,6 +85,8 @@ const CGROUP: &str = "cgroup";
 /// listed; bpffs allows no dot).
 const TMP_PREFIX: &str = "+new-";
 const CGROUP_ID: &str = "cgroup-id";
+const KIND: &str = "kind";
+const GROUP: &str = "group";
 
 impl Registry {
     pub fn new(dir: &Path) -> Self {
@@ -112,6 +120,12 @@ impl Registry {
         std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         let id = e.id.to_string();
         let mut facts = vec![(CGROUP, e.cgroup.as_os_str()), (CGROUP_ID, id.as_ref())];
+        if e.kind == Kind::Group {
+            facts.push((KIND, "group".as_ref()));
+        }
+        if let Some(g) = &e.group {
+            facts.push((GROUP, g.as_str().as_ref()));
+        }
         facts.extend(
             e.labels
                 .pairs()
@@ -173,7 +187,21 @@ impl Registry {
                 namespace: fact("namespace"),
                 container: fact("container"),
             },
+            kind: match fact(KIND).as_deref() {
+                Some("group") => Kind::Group,
+                _ => Kind::Container,
+            },
+            group: fact(GROUP).and_then(|g| g.parse().ok()),
         })
+    }
+
+    /// How long ago the record of `name` was written.
+    pub fn age(&self, name: &ContainerName) -> Option<std::time::Duration> {
+        std::fs::metadata(self.dir_of(name))
+            .and_then(|m| m.modified())
+            .ok()?
+            .elapsed()
+            .ok()
     }
 
     /// Every recorded name, sorted (none when the directory does not exist yet).
@@ -219,6 +247,8 @@ mod tests {
                 namespace: Some("shop".into()),
                 container: None,
             },
+            kind: Kind::Container,
+            group: Some("shop_web-0".parse().unwrap()),
         };
         reg.add(&e).unwrap();
         let stored = reg.dir_of(&e.name);

@@ -17,7 +17,9 @@ pub mod files;
 mod io;
 mod memory;
 mod pids;
+mod tree;
 mod usage;
+mod xattr;
 
 use std::{
     ffi::CString,
@@ -31,19 +33,14 @@ use std::{
 use serde::Serialize;
 
 pub use self::files::FileError;
-use crate::limits::{LimitError, Limits, Priority};
+use crate::limits::{LimitError, Limits};
 
 pub use external::{External, Labels, Registry};
-pub use usage::{DeviceIo, Pressure, Psi, Usage};
+pub use tree::{Entry, MAX_DEPTH, PRIORITY_XATTR, Staged, Tree};
+pub use usage::{DeviceIo, Pressure, Psi, Usage, read as read_usage};
 
 /// Controllers rein enables for its containers.
 pub const CONTROLLERS: [&str; 5] = ["cpu", "memory", "io", "pids", "cpuset"];
-/// Extended attribute holding the priority class (cgroupfs supports `trusted.*`).
-pub const PRIORITY_XATTR: &str = "trusted.rein.priority";
-/// Prefix of the extended attributes on the managed root that name a container being
-/// created (`trusted.rein.creating.web`): the intent, written before its mkdir (see
-/// [`Tree::create`]).
-const INTENT_PREFIX: &str = "trusted.rein.creating.";
 /// `statfs` magic of cgroup2 (include/uapi/linux/magic.h).
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -85,6 +82,26 @@ impl fmt::Display for ContainerName {
     }
 }
 
+/// What a managed cgroup is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Processes run in it (and in any cgroup they make below it).
+    #[default]
+    Container,
+    /// It holds containers and groups; its limits cap the sum of its members.
+    Group,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Container => "container",
+            Self::Group => "group",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("invalid container name {name:?}: {}", ContainerName::ACCEPTED)]
@@ -95,12 +112,43 @@ pub enum CgroupError {
     File(#[from] FileError),
     #[error("container {0} does not exist (see `rein ls`)")]
     NotFound(ContainerName),
-    #[error("container {0} already exists; change it with `rein set {0}`")]
+    #[error(
+        "{0} already exists (names are unique across containers and groups); change it with \
+         `rein set {0}`"
+    )]
     Exists(ContainerName),
+    #[error("group {0} does not exist; create it with `rein group create {0}` (see `rein ls`)")]
+    NoSuchGroup(ContainerName),
+    #[error("{0} is a container, not a group; --group takes a group made with `rein group create`")]
+    NotAGroup(ContainerName),
+    #[error(
+        "{0} is a pod's group; its members are its pod's containers, registered by the runtime's hook"
+    )]
+    PodGroup(ContainerName),
+    #[error("{name} would be nested too deep: at most {most} levels (a container in {} groups)", most - 1)]
+    TooDeep { name: ContainerName, most: usize },
+    #[error(
+        "group {name} still holds {members}; remove them first, or use --force to remove the \
+         group with everything in it"
+    )]
+    GroupNotEmpty {
+        name: ContainerName,
+        members: String,
+    },
     #[error("container {name} still runs {procs} processes; use --force to kill them")]
     Busy { name: ContainerName, procs: usize },
     #[error("{path} is not inside a cgroup2 filesystem: rein only manages cgroup v2{hint}")]
     NotCgroup2 { path: PathBuf, hint: &'static str },
+    #[error(
+        "{path} is {level} levels deep in the cgroup tree; rein's programs see managed cgroups \
+         down to level {most}, and groups nest below the root: choose a root at most {} levels \
+         deep (the default /sys/fs/cgroup/rein.slice is 1)", most - 1 - crate::cgroup::MAX_DEPTH
+    )]
+    RootTooDeep {
+        path: PathBuf,
+        level: usize,
+        most: usize,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -170,28 +218,28 @@ impl Plan {
     }
 }
 
-/// A creation an agent died in the middle of (see [`Tree::staged`]).
-#[derive(Debug)]
-pub struct Staged {
-    pub name: ContainerName,
-    /// The cgroup's directory and id, when it had been made.
-    pub cgroup: Option<(PathBuf, u64)>,
-}
-
-/// The managed subtree. All paths rein touches are `root/<ContainerName>/<file>`.
-#[derive(Debug, Clone)]
-pub struct Tree {
-    root: PathBuf,
-    /// The cgroup2 mount the root lives in (for cgroup paths as the kernel names them).
-    mount: PathBuf,
-    /// Containers whose cgroup a runtime made elsewhere (`rein hook`); they share the name
-    /// space of the managed root's containers.
-    registry: Option<Registry>,
-}
-
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
     let path = path.to_owned();
     move |source| CgroupError::Io { op, path, source }
+}
+
+/// This process's cgroup v2 id: the inode of its directory under the cgroup2 mount
+/// (`/proc/self/cgroup` names the path, `/proc/self/mountinfo` the mount). None without a
+/// cgroup2 mount.
+pub fn own_cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // "36 35 0:30 / /sys/fs/cgroup rw,... - cgroup2 cgroup2 rw,...": the mount point is the
+    // fifth field, the type the first after " - ".
+    let mount = mounts.lines().find_map(|l| {
+        let (fields, rest) = l.split_once(" - ")?;
+        (rest.split_whitespace().next()? == "cgroup2")
+            .then(|| fields.split_whitespace().nth(4).map(PathBuf::from))?
+    })?;
+    let dir = mount.join(rel.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
 }
 
 /// True when `path` is on a cgroup2 filesystem.
@@ -209,396 +257,6 @@ pub fn is_cgroup2(path: &Path) -> bool {
     )]
     let fs_type = i64::try_from(st.f_type).unwrap_or(-1);
     rc == 0 && fs_type == CGROUP2_SUPER_MAGIC
-}
-
-impl Tree {
-    /// Opens (creating it if needed) the managed root, which must be inside a cgroup2 mount,
-    /// and enables rein's controllers from the mount root down to it.
-    pub fn open(root: &Path) -> Result<Self, CgroupError> {
-        let parent = root.parent().unwrap_or(root);
-        if !is_cgroup2(parent) {
-            return Err(CgroupError::NotCgroup2 {
-                path: parent.to_owned(),
-                hint: "; on a hybrid host, run rein in the test VM (see README)",
-            });
-        }
-        // Enable controllers on every ancestor inside the mount, then create the root.
-        let mut chain: Vec<&Path> = root
-            .ancestors()
-            .skip(1)
-            .take_while(|p| is_cgroup2(p))
-            .collect();
-        chain.reverse();
-        let mount = chain
-            .first()
-            .map_or_else(|| parent.to_owned(), |m| m.to_path_buf());
-        for dir in chain {
-            enable_controllers(dir)?;
-        }
-        if !root.exists() {
-            std::fs::create_dir(root).map_err(io_err("creating", root))?;
-        }
-        enable_controllers(root)?;
-        Ok(Self {
-            root: root.to_owned(),
-            mount,
-            registry: None,
-        })
-    }
-
-    /// A tree over any directory, without the cgroup2 checks: for tests with fake files.
-    #[cfg(test)]
-    pub fn unchecked(root: &Path) -> Self {
-        Self {
-            root: root.to_owned(),
-            mount: root.parent().unwrap_or(root).to_owned(),
-            registry: None,
-        }
-    }
-
-    /// Also manages the containers recorded in `registry`.
-    pub fn with_registry(mut self, registry: Registry) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    pub fn registry(&self) -> Option<&Registry> {
-        self.registry.as_ref()
-    }
-
-    /// The registry's record of `name`, when it is a runtime's container.
-    pub fn external(&self, name: &ContainerName) -> Option<External> {
-        self.registry.as_ref()?.get(name)
-    }
-
-    /// The cgroup2 mount the tree lives in.
-    pub fn mount(&self) -> &Path {
-        &self.mount
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The container's cgroup directory: under the managed root, or where its runtime made
-    /// it.
-    pub fn path(&self, name: &ContainerName) -> PathBuf {
-        let own = self.root.join(name.as_str());
-        if own.is_dir() {
-            return own;
-        }
-        self.external(name).map_or(own, |e| e.cgroup)
-    }
-
-    /// The container's cgroup as the kernel names it (`/rein.slice/web`), which is what
-    /// cAdvisor exports as the `id` label.
-    pub fn cgroup_path(&self, name: &ContainerName) -> String {
-        let rel = self.path(name);
-        let rel = rel.strip_prefix(&self.mount).unwrap_or(&rel);
-        format!("/{}", rel.display())
-    }
-
-    /// The container's directory, if it exists and is not still being created.
-    fn existing(&self, name: &ContainerName) -> Result<PathBuf, CgroupError> {
-        let p = self.path(name);
-        if p.is_dir() && !self.being_created(name) {
-            Ok(p)
-        } else {
-            Err(CgroupError::NotFound(name.clone()))
-        }
-    }
-
-    fn intent_key(name: &ContainerName) -> String {
-        format!("{INTENT_PREFIX}{name}")
-    }
-
-    fn being_created(&self, name: &ContainerName) -> bool {
-        get_xattr(&self.root, &Self::intent_key(name)).is_some()
-    }
-
-    /// Names whose creation intent is on the managed root (see [`Tree::create`]).
-    fn intents(&self) -> Vec<ContainerName> {
-        list_xattrs(&self.root)
-            .iter()
-            .filter_map(|k| k.strip_prefix(INTENT_PREFIX)?.parse().ok())
-            .collect()
-    }
-
-    /// Every container (directory with a valid name) under the root, sorted; containers
-    /// still being created are not listed.
-    pub fn list(&self) -> Result<Vec<ContainerName>, CgroupError> {
-        let creating = self.intents();
-        let mut names: Vec<ContainerName> = std::fs::read_dir(&self.root)
-            .map_err(io_err("listing", &self.root))?
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .filter(|n| !creating.contains(n))
-            .collect();
-        if let Some(r) = &self.registry {
-            names.extend(r.list());
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
-    /// Creates a container with `limits`, all or nothing across the agent's death.
-    ///
-    /// cgroup v2 cannot rename a cgroup, so a container cannot be made under a temporary
-    /// name and moved into place. Instead the intent to create it is written first, as an
-    /// extended attribute on the managed root (`trusted.rein.creating.NAME`, set with
-    /// `XATTR_CREATE` so two creations of one name cannot both claim it); then the cgroup is
-    /// made and limited, `prepare` runs with its path and id (the caller's map entries), and
-    /// only then is the intent removed. While the intent stands the container is neither
-    /// listed nor adopted, and an agent that died at any step before its removal leaves
-    /// something the next agent removes at start ([`Tree::staged`]). On any failure the
-    /// cgroup and the intent are removed again.
-    pub fn create<E: From<CgroupError>>(
-        &self,
-        name: &ContainerName,
-        limits: &Limits,
-        prepare: impl FnOnce(&Path, u64) -> Result<(), E>,
-    ) -> Result<PathBuf, E> {
-        use std::os::unix::fs::MetadataExt as _;
-        let plan = Plan::for_limits(limits).map_err(CgroupError::from)?;
-        let path = self.root.join(name.as_str());
-        // Checked before the intent, never after: an intent next to a complete container
-        // would make the next agent remove that container.
-        if self.external(name).is_some() || path.exists() {
-            return Err(CgroupError::Exists(name.clone()).into());
-        }
-        let key = Self::intent_key(name);
-        match set_xattr_flags(&self.root, &key, "1", libc::XATTR_CREATE) {
-            Ok(()) => {}
-            Err(CgroupError::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
-                return Err(CgroupError::Exists(name.clone()).into());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        crate::failpoint::hit("create:after-intent");
-        let made = match std::fs::create_dir(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(CgroupError::Exists(name.clone()))
-            }
-            Err(e) => Err(io_err("creating", &path)(e)),
-        };
-        if let Err(e) = made {
-            let _ = remove_xattr(&self.root, &key);
-            return Err(e.into());
-        }
-        crate::failpoint::hit("create:after-mkdir");
-        let done = (|| {
-            self.apply_plan(&path, &plan, limits.priority)?;
-            crate::failpoint::hit("create:after-files");
-            let id = std::fs::metadata(&path)
-                .map_err(io_err("reading", &path))?
-                .ino();
-            prepare(&path, id)?;
-            crate::failpoint::hit("create:after-maps");
-            remove_xattr(&self.root, &key)?;
-            Ok(())
-        })();
-        if let Err(e) = done {
-            let _ = std::fs::remove_dir(&path);
-            let _ = remove_xattr(&self.root, &key);
-            return Err(e);
-        }
-        Ok(path)
-    }
-
-    /// Creations an agent died in the middle of: each name whose intent is still on the
-    /// root, with its cgroup's path and id if the mkdir happened. Only for the agent's
-    /// start, when no create is in flight.
-    pub fn staged(&self) -> Vec<Staged> {
-        use std::os::unix::fs::MetadataExt as _;
-        self.intents()
-            .into_iter()
-            .map(|name| {
-                let dir = self.root.join(name.as_str());
-                let cgroup = std::fs::metadata(&dir).ok().map(|m| (dir, m.ino()));
-                Staged { name, cgroup }
-            })
-            .collect()
-    }
-
-    /// Removes what a creation cut short left: its cgroup (killing anything that got into
-    /// it), then its intent.
-    pub fn remove_staged(&self, staged: &Staged) -> Result<(), CgroupError> {
-        if let Some((dir, _)) = &staged.cgroup {
-            if count_procs(dir) > 0 {
-                files::write(&dir.join("cgroup.kill"), "1")?;
-            }
-            remove_tree(dir)?;
-        }
-        remove_xattr(&self.root, &Self::intent_key(&staged.name))
-    }
-
-    /// Changes a running container's limits (only the ones given). All or nothing.
-    pub fn set(&self, name: &ContainerName, limits: &Limits) -> Result<(), CgroupError> {
-        let plan = Plan::for_limits(limits)?;
-        let path = self.existing(name)?;
-        self.apply_plan(&path, &plan, limits.priority)
-    }
-
-    /// Writes the plan in order; if a write fails, restores the files already written (in
-    /// reverse) and reports the failed file with the kernel's error.
-    fn apply_plan(
-        &self,
-        dir: &Path,
-        plan: &Plan,
-        priority: Option<Priority>,
-    ) -> Result<(), CgroupError> {
-        let mut undo: Vec<(PathBuf, String)> = Vec::new();
-        let mut result = Ok(());
-        for step in &plan.steps {
-            let path = dir.join(step.file);
-            // What to restore if a later write fails. A file that cannot be read is not
-            // skipped: its write below fails too and reports the file and the value.
-            let previous = previous_value(&path, step);
-            if let Err(e) = files::write(&path, &step.value) {
-                result = Err(e);
-                break;
-            }
-            if let Some(previous) = previous {
-                undo.push((path, previous));
-            }
-        }
-        if let Err(failed) = result {
-            let mut notes = Vec::new();
-            for (path, previous) in undo.iter().rev() {
-                if let Err(e) = files::write(path, previous) {
-                    notes.push(e.to_string());
-                }
-            }
-            let rollback_note = if notes.is_empty() {
-                String::new()
-            } else {
-                format!(" (rollback failed too: {})", notes.join("; "))
-            };
-            return Err(CgroupError::RolledBack {
-                failed,
-                rollback_note,
-            });
-        }
-        if let Some(p) = priority {
-            set_xattr(dir, PRIORITY_XATTR, p.name())?;
-        }
-        Ok(())
-    }
-
-    /// What the files `limits` would change hold now, as (file, value to write back): the
-    /// undo of a change, computed before it (see `Node::set`'s journal).
-    pub fn undo_for(
-        &self,
-        name: &ContainerName,
-        limits: &Limits,
-    ) -> Result<Vec<(String, String)>, CgroupError> {
-        let plan = Plan::for_limits(limits)?;
-        let dir = self.existing(name)?;
-        Ok(plan
-            .steps
-            .iter()
-            .filter_map(|step| {
-                Some((
-                    step.file.to_owned(),
-                    previous_value(&dir.join(step.file), step)?,
-                ))
-            })
-            .collect())
-    }
-
-    /// Writes (file, value) pairs back into a container's cgroup (an undo), all of them even
-    /// if one fails; returns the failures.
-    pub fn write_back(&self, name: &ContainerName, undo: &[(String, String)]) -> Vec<String> {
-        let Ok(dir) = self.existing(name) else {
-            return vec![format!("container {name} is gone")];
-        };
-        undo.iter()
-            .rev()
-            .filter(|(file, _)| !file.contains('/'))
-            .filter_map(|(file, value)| files::write(&dir.join(file), value).err())
-            .map(|e| e.to_string())
-            .collect()
-    }
-
-    /// An xattr on a container's cgroup (rein's journal), if set.
-    pub fn mark(&self, name: &ContainerName, key: &str) -> Option<String> {
-        get_xattr(&self.existing(name).ok()?, key)
-    }
-
-    pub fn set_mark(
-        &self,
-        name: &ContainerName,
-        key: &str,
-        value: &str,
-    ) -> Result<(), CgroupError> {
-        set_xattr(&self.existing(name)?, key, value)
-    }
-
-    pub fn clear_mark(&self, name: &ContainerName, key: &str) -> Result<(), CgroupError> {
-        remove_xattr(&self.existing(name)?, key)
-    }
-
-    /// The container's limits as the kernel holds them; kernel defaults read as "not set".
-    pub fn limits(&self, name: &ContainerName) -> Result<Limits, CgroupError> {
-        let dir = self.existing(name)?;
-        let mut l = Limits {
-            priority: get_xattr(&dir, PRIORITY_XATTR).and_then(|p| p.parse().ok()),
-            ..Limits::default()
-        };
-        cpu::read(&dir, &mut l)?;
-        cpuset::read(&dir, &mut l)?;
-        memory::read(&dir, &mut l)?;
-        pids::read(&dir, &mut l)?;
-        io::read(&dir, &mut l)?;
-        Ok(l)
-    }
-
-    /// Current usage from the cgroup files.
-    pub fn usage(&self, name: &ContainerName) -> Result<Usage, CgroupError> {
-        Ok(usage::read(&self.existing(name)?)?)
-    }
-
-    /// The processes of a container, its child cgroups included.
-    pub fn pids(&self, name: &ContainerName) -> Result<Vec<u32>, CgroupError> {
-        let dir = self.existing(name)?;
-        let mut pids = Vec::new();
-        collect_pids(&dir, &mut pids);
-        Ok(pids)
-    }
-
-    /// Removes a container. With processes still inside, refuses unless `force`, which kills
-    /// the whole tree through `cgroup.kill` (kernel >= 5.14) and waits for it to empty.
-    pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), CgroupError> {
-        let dir = self.existing(name)?;
-        if !dir.starts_with(&self.root) {
-            // A runtime's cgroup: the runtime removes it (see `Node::remove`).
-            return Err(CgroupError::NotFound(name.clone()));
-        }
-        let procs = count_procs(&dir);
-        if procs > 0 {
-            if !force {
-                return Err(CgroupError::Busy {
-                    name: name.clone(),
-                    procs,
-                });
-            }
-            files::write(&dir.join("cgroup.kill"), "1")?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while populated(&dir) {
-                if Instant::now() > deadline {
-                    return Err(CgroupError::KillTimeout {
-                        name: name.clone(),
-                        secs: 10,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        remove_tree(&dir)
-    }
 }
 
 /// What `step`'s file holds now, as the value that restores it (for `io.max`, the device's
@@ -679,85 +337,6 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
         files::write(&dir.join("cgroup.subtree_control"), &missing.join(" "))?;
     }
     Ok(())
-}
-
-/// Runs one xattr system call on `dir` with `key`; a non-zero return is the `op` error.
-fn xattr_call(
-    dir: &Path,
-    key: &str,
-    op: &'static str,
-    call: impl FnOnce(&std::ffi::CStr, &std::ffi::CStr) -> libc::c_int,
-) -> Result<(), CgroupError> {
-    let err = |source| CgroupError::Io {
-        op,
-        path: dir.to_owned(),
-        source,
-    };
-    let invalid = || err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    let p = CString::new(dir.as_os_str().as_bytes()).map_err(|_| invalid())?;
-    let k = CString::new(key).map_err(|_| invalid())?;
-    if call(&p, &k) != 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-fn set_xattr(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
-    set_xattr_flags(dir, key, value, 0)
-}
-
-/// `setxattr(2)` with `flags` (`XATTR_CREATE`: fail with EEXIST if the key is set).
-fn set_xattr_flags(dir: &Path, key: &str, value: &str, flags: i32) -> Result<(), CgroupError> {
-    xattr_call(dir, key, "setting xattr on", |p, k| {
-        // SAFETY: p and k are NUL-terminated; value points to value.len() readable bytes.
-        unsafe {
-            libc::setxattr(
-                p.as_ptr(),
-                k.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                flags,
-            )
-        }
-    })
-}
-
-/// The names of the extended attributes on `dir` (empty when they cannot be read).
-fn list_xattrs(dir: &Path) -> Vec<String> {
-    let Ok(p) = CString::new(dir.as_os_str().as_bytes()) else {
-        return Vec::new();
-    };
-    // Names are NUL-separated; 64 KiB is the kernel's limit for the whole list.
-    let mut buf = vec![0u8; 64 << 10];
-    // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
-    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    let Ok(n) = usize::try_from(n) else {
-        return Vec::new();
-    };
-    buf[..n]
-        .split(|b| *b == 0)
-        .filter(|k| !k.is_empty())
-        .filter_map(|k| String::from_utf8(k.to_vec()).ok())
-        .collect()
-}
-
-fn remove_xattr(dir: &Path, key: &str) -> Result<(), CgroupError> {
-    xattr_call(dir, key, "removing xattr from", |p, k| {
-        // SAFETY: p and k are NUL-terminated strings that outlive the call.
-        unsafe { libc::removexattr(p.as_ptr(), k.as_ptr()) }
-    })
-}
-
-fn get_xattr(dir: &Path, key: &str) -> Option<String> {
-    let p = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let k = CString::new(key).ok()?;
-    // rein's values are short (a priority class, a change's journal): 16 KiB is plenty.
-    let mut buf = vec![0u8; 16 << 10];
-    // SAFETY: p and k are NUL-terminated; buf is writable for buf.len() bytes.
-    let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    let n = usize::try_from(n).ok()?;
-    buf.truncate(n);
-    String::from_utf8(buf).ok()
 }
 
 #[cfg(test)]

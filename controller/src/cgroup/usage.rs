@@ -17,6 +17,12 @@ pub struct Usage {
     pub memory_current_bytes: u64,
     pub memory_working_set_bytes: u64,
     pub memory_oom_kills: u64,
+    /// Times usage went over `memory.high` and reclaim was forced (memory.events `high`).
+    #[serde(default)]
+    pub memory_high_events: u64,
+    /// Times usage hit `memory.max` (memory.events `max`).
+    #[serde(default)]
+    pub memory_max_events: u64,
     pub pids_current: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
@@ -68,7 +74,14 @@ pub fn read(dir: &Path) -> Result<Usage, FileError> {
     let current: u64 = read("memory.current")?.parse().unwrap_or(0);
     let psi = |f: &str| read(f).ok().and_then(|t| parse_pressure(&t));
     Ok(Usage {
-        processes: read("cgroup.procs")?.lines().count(),
+        // Every process of the subtree: a container's processes may live in cgroups of
+        // their own below it.
+        processes: {
+            read("cgroup.procs")?;
+            let mut pids = Vec::new();
+            super::collect_pids(dir, &mut pids);
+            pids.len()
+        },
         // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
         memory_working_set_bytes: current
             .saturating_sub(files::flat_key(&mstat, "inactive_file").unwrap_or(0)),
@@ -78,6 +91,8 @@ pub fn read(dir: &Path) -> Result<Usage, FileError> {
         cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
         memory_current_bytes: current,
         memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
+        memory_high_events: files::flat_key(&events, "high").unwrap_or(0),
+        memory_max_events: files::flat_key(&events, "max").unwrap_or(0),
         pids_current: read("pids.current")?.parse().unwrap_or(0),
         io_read_bytes: io.iter().map(|d| d.read_bytes).sum(),
         io_write_bytes: io.iter().map(|d| d.write_bytes).sum(),

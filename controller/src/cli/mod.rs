@@ -1,7 +1,7 @@
 //! The command line (clap). Each subcommand's handler is small and calls into the modules
 //! that own the work: `agent`, `api::client`, `check`.
 
-use std::{io::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -9,14 +9,18 @@ use clap_complete::Shell;
 use hyper::Method;
 
 mod limit_args;
+mod output;
 mod run_cmd;
 
 pub use limit_args::LimitArgs;
+use output::{limits_line, ls_table, print_json};
 
 use crate::{
     agent,
-    api::{self, Container, LimitMap, LimitText, LimitsBody, Stats, client::Client},
+    api::{self, Container, LimitsBody, Stats, client::Client},
+    cgroup::Kind,
     check,
+    why::Thresholds,
 };
 
 /// rein puts containers on a leash: cgroup v2 limits, eBPF egress shaping and per-container
@@ -44,12 +48,24 @@ pub enum Command {
         /// Container name (default run-<pid>).
         #[arg(long)]
         name: Option<String>,
+        /// Make the container in this group (see `rein group create`): the group's limits
+        /// cap the sum of its members.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
         /// Keep the container (and its limits) after the command exits.
         #[arg(long)]
         keep: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Groups: managed cgroups that hold containers and other groups, whose limits cap the
+    /// sum of their members (`rein group create team-a --cpus 4 --egress 100mbit`, then
+    /// `rein run --group team-a ...`). `rein set`, `rein rm`, `rein stats` and `rein ls`
+    /// work on groups by name.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
     },
     /// Change a container's limits while it runs: `rein set web --memory 512M`.
     Set {
@@ -73,6 +89,21 @@ pub enum Command {
     /// Show a container's limits and current usage.
     Stats {
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What holds a container (or group) back now: samples it over --window and names, most
+    /// costly first, each limit or contention slowing it (CPU quota, CPU contention from
+    /// others, memory reclaim, OOM kills, IO, egress and ingress limits, loss beyond the
+    /// node) with the numbers and the flag that would relieve it. A factor is named when it
+    /// costs at least 5% of the window (limits: when the rate is at least 80% of the limit;
+    /// network: at least 1% of packets resent); see docs/operations.md.
+    Why {
+        name: String,
+        /// How long to sample, e.g. 10s, 2500ms or 2m (1s to 300s).
+        #[arg(long, default_value = "10s", value_parser = parse_window)]
+        window: f64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -148,6 +179,41 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a group: `rein group create team-a --cpus 4 --memory 8G --egress 100mbit`.
+    Create {
+        /// The group's name (unique across containers and groups).
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Nest the new group in this group.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
+}
+
+/// A window such as `10s`, `2500ms`, `2m` or `10` (seconds), in seconds.
+fn parse_window(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let (min, max) = (Thresholds::MIN_WINDOW_SECS, Thresholds::MAX_WINDOW_SECS);
+    match number.trim().parse::<f64>().ok().map(|n| n * scale) {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: give a window from {min}s to {max}s, e.g. 10s or 2m"
+        )),
+    }
+}
+
 /// `COLSxROWS`, each 10..=500.
 fn parse_size(s: &str) -> Result<(u16, u16), String> {
     let bad = || format!("{s:?}: give COLSxROWS, e.g. 120x30 (10 to 500 each)");
@@ -163,28 +229,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("tokio runtime")
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-fn limits_line(map: &LimitMap) -> String {
-    let parts: Vec<String> = map
-        .iter()
-        .flat_map(|(k, v)| match v {
-            LimitText::One(s) => vec![format!("{k}={s}")],
-            LimitText::Many(l) => l.iter().map(|s| format!("{k}='{s}'")).collect(),
-        })
-        .collect();
-    if parts.is_empty() {
-        "-".into()
-    } else {
-        parts.join(" ")
-    }
-}
-
 /// Runs the parsed command; the returned code becomes the process exit status.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let client = Client::new(&cli.socket);
@@ -196,6 +240,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run {
             limits,
             name,
+            group,
             keep,
             command,
         } => {
@@ -203,10 +248,37 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime()?.block_on(run_cmd::run_command(
                 &client,
                 name,
+                group,
                 limits.to_map(),
                 keep,
                 command,
             ))
+        }
+        Command::Group {
+            command:
+                GroupCommand::Create {
+                    name,
+                    limits,
+                    group,
+                },
+        } => {
+            let c: Option<Container> = runtime()?.block_on(client.call(
+                Method::POST,
+                "/v1/containers",
+                Some(&api::CreateRequest {
+                    name,
+                    limits: limits.to_map(),
+                    kind: Kind::Group,
+                    group,
+                    cgroup: None,
+                    labels: Default::default(),
+                    pod: None,
+                }),
+            ))?;
+            if let Some(c) = c {
+                println!("{}: {}", c.name, limits_line(&c.limits));
+            }
+            Ok(0)
         }
         Command::Set { name, limits } => {
             let map = limits.to_map();
@@ -240,10 +312,21 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if json {
                 print_json(&all)?;
             } else {
-                println!("{:<24} LIMITS", "NAME");
-                for c in &all {
-                    println!("{:<24} {}", c.name, limits_line(&c.limits));
-                }
+                print!("{}", ls_table(&all));
+            }
+            Ok(0)
+        }
+        Command::Why { name, window, json } => {
+            let path = format!("/v1/containers/{name}/why?window={window}");
+            let d: Option<crate::why::Diagnosis> =
+                runtime()?.block_on(client.call(Method::GET, &path, None::<&()>))?;
+            let Some(d) = d else {
+                bail!("the agent sent no diagnosis")
+            };
+            if json {
+                print_json(&d)?;
+            } else {
+                print!("{d}");
             }
             Ok(0)
         }
@@ -257,15 +340,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             if json {
                 print_json(&s)?;
             } else {
-                println!("name    {}", s.container.name);
-                println!("cgroup  {}", s.container.path);
-                println!("limits  {}", limits_line(&s.container.limits));
-                println!("egress  {}", s.egress_mode);
-                if let serde_json::Value::Object(usage) = serde_json::to_value(&s.usage)? {
-                    for (k, v) in usage {
-                        println!("{k:<26} {v}");
-                    }
-                }
+                print!("{}", output::stats_text(&s)?);
             }
             Ok(0)
         }
@@ -327,96 +402,4 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn completions_name_the_subcommands() {
-        let mut buf = Vec::new();
-        clap_complete::generate(Shell::Bash, &mut Cli::command(), "rein", &mut buf);
-        let script = String::from_utf8(buf).unwrap();
-        for sub in [
-            "agent",
-            "run",
-            "set",
-            "rm",
-            "ls",
-            "stats",
-            "check",
-            "completions",
-        ] {
-            assert!(script.contains(sub), "{sub}");
-        }
-    }
-
-    #[test]
-    fn a_node_name_that_would_garble_the_label_is_refused_at_parse_time() {
-        let err = Cli::try_parse_from(["rein", "agent", "--node-name", "a b"]).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("--node-name") && msg.contains("letters, digits"),
-            "{msg}"
-        );
-        let cli = Cli::try_parse_from(["rein", "agent", "--node-name", "node-a"]).unwrap();
-        let Command::Agent(args) = cli.command else {
-            panic!("not agent")
-        };
-        assert_eq!(
-            args.node_name.map(|n| n.to_string()).as_deref(),
-            Some("node-a")
-        );
-    }
-
-    #[test]
-    fn limit_flags_are_checked_by_the_shared_parser() {
-        let err = Cli::try_parse_from(["rein", "set", "web", "--memory", "12Q"]).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            msg.contains("--memory") && msg.contains("unknown unit \"Q\""),
-            "{msg}"
-        );
-        let cli = Cli::try_parse_from([
-            "rein",
-            "run",
-            "--cpus",
-            "1500m",
-            "--io-max",
-            "8:0 wbps=1M",
-            "--oom-group",
-            "--",
-            "true",
-        ])
-        .unwrap();
-        let Command::Run {
-            limits, command, ..
-        } = cli.command
-        else {
-            panic!("not run")
-        };
-        let map = limits.to_map();
-        assert_eq!(map["cpus"], LimitText::One("1.5".into()));
-        assert_eq!(map["oom-group"], LimitText::One("true".into()));
-        assert_eq!(command, vec!["true"]);
-        let err = Cli::try_parse_from([
-            "rein",
-            "set",
-            "web",
-            "--memory",
-            "256M",
-            "--memory-low",
-            "1G",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--memory-low 1G is larger"), "{err}");
-        let err = Cli::try_parse_from(["rein", "set", "web", "--cpus", "1", "--cpus", "2"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--cpus"), "{err}");
-    }
-}
+mod tests;

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use hyper::Method;
 
-use crate::api::{Container, CreateRequest, LimitMap, client::Client};
+use crate::{
+    api::{Container, CreateRequest, LimitMap, client::Client},
+    cgroup::Kind,
+};
 
 /// `rein run`: create the container, start the command inside it, forward SIGINT/SIGTERM,
 /// wait, remove the container (unless `keep`), and return the command's exit status
@@ -13,6 +16,7 @@ use crate::api::{Container, CreateRequest, LimitMap, client::Client};
 pub async fn run_command(
     client: &Client,
     name: String,
+    group: Option<String>,
     limits: LimitMap,
     keep: bool,
     command: Vec<String>,
@@ -26,8 +30,11 @@ pub async fn run_command(
             Some(&CreateRequest {
                 name: name.clone(),
                 limits,
+                kind: Kind::Container,
+                group,
                 cgroup: None,
                 labels: Default::default(),
+                pod: None,
             }),
         )
         .await?

@@ -51,10 +51,26 @@ fn flag_of(name: &str) -> Option<Flag> {
     }
 }
 
-/// The limits the annotations ask for (validated as a whole, as `rein run` does).
-pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, AnnotationError> {
-    // (flag, value, the key it came from)
+/// The limits the annotations ask for, for the container and for its pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requested {
+    pub container: Limits,
+    /// `kubernetes.io/egress-bandwidth` and `kubernetes.io/ingress-bandwidth` of a container
+    /// that belongs to a pod: they limit the pod as a whole, as the bandwidth CNI plugin
+    /// does on the pod's one interface.
+    pub pod: Limits,
+}
+
+/// The limits the annotations ask for, each set validated as a whole (as `rein run` does).
+/// In a pod (`in_pod`), Kubernetes' bandwidth annotations are the pod's; `rein/` ones are
+/// always the container's.
+pub fn requested(
+    annotations: &BTreeMap<String, String>,
+    in_pod: bool,
+) -> Result<Requested, AnnotationError> {
+    // (flag, value, the key it came from), for the container and for the pod.
     let mut pairs: Vec<(Flag, &str, &str)> = Vec::new();
+    let mut pod_pairs: Vec<(Flag, &str, &str)> = Vec::new();
     for (key, value) in annotations {
         if key == NAME {
             continue;
@@ -75,14 +91,25 @@ pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, Annotati
             } else {
                 pairs.push((flag, value.as_str(), key.as_str()));
             }
-        } else if key == K8S_EGRESS {
-            pairs.push((Flag::Egress, value.as_str(), key.as_str()));
-        } else if key == K8S_INGRESS {
-            pairs.push((Flag::Ingress, value.as_str(), key.as_str()));
+        } else if let Some(flag) = match key.as_str() {
+            K8S_EGRESS => Some(Flag::Egress),
+            K8S_INGRESS => Some(Flag::Ingress),
+            _ => None,
+        } {
+            let to = if in_pod { &mut pod_pairs } else { &mut pairs };
+            to.push((flag, value.as_str(), key.as_str()));
         }
     }
-    // The same limit twice (rein/egress and kubernetes.io/egress-bandwidth, or rein/egress
-    // and rein/egress-bandwidth): fine when equal, an error when not.
+    Ok(Requested {
+        container: parse(pairs)?,
+        pod: parse(pod_pairs)?,
+    })
+}
+
+/// One set of limits from annotation pairs: each value parsed alone first, so an error names
+/// its annotation; the same limit given twice (rein/egress and kubernetes.io/egress-bandwidth,
+/// or rein/egress and rein/egress-bandwidth) is fine when equal, an error when not.
+fn parse(pairs: Vec<(Flag, &str, &str)>) -> Result<Limits, AnnotationError> {
     let mut seen: BTreeMap<Flag, (&str, &str)> = BTreeMap::new();
     let mut unique = Vec::new();
     for (flag, value, key) in pairs {
@@ -100,60 +127,47 @@ pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, Annotati
             continue;
         }
         seen.insert(flag, (key, value));
-        unique.push((flag, value, key));
+        Limits::from_pairs([(flag, value)]).map_err(|source| AnnotationError::Limit {
+            key: key.to_owned(),
+            source,
+        })?;
+        unique.push((flag, value));
     }
-    let mut l = Limits::default();
-    for (flag, value, key) in &unique {
-        let one =
-            Limits::from_pairs([(*flag, *value)]).map_err(|source| AnnotationError::Limit {
-                key: (*key).to_owned(),
-                source,
-            })?;
-        merge(&mut l, one);
-    }
-    l.validate().map_err(|source| AnnotationError::Limit {
+    Limits::from_pairs(unique).map_err(|source| AnnotationError::Limit {
         key: "(all rein/ annotations together)".into(),
         source,
-    })?;
-    Ok(l)
+    })
 }
 
-/// Moves what `one` sets into `l` (each flag is set once by construction).
-fn merge(l: &mut Limits, one: Limits) {
-    let Limits {
-        cpus,
-        cpu_weight,
-        cpuset,
-        memory,
-        memory_high,
-        memory_low,
-        memory_min,
-        swap,
-        oom_group,
-        pids,
-        io_weight,
-        io_max,
-        priority,
-        egress,
-        egress_burst,
-        ingress,
-    } = one;
-    l.cpus = l.cpus.take().or(cpus);
-    l.cpu_weight = l.cpu_weight.take().or(cpu_weight);
-    l.cpuset = l.cpuset.take().or(cpuset);
-    l.memory = l.memory.take().or(memory);
-    l.memory_high = l.memory_high.take().or(memory_high);
-    l.memory_low = l.memory_low.take().or(memory_low);
-    l.memory_min = l.memory_min.take().or(memory_min);
-    l.swap = l.swap.take().or(swap);
-    l.oom_group = l.oom_group.take().or(oom_group);
-    l.pids = l.pids.take().or(pids);
-    l.io_weight = l.io_weight.take().or(io_weight);
-    l.io_max.extend(io_max);
-    l.priority = l.priority.take().or(priority);
-    l.egress = l.egress.take().or(egress);
-    l.egress_burst = l.egress_burst.take().or(egress_burst);
-    l.ingress = l.ingress.take().or(ingress);
+/// The limits a container outside any pod asks for (all of them are its own).
+pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, AnnotationError> {
+    Ok(requested(annotations, false)?.container)
+}
+
+/// The pod's UID, when the runtime left it (CRI-O's `io.kubernetes.pod.uid`, containerd's
+/// `io.kubernetes.cri.sandbox-uid`).
+pub fn pod_uid(annotations: &BTreeMap<String, String>) -> Option<String> {
+    ["io.kubernetes.pod.uid", "io.kubernetes.cri.sandbox-uid"]
+        .iter()
+        .find_map(|k| annotations.get(*k))
+        .filter(|v| !v.is_empty())
+        .cloned()
+}
+
+/// The name of a pod's group: `<namespace>_<pod>` (Kubernetes names have no `_`, so it names
+/// no container), shortened with a hash when longer than a name may be.
+pub fn pod_group_name(namespace: &str, pod: &str) -> Option<crate::cgroup::ContainerName> {
+    let full = format!("{namespace}_{pod}");
+    let name = if full.len() <= 128 {
+        full
+    } else {
+        // FNV-1a: stable across builds, enough to tell two long pod names apart.
+        let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{}_{hash:016x}", &full[..full.floor_char_boundary(110)])
+    };
+    name.parse().ok()
 }
 
 /// True for a Kubernetes pod's sandbox ("pause") container, as containerd
@@ -269,6 +283,30 @@ mod tests {
                 .contains("--memory-low 128M is larger than --memory 64M"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn in_a_pod_the_kubernetes_bandwidth_is_the_pods() {
+        let notes = map(&[
+            ("kubernetes.io/egress-bandwidth", "20M"),
+            ("kubernetes.io/ingress-bandwidth", "5M"),
+            ("rein/egress", "10mbit"),
+            ("rein/cpus", "1"),
+        ]);
+        let r = requested(&notes, true).unwrap();
+        assert_eq!(r.container.to_string(), "--cpus 1 --egress 10mbit");
+        assert_eq!(r.pod.to_string(), "--egress 20mbit --ingress 5mbit");
+        // Outside a pod both egress values are the container's, and they differ.
+        assert!(matches!(
+            requested(&notes, false),
+            Err(AnnotationError::Conflict { .. })
+        ));
+        assert_eq!(
+            pod_group_name("shop", "web-0").unwrap().as_str(),
+            "shop_web-0"
+        );
+        let long = pod_group_name("ns", &"p".repeat(253)).unwrap();
+        assert!(long.as_str().len() <= 128, "{long}");
     }
 
     #[test]

@@ -55,6 +55,18 @@ pub struct Container {
     pub overridden: Vec<Flag>,
     /// A Kubernetes pod's sandbox ("pause") container: not registered.
     pub pod_sandbox: bool,
+    /// The pod's group, when the container is in a Kubernetes pod whose annotations limit
+    /// the pod as a whole (`kubernetes.io/*-bandwidth`).
+    pub pod: Option<PodGroup>,
+}
+
+/// A Kubernetes pod as a group: its cgroup is the parent of its containers' (kubelet's
+/// layout, with either cgroup driver), and its limits are the pod-level annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodGroup {
+    pub name: ContainerName,
+    pub cgroup: PathBuf,
+    pub limits: Limits,
 }
 
 /// The state, the spec and their annotations merged (the state's win).
@@ -139,7 +151,28 @@ pub fn from_parts(
     let name = name_of(state, &notes)?;
     let linux = spec.linux().as_ref();
     let cgroup = cgroup_of(spec, state, cgroup_root)?;
-    let mut limits = annotations::limits(&notes)?;
+    let labels = annotations::kube_labels(&notes);
+    // A pod's cgroup is the parent of its containers', and kubelet names it after the pod's
+    // UID (`pod<uid>`, or `kubepods-...-pod<uid with _>.slice` under systemd): a parent
+    // without the UID in its name is not taken for the pod's (it could be any slice).
+    let uid = annotations::pod_uid(&notes);
+    let pod_of = match (&labels.namespace, &labels.pod, &uid, cgroup.parent()) {
+        (Some(ns), Some(pod), Some(uid), Some(parent))
+            if parent != cgroup_root && names_pod(parent, uid) =>
+        {
+            annotations::pod_group_name(ns, pod).map(|name| (name, parent.to_owned()))
+        }
+        _ => None,
+    };
+    let requested = annotations::requested(&notes, pod_of.is_some())?;
+    let mut limits = requested.container;
+    let pod = pod_of
+        .filter(|_| requested.pod != Limits::default())
+        .map(|(name, cgroup)| PodGroup {
+            name,
+            cgroup,
+            limits: requested.pod,
+        });
     let set = linux
         .and_then(|l| l.resources().as_ref())
         .map(spec_sets)
@@ -150,11 +183,21 @@ pub fn from_parts(
         id: state.id().clone(),
         pid: *state.pid(),
         cgroup,
-        labels: annotations::kube_labels(&notes),
+        labels,
         limits,
         overridden,
         pod_sandbox: annotations::is_pod_sandbox(&notes),
+        pod,
     })
+}
+
+/// True when the directory's name carries the pod's UID, as kubelet names a pod's cgroup.
+fn names_pod(dir: &Path, uid: &str) -> bool {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    !uid.is_empty() && (name.contains(uid) || name.contains(&uid.replace('-', "_")))
 }
 
 /// Where the runtime puts the container's cgroup: `linux.cgroupsPath` as an absolute path

@@ -174,8 +174,15 @@ async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow
             let req = CreateRequest {
                 name: c.name.to_string(),
                 limits: api::limits_to_map(&c.limits),
+                kind: crate::cgroup::Kind::Container,
+                group: None,
                 cgroup: Some(c.cgroup.display().to_string()),
                 labels: c.labels,
+                pod: c.pod.map(|p| api::PodRequest {
+                    name: p.name.to_string(),
+                    cgroup: p.cgroup.display().to_string(),
+                    limits: api::limits_to_map(&p.limits),
+                }),
             };
             client
                 .call::<Container>(Method::POST, "/v1/containers", Some(&req))

@@ -5,7 +5,7 @@
 //! is cached: each scrape reads the cgroup files (the kernel is the database). Every series
 //! also carries `node` (see [`identity`]), and `rein_node_info` names the node once.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
 mod families;
@@ -32,7 +32,16 @@ pub struct ContainerCollector {
     /// Kernel release, for `rein_node_info` (read once: it cannot change while we run).
     kernel: String,
     descs: Vec<Desc>,
+    /// The previous scrape's snapshots, for `rein_limiting_factor` over the interval
+    /// between scrapes (derived figures only: the truth stays in the kernel).
+    previous: std::sync::Mutex<(std::time::Instant, HashMap<u64, Sample>)>,
 }
+
+/// `rein_limiting_factor`: `rein why`'s shares as a gauge per factor.
+const LIMITING: &str = "rein_limiting_factor";
+const LIMITING_HELP: &str = "Share (0 to 1) of the time (or of the packets) each factor cost the \
+     container since the previous scrape, as `rein why` computes it: cpu_quota, \
+     cpu_contention, memory_reclaim, oom_kill, io, egress_limit, ingress_limit, network.";
 
 /// `rein_node_info`: one series per agent, so a fleet's nodes are listed (and the
 /// dashboards' node variable filled) even where a node runs no container yet.
@@ -96,6 +105,14 @@ impl ContainerCollector {
                 Default::default(),
             )?);
         }
+        let mut factor = labels();
+        factor.push("factor".into());
+        descs.push(Desc::new(
+            LIMITING.into(),
+            LIMITING_HELP.into(),
+            factor,
+            Default::default(),
+        )?);
         descs.push(Desc::new(
             NODE_INFO.into(),
             NODE_INFO_HELP.into(),
@@ -110,6 +127,7 @@ impl ContainerCollector {
             node_name,
             kernel,
             descs,
+            previous: std::sync::Mutex::new((std::time::Instant::now(), HashMap::new())),
         })
     }
 
@@ -211,9 +229,65 @@ impl Collector for ContainerCollector {
             }
             out.push(mf);
         }
+        out.push(self.limiting(&samples));
         out.push(self.node_info());
         out.retain(|mf| !mf.get_metric().is_empty());
         out
+    }
+}
+
+impl ContainerCollector {
+    /// `rein_limiting_factor` of every container over the interval since the previous
+    /// scrape (0 for every factor at a container's first scrape).
+    fn limiting(&self, samples: &[(Vec<LabelPair>, Sample)]) -> MetricFamily {
+        let mut mf = MetricFamily::default();
+        mf.set_name(LIMITING.into());
+        mf.set_help(LIMITING_HELP.into());
+        mf.set_field_type(MetricType::GAUGE);
+        let Ok(mut previous) = self.previous.lock() else {
+            return mf;
+        };
+        let secs = previous.0.elapsed().as_secs_f64();
+        // By cgroup id: a container made again under its old name is a new one.
+        let now_by_name: HashMap<&crate::cgroup::ContainerName, &Sample> =
+            samples.iter().map(|(_, s)| (&s.name, s)).collect();
+        let before = |s: &Sample| previous.1.get(&s.id);
+        let now_of = |name: &crate::cgroup::ContainerName| now_by_name.get(name).copied();
+        for (labels, now) in samples {
+            let shares = before(now).filter(|_| secs > 0.5).map(|b| {
+                // The groups above, each over the same interval.
+                let mut groups = Vec::new();
+                let mut at = now.group.clone();
+                while let Some(g) = at.filter(|_| groups.len() < crate::cgroup::MAX_DEPTH) {
+                    match now_of(&g).and_then(|after| Some((before(after)?, after))) {
+                        Some((before, after)) => {
+                            groups.push(crate::why::Pair { before, after });
+                            at = after.group.clone();
+                        }
+                        None => break,
+                    }
+                }
+                crate::why::assess(&crate::why::Window {
+                    container: crate::why::Pair {
+                        before: b,
+                        after: now,
+                    },
+                    groups,
+                    secs,
+                })
+            });
+            for (i, factor) in crate::why::Factor::ALL.into_iter().enumerate() {
+                let share = shares.as_ref().map_or(0.0, |s| s[i].1);
+                let mut l = labels.clone();
+                l.push(label("factor", factor.name().to_owned()));
+                mf.mut_metric().push(metric(l, MetricType::GAUGE, share));
+            }
+        }
+        *previous = (
+            std::time::Instant::now(),
+            samples.iter().map(|(_, s)| (s.id, s.clone())).collect(),
+        );
+        mf
     }
 }
 

@@ -12,16 +12,26 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    DELAY_MAP, DelayHistogram, OFFSETS_MAP, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
-    PROG_COUNT_INGRESS, PolicerConfig, RUNQ_MAP, SHAPER_MAP, SHAPER_STATE_MAP, ShaperConfig,
-    ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic, WATCH_MAP,
+    CHAIN_MAP, DELAY_MAP, DelayHistogram, GENERATION_MAP, HEALTH_MAP, HEALTH_TRAFFIC_FULL,
+    MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
+    PROG_COUNT_INGRESS, PROG_EGRESS_STAGES, PolicerConfig, RUNNABLE_MAP, RUNQ_MAP, SCRATCH_MAP,
+    SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP, STAGES_MAP, ShaperConfig, ShaperState, TCP_MAP,
+    TRAFFIC_MAP, TcpStats, Traffic,
 };
 
 mod external;
+mod managed;
 mod sched;
 mod tcp;
+mod test_run;
 
 pub use sched::kernel_offsets;
+pub use test_run::SelfTest;
+
+/// A program of the object that is never attached: egress as it was before chains (the
+/// socket's own cgroup, shaped and counted in one program), the yardstick of `cargo xtask
+/// bench datapath`.
+pub const PROG_BENCH_FLAT: &str = "rein_bench_flat";
 
 /// The eBPF object file, aligned as aya's ELF parser needs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rein-ebpf"));
@@ -59,8 +69,12 @@ pub struct Datapath {
     logger: Option<EbpfLogger<Box<dyn log::Log>>>,
 }
 
-/// Maps the agent pins so their contents outlive it.
-const PINNED_MAPS: [&str; 10] = [
+/// Maps the agent pins: all of the programs' maps, so that their contents outlive the agent
+/// and so that the programs of two loads share them. An agent adopts the programs an earlier
+/// one attached (pinned links) while loading its own egress stages, and the programs of both
+/// loads must meet in the same maps (the chain an egress program hands to a stage through
+/// `REIN_SCRATCH`, the socket chains `REIN_SOCK` keeps for sock_ops).
+const PINNED_MAPS: [&str; 18] = [
     TRAFFIC_MAP,
     SHAPER_MAP,
     SHAPER_STATE_MAP,
@@ -68,7 +82,15 @@ const PINNED_MAPS: [&str; 10] = [
     POLICER_STATE_MAP,
     DELAY_MAP,
     RUNQ_MAP,
-    WATCH_MAP,
+    MANAGED_MAP,
+    GENERATION_MAP,
+    CHAIN_MAP,
+    STAGES_MAP,
+    SCRATCH_MAP,
+    SOCK_MAP,
+    RUNNABLE_MAP,
+    HEALTH_MAP,
+    OPAQUE_MAP,
     OFFSETS_MAP,
     TCP_MAP,
 ];
@@ -98,14 +120,6 @@ pub enum Attachment {
     Adopted,
     /// This agent attached its programs and pinned the links.
     Attached,
-}
-
-/// Result of [`Datapath::self_test`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SelfTest {
-    pub packets: u64,
-    /// Mean run time of one program invocation as measured by the kernel.
-    pub ns_per_packet: u64,
 }
 
 impl Datapath {
@@ -150,15 +164,44 @@ impl Datapath {
             }
         };
         let mut this = Self { ebpf, logger };
-        for name in [PROG_COUNT_EGRESS, PROG_COUNT_INGRESS] {
+        // The stages include the egress program itself (where a packet starts over).
+        let names = PROG_EGRESS_STAGES.into_iter().chain([PROG_COUNT_INGRESS]);
+        for name in names {
             this.program(name)?
                 .load()
                 .map_err(|source| ProgramError::Program { name, source })?;
         }
+        this.set_stages()?;
         Ok(this)
     }
 
-    /// A loaded program by name ([`PROG_COUNT_EGRESS`] or [`PROG_COUNT_INGRESS`]).
+    /// Puts the egress stages into the program array the egress program tail-calls. The
+    /// array is pinned, so an earlier agent's still attached egress program reaches this
+    /// agent's stages from now on (both share the pinned maps).
+    fn set_stages(&mut self) -> Result<(), ProgramError> {
+        for (index, name) in (0u32..).zip(PROG_EGRESS_STAGES) {
+            let fd = self
+                .program(name)?
+                .fd()
+                .map_err(|source| ProgramError::Program { name, source })?
+                .try_clone()
+                .map_err(|e| ProgramError::Program {
+                    name,
+                    source: aya::programs::ProgramError::IOError(e),
+                })?;
+            let err = |source| ProgramError::Map {
+                name: STAGES_MAP,
+                source,
+            };
+            let mut stages =
+                aya::maps::ProgramArray::try_from(self.map_mut(STAGES_MAP)?).map_err(err)?;
+            stages.set(index, &fd, 0).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// A program by name: [`PROG_COUNT_EGRESS`] and [`PROG_COUNT_INGRESS`] (the two the
+    /// agent attaches), the egress stages they tail-call, or [`PROG_BENCH_FLAT`].
     pub fn program(&mut self, name: &'static str) -> Result<&mut CgroupSkb, ProgramError> {
         self.ebpf
             .program_mut(name)
@@ -290,16 +333,6 @@ impl Datapath {
         Ok(outcome)
     }
 
-    /// Forgets a removed cgroup: its shaping, pacing clock, counters and histograms.
-    pub fn forget(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        self.clear_shaping(cgroup_id)?;
-        self.clear_policing(cgroup_id)?;
-        self.unwatch(cgroup_id)?;
-        self.remove_per_cpu_entry::<TcpStats>(TCP_MAP, cgroup_id)?;
-        self.remove_per_cpu_entry::<Traffic>(TRAFFIC_MAP, cgroup_id)?;
-        self.remove_per_cpu_entry::<DelayHistogram>(DELAY_MAP, cgroup_id)
-    }
-
     fn per_cpu_map<V: aya::Pod>(
         &self,
         name: &'static str,
@@ -362,58 +395,28 @@ impl Datapath {
             .collect()
     }
 
+    /// Packets of managed cgroups the programs could not count because the traffic map was
+    /// full, summed over CPUs.
+    pub fn traffic_map_full(&self) -> Result<u64, ProgramError> {
+        let err = |source| ProgramError::Map {
+            name: HEALTH_MAP,
+            source,
+        };
+        let map = self.ebpf.map(HEALTH_MAP).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: HEALTH_MAP.into(),
+            })
+        })?;
+        let counters = aya::maps::PerCpuArray::<_, u64>::try_from(map).map_err(err)?;
+        let per_cpu = counters.get(&HEALTH_TRAFFIC_FULL, 0).map_err(err)?;
+        Ok(per_cpu.iter().sum())
+    }
+
     /// Delivers pending eBPF log records to the logger.
     pub fn flush_logs(&mut self) {
         if let Some(l) = &mut self.logger {
             l.flush();
         }
-    }
-
-    /// Runs both programs on a synthetic packet with BPF_PROG_TEST_RUN and checks that they
-    /// pass it and count it: proof that the object is valid for the running kernel.
-    pub fn self_test(&mut self, repeat: u32) -> Result<SelfTest, ProgramError> {
-        let frame = test_frame();
-        let before = total(&self.traffic()?);
-        let mut ns = Duration::ZERO;
-        for name in [PROG_COUNT_EGRESS, PROG_COUNT_INGRESS] {
-            let opts = TestRunOptions {
-                data_in: Some(&frame),
-                repeat,
-                ..TestRunOptions::new()
-            };
-            let run = self
-                .program(name)?
-                .test_run(opts)
-                .map_err(|source| ProgramError::Program { name, source })?;
-            if run.return_value != 1 {
-                return Err(ProgramError::SelfTest {
-                    name,
-                    problem: format!("verdict {} instead of 1 (pass)", run.return_value),
-                });
-            }
-            ns += run.duration;
-        }
-        let after = total(&self.traffic()?);
-        let (n, len) = (u64::from(repeat), (frame.len() - ETH_HLEN) as u64);
-        let want = Traffic {
-            tx_bytes: before.tx_bytes + n * len,
-            tx_packets: before.tx_packets + n,
-            rx_bytes: before.rx_bytes + n * len,
-            rx_packets: before.rx_packets + n,
-            ..before
-        };
-        if after != want {
-            return Err(ProgramError::SelfTest {
-                name: PROG_COUNT_EGRESS,
-                problem: format!("counted {after:?}, expected {want:?}"),
-            });
-        }
-        self.flush_logs();
-        let nanos = u64::try_from(ns.as_nanos()).unwrap_or(u64::MAX);
-        Ok(SelfTest {
-            packets: n,
-            ns_per_packet: nanos / 2,
-        })
     }
 }
 
@@ -434,22 +437,6 @@ fn absent_ok(r: Result<(), aya::maps::MapError>, name: &'static str) -> Result<(
 fn total(all: &[(u64, Traffic)]) -> Traffic {
     all.iter()
         .fold(Traffic::default(), |a, (_, t)| a.merged(*t))
-}
-
-const ETH_HLEN: usize = 14;
-
-/// A 1514-byte Ethernet frame carrying an IPv4/UDP packet (the kernel's test runner strips
-/// the Ethernet header, so the programs see a 1500-byte `skb->len`).
-fn test_frame() -> Vec<u8> {
-    let mut f = vec![0u8; ETH_HLEN + 1500];
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes()); // ETH_P_IP
-    f[14] = 0x45; // IPv4, 20-byte header
-    f[16..18].copy_from_slice(&1500u16.to_be_bytes()); // total length
-    f[22] = 64; // TTL
-    f[23] = 17; // UDP
-    f[26..30].copy_from_slice(&[127, 0, 0, 1]);
-    f[30..34].copy_from_slice(&[127, 0, 0, 1]);
-    f
 }
 
 /// Sends aya-log records (which use the `log` crate) into `tracing`, so the programs'
@@ -476,176 +463,6 @@ impl log::Log for TracingBridge {
 }
 
 #[cfg(test)]
-mod tests {
-    //! These load real programs into the running kernel, so they need root (or CAP_BPF and
-    //! CAP_NET_ADMIN). They attach nothing.
-    use std::sync::{Arc, Mutex};
-
-    use super::*;
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<String>>>);
-
-    impl log::Log for Capture {
-        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record<'_>) {
-            self.0.lock().unwrap().push(record.args().to_string());
-        }
-        fn flush(&self) {}
-    }
-
-    /// The agent pins maps by name: a map renamed in the eBPF crate and not here would be
-    /// created unpinned at load, and its contents lost at every restart.
-    #[test]
-    fn every_map_the_agent_pins_is_in_the_object() {
-        let object = aya_obj::Object::parse(OBJECT).unwrap();
-        for name in PINNED_MAPS {
-            assert!(
-                object.maps.contains_key(name),
-                "{name} is not a map of the eBPF object (it has {:?})",
-                object.maps.keys().collect::<Vec<_>>()
-            );
-        }
-    }
-
-    #[test]
-    fn programs_load_count_and_log_on_this_kernel() {
-        let capture = Capture::default();
-        let mut counting = Datapath::load_with_logger(Box::new(capture.clone())).unwrap();
-        let result = counting.self_test(1000).unwrap();
-        assert_eq!(result.packets, 1000);
-        // A second run adds to the same entry instead of creating a new one.
-        counting.self_test(10).unwrap();
-        let traffic = counting.traffic().unwrap();
-        assert_eq!(traffic.len(), 1, "one cgroup id expected, got {traffic:?}");
-        assert_eq!(traffic[0].1.tx_packets, 1010);
-        assert_eq!(traffic[0].1.rx_bytes, 1010 * 1500);
-        let logs = capture.0.lock().unwrap();
-        assert!(
-            logs.iter()
-                .any(|l| l.starts_with("rein: counting traffic of cgroup")),
-            "the first packet of a cgroup is logged through aya-log; got {logs:?}"
-        );
-    }
-
-    /// Offsets in `struct __sk_buff` (include/uapi/linux/bpf.h), stable UAPI.
-    const SKB_PRIORITY: usize = 32;
-    const SKB_TSTAMP: usize = 152;
-    const SKB_SIZE: usize = 192;
-
-    /// Runs the egress program once; returns (verdict, skb->tstamp, skb->priority) after it.
-    fn run_egress(dp: &mut Datapath) -> (u32, u64, u32) {
-        let frame = test_frame();
-        let mut ctx = [0u8; SKB_SIZE];
-        let opts = TestRunOptions {
-            data_in: Some(&frame),
-            ctx_out: Some(&mut ctx),
-            ..TestRunOptions::new()
-        };
-        let r = dp
-            .program(PROG_COUNT_EGRESS)
-            .unwrap()
-            .test_run(opts)
-            .unwrap();
-        let u64_at = |o: usize| u64::from_ne_bytes(ctx[o..o + 8].try_into().unwrap());
-        let u32_at = |o: usize| u32::from_ne_bytes(ctx[o..o + 4].try_into().unwrap());
-        (r.return_value, u64_at(SKB_TSTAMP), u32_at(SKB_PRIORITY))
-    }
-
-    /// The shaper's decisions on this kernel, packet by packet. At 150 kB/s a 1500-byte
-    /// packet costs 10 ms, so back-to-back packets wait 10, 20, 30... ms behind the first
-    /// (a hair less, as time passes between runs): delayed below the 20 ms mark, marked up to
-    /// the 50 ms horizon, dropped beyond it.
-    #[test]
-    fn shaper_delays_then_marks_then_drops_by_departure_time() {
-        let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-        dp.self_test(1).unwrap();
-        let id = dp.traffic().unwrap()[0].0;
-        let ms = 1_000_000;
-        let cfg = ShaperConfig {
-            rate_bytes_per_sec: 150_000,
-            burst_ns: 0,
-            mark_ns: 20 * ms,
-            horizon_ns: 50 * ms,
-            skb_priority: 6,
-            flags: controller_common::SET_PRIORITY,
-        };
-        dp.set_shaping(id, cfg).unwrap();
-        assert_eq!(dp.shaping(id).unwrap(), Some(cfg));
-        let runs: Vec<(u32, u64, u32)> = (0..8).map(|_| run_egress(&mut dp)).collect();
-        let verdicts: Vec<u32> = runs.iter().map(|r| r.0).collect();
-        // pass (clock starts); waits of ~10 and ~20 ms delayed; ~30, 40, 50 marked; then dropped.
-        assert_eq!(verdicts, vec![1, 1, 1, 3, 3, 3, 2, 2], "{runs:?}");
-        assert_eq!(
-            runs[0].1, 0,
-            "the first packet keeps its own departure time"
-        );
-        let gaps: Vec<u64> = runs[1..5].windows(2).map(|w| w[1].1 - w[0].1).collect();
-        assert_eq!(
-            gaps,
-            vec![10 * ms; 3],
-            "departures are one packet cost apart: {runs:?}"
-        );
-        assert!(
-            runs.iter().all(|r| r.2 == 6),
-            "skb->priority not set: {runs:?}"
-        );
-        let t = dp.traffic().unwrap()[0].1;
-        assert_eq!((t.delayed, t.marked, t.dropped), (5, 3, 2), "{t:?}");
-        // Every delayed packet is in the histogram: waits of ~10-50 ms plus its own 10 ms cost
-        // make delays of 20-60 ms, all in the last bucket (>= 16.4 ms).
-        let h = dp.delays_of(id).unwrap().unwrap();
-        assert_eq!(h.buckets.iter().sum::<u64>(), t.delayed, "{h:?}");
-        assert_eq!(
-            h.buckets[15], 5,
-            "delays of 20-60 ms belong in the last bucket: {h:?}"
-        );
-        assert!(
-            (100_000_000..200_000_000).contains(&h.sum_ns),
-            "sum {} ns",
-            h.sum_ns
-        );
-        // Removing the limit returns the cgroup to untouched packets at once.
-        dp.clear_shaping(id).unwrap();
-        assert_eq!(dp.shaping(id).unwrap(), None);
-        assert_eq!(run_egress(&mut dp), (1, 0, 0));
-    }
-
-    /// Police mode on this kernel: the same clock, but nothing is delayed. Packets leave at
-    /// once; once the debt passes the mark TCP is notified, beyond the horizon packets are
-    /// dropped. Both thresholds are at least 2 and 8 packet costs (here 20 and 80 ms, so the
-    /// configured 50 ms horizon is raised). No departure time is written, nothing recorded.
-    #[test]
-    fn police_mode_notifies_then_drops_without_delaying() {
-        let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-        dp.self_test(1).unwrap();
-        let id = dp.traffic().unwrap()[0].0;
-        let ms = 1_000_000;
-        dp.set_shaping(
-            id,
-            ShaperConfig {
-                rate_bytes_per_sec: 150_000,
-                burst_ns: 0,
-                mark_ns: 20 * ms,
-                horizon_ns: 50 * ms,
-                skb_priority: 0,
-                flags: controller_common::POLICE,
-            },
-        )
-        .unwrap();
-        let runs: Vec<(u32, u64, u32)> = (0..12).map(|_| run_egress(&mut dp)).collect();
-        let verdicts: Vec<u32> = runs.iter().map(|r| r.0).collect();
-        // Debts of ~10 and ~20 ms pass; ~30 to ~80 ms are notified; beyond 80 ms dropped.
-        assert_eq!(
-            verdicts,
-            vec![1, 1, 1, 3, 3, 3, 3, 3, 3, 2, 2, 2],
-            "{runs:?}"
-        );
-        assert!(runs.iter().all(|r| r.1 == 0), "no departure time: {runs:?}");
-        let t = dp.traffic().unwrap()[0].1;
-        assert_eq!((t.delayed, t.marked, t.dropped), (0, 6, 3), "{t:?}");
-        assert_eq!(dp.delays_of(id).unwrap(), None, "nothing was delayed");
-    }
-}
+mod tests;
+#[cfg(test)]
+mod verifier_budget;

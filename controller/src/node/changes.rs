@@ -4,23 +4,30 @@
 
 use super::{Node, NodeError, egress::NetState, journal::Journal, journal::PENDING_XATTR};
 use crate::{
-    cgroup::{ContainerName, PRIORITY_XATTR},
+    cgroup::{ContainerName, Kind, PRIORITY_XATTR},
     limits::Limits,
 };
 
 impl Node {
-    /// Creates a container: cgroup files and map entries are all in place before the
-    /// container appears under its name (see [`crate::cgroup::Tree::create`]).
-    pub fn create(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+    /// Creates a container or a group in `group` (or at the top): cgroup files and map
+    /// entries are all in place, and the cgroup is managed by the programs, before it
+    /// appears under its name (see [`crate::cgroup::Tree::create`]).
+    pub fn create(
+        &self,
+        name: &ContainerName,
+        kind: Kind,
+        group: Option<&ContainerName>,
+        l: &Limits,
+    ) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
         let net = self.planned(l, NetState::default());
         let mut written = None;
-        let created = self.tree.create(name, l, |_, id| {
+        let created = self.tree.create(name, kind, group, l, |_, id| {
             written = Some(id);
             if net != NetState::default() {
                 self.write_net(id, net)?;
             }
-            self.with_datapath(|dp| dp.watch(id))?;
+            self.with_datapath(|dp| dp.manage(id))?;
             Ok::<(), NodeError>(())
         });
         if let (Err(_), Some(id)) = (&created, written) {
@@ -68,18 +75,29 @@ impl Node {
         Ok(())
     }
 
-    /// Removes a container (a runtime's: unregisters it, see `runtime`). With processes
-    /// inside, refuses unless `force`, which kills them first.
+    /// Removes a container or a group (a runtime's container: unregisters it, see
+    /// `runtime`). With processes inside, or members in a group, refuses unless `force`,
+    /// which kills and removes everything below it first.
     pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
-        if !self.tree.root().join(name.as_str()).is_dir()
-            && let Some(ext) = self.tree.external(name)
-        {
+        if let Some(ext) = self.tree.external(name) {
+            let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
+            if ext.kind == crate::cgroup::Kind::Group && self.pod_has_members(name, name) {
+                return Err(NodeError::Foreign {
+                    path: ext.cgroup,
+                    problem: format!(
+                        "is the group of a pod whose containers are registered; {name} goes \
+                         with its last container"
+                    ),
+                });
+            }
             return self.unregister(&ext);
         }
-        let id = self.cgroup_id(name)?;
+        let below = self.tree.subtree(name)?;
         self.tree.remove(name, force)?;
-        // The cgroup is gone: leave no map entry behind for it.
-        self.with_datapath(|dp| dp.forget(id))?;
+        // The cgroups are gone: leave no map entry behind for any of them.
+        for (_, id) in below {
+            self.with_datapath(|dp| dp.forget(id))?;
+        }
         Ok(())
     }
 }

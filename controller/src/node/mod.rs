@@ -30,6 +30,7 @@ use std::{
 
 pub use egress::{EgressMode, INGRESS_BUCKET_NS, ShaperOverrides, ShaperParams};
 pub use error::NodeError;
+pub use runtime::Pod;
 pub use snapshot::{Network, Snapshot};
 
 use self::egress::NetState;
@@ -54,6 +55,9 @@ pub struct Node {
     hook_ceiling: Limits,
     /// Where the programs' links are pinned (for [`Node::repair`]).
     pin_dir: Option<PathBuf>,
+    /// Held while the registry of runtimes' containers changes: a pod's group goes with its
+    /// last container, which must not race a container joining it.
+    registrations: Mutex<()>,
 }
 
 impl Node {
@@ -83,6 +87,7 @@ impl Node {
             paced_netns: Mutex::new(HashMap::new()),
             hook_ceiling: Limits::default(),
             pin_dir: None,
+            registrations: Mutex::new(()),
         };
         if let Err(e) = node.align_mode() {
             tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");

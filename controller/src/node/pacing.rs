@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::{EgressMode, Node};
 use crate::{
-    cgroup::ContainerName,
+    cgroup::{ContainerName, Kind},
     net::netns::{self, NetnsId},
 };
 
@@ -58,6 +58,46 @@ impl Node {
         found
     }
 
+    /// Containers with an egress limit of their own or in a group above them.
+    fn shaped_containers(&self) -> Vec<ContainerName> {
+        use std::os::unix::fs::MetadataExt as _;
+        let entries = self.tree.entries();
+        let shaped: HashSet<ContainerName> = entries
+            .iter()
+            .filter(|e| {
+                let id = std::fs::metadata(&e.dir).map(|m| m.ino()).unwrap_or(0);
+                self.with_datapath(|dp| dp.shaping(id))
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .is_some_and(|c| c.rate_bytes_per_sec > 0)
+            })
+            .map(|e| e.name.clone())
+            .collect();
+        let group_of = |n: &ContainerName| {
+            entries
+                .iter()
+                .find(|e| &e.name == n)
+                .and_then(|e| e.group.clone())
+        };
+        entries
+            .iter()
+            .filter(|e| e.kind == Kind::Container)
+            .filter(|e| {
+                let mut at = Some(e.name.clone());
+                for _ in 0..=crate::cgroup::MAX_DEPTH {
+                    match at {
+                        Some(n) if shaped.contains(&n) => return true,
+                        Some(n) => at = group_of(&n),
+                        None => return false,
+                    }
+                }
+                false
+            })
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     /// Gives `fq` to the network namespaces of shaped containers that do not have it yet
     /// (edt mode only), and forgets namespaces no shaped container uses any more. Called on
     /// every limit change and periodically, because a container's processes enter their
@@ -68,14 +108,7 @@ impl Node {
         }
         let mut report = Vec::new();
         let mut seen = HashSet::new();
-        for name in self.tree.list().unwrap_or_default() {
-            let shaped = self
-                .cgroup_id(&name)
-                .and_then(|id| Ok(self.with_datapath(|dp| dp.shaping(id))?.flatten()))
-                .is_ok_and(|c| c.is_some_and(|c| c.rate_bytes_per_sec > 0));
-            if !shaped {
-                continue;
-            }
+        for name in self.shaped_containers() {
             for (ns, pid) in self.container_netns(&name) {
                 seen.insert(ns);
                 let known = self.paced_netns.lock().is_ok_and(|p| p.contains_key(&ns));

@@ -44,7 +44,25 @@ impl Node {
             }
         }
         report.extend(self.forget_orphans());
+        report.extend(self.manage_missing());
         report
+    }
+
+    /// Makes managed again any live container, group or registration the programs do not
+    /// manage (an agent that failed to, or a map someone emptied): their packets and tasks
+    /// would go unlimited and uncounted.
+    fn manage_missing(&self) -> Vec<String> {
+        let Ok(Some(managed)) = self.with_datapath(|dp| dp.managed()) else {
+            return Vec::new();
+        };
+        self.live_ids()
+            .into_iter()
+            .filter(|id| !managed.contains(id))
+            .map(|id| match self.with_datapath(|dp| dp.manage(id)) {
+                Ok(_) => format!("cgroup {id} was not managed by the programs: managed again"),
+                Err(e) => format!("cgroup {id} is not managed by the programs, and cannot be: {e}"),
+            })
+            .collect()
     }
 
     /// Reinstalls `fq` on egress devices that lost it (edt mode): without it departure
@@ -65,28 +83,29 @@ impl Node {
         report
     }
 
-    /// Forgets the map entries of cgroups that are neither a container (being created
-    /// included) nor registered: a cgroup removed behind the agent's back.
+    /// Forgets the map entries of cgroups that are neither managed (being created included)
+    /// nor registered: a cgroup removed behind the agent's back.
     fn forget_orphans(&self) -> Vec<String> {
-        use std::os::unix::fs::MetadataExt as _;
-        // The entries first, the cgroups second: a container created in between has its
+        // The entries first, the cgroups second: a member created in between has its
         // directory before its entries, so it is never taken for an orphan.
-        let Ok(Some(shaped)) = self.with_datapath(|dp| dp.shaped()) else {
+        let Ok(Some(mut keyed)) = self.with_datapath(|dp| dp.keyed_ids()) else {
             return Vec::new();
         };
-        let mut live: HashSet<u64> = std::fs::read_dir(self.tree.root())
+        keyed.sort_unstable();
+        keyed.dedup();
+        // Staged before live: a creation that completes in between is in one or the other.
+        let staged: Vec<u64> = self
+            .tree
+            .staged()
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.metadata().ok().filter(|m| m.is_dir()).map(|m| m.ino()))
+            .filter_map(|s| s.cgroup.map(|c| c.1))
             .collect();
-        if let Some(r) = self.tree.registry() {
-            live.extend(r.list().iter().filter_map(|n| r.get(n)).map(|e| e.id));
-        }
-        shaped
+        let mut live = self.live_ids();
+        live.extend(staged);
+        keyed
             .into_iter()
-            .filter(|(id, _)| !live.contains(id))
-            .map(|(id, _)| match self.with_datapath(|dp| dp.forget(id)) {
+            .filter(|id| !live.contains(id))
+            .map(|id| match self.with_datapath(|dp| dp.forget(id)) {
                 Ok(_) => {
                     format!("cgroup {id} was removed behind the agent's back: forgot its limits")
                 }
@@ -95,6 +114,27 @@ impl Node {
                 ),
             })
             .collect()
+    }
+
+    /// The ids of every managed cgroup that exists: the tree's and the registry's.
+    fn live_ids(&self) -> HashSet<u64> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut live: HashSet<u64> = self
+            .tree
+            .entries()
+            .iter()
+            .filter_map(|e| std::fs::metadata(&e.dir).ok().map(|m| m.ino()))
+            .collect();
+        if let Some(r) = self.tree.registry() {
+            live.extend(
+                r.list()
+                    .iter()
+                    .filter_map(|n| r.get(n))
+                    .filter(|e| e.is_live())
+                    .map(|e| e.id),
+            );
+        }
+        live
     }
 
     /// Rewrites adopted shaping entries whose mode bit differs from this agent's mode.
@@ -194,12 +234,11 @@ impl Node {
         }
     }
 
-    /// Records the run-queue latency of every container in the tree (after a restart, or
-    /// for containers made before the scheduler programs ran).
-    pub fn watch_all(&self) -> Result<(), NodeError> {
-        for name in self.tree.list()? {
-            let id = self.cgroup_id(&name)?;
-            self.with_datapath(|dp| dp.watch(id))?;
+    /// Makes every container and group of the tree, and every registered cgroup, managed
+    /// by the programs (after a restart, or for members made before the programs ran).
+    pub fn manage_all(&self) -> Result<(), NodeError> {
+        for id in self.live_ids() {
+            self.with_datapath(|dp| dp.manage(id))?;
         }
         Ok(())
     }

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use controller_common::{DelayHistogram, PolicerConfig, ShaperConfig, TcpStats, Traffic};
+use controller_common::{DelayHistogram, TcpStats, Traffic};
 
 use super::{Node, NodeError, egress::NetState};
 use crate::{
-    cgroup::{ContainerName, Labels, Usage},
+    cgroup::{CgroupError, ContainerName, Entry, Kind, Labels, Tree, Usage},
     limits::{Bandwidth, Burst, Limits},
 };
 
@@ -17,6 +17,12 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub name: ContainerName,
+    /// Its cgroup's id (the inode of its directory): what the eBPF maps are keyed by.
+    pub id: u64,
+    /// A container or a group (whose figures cover all its members).
+    pub kind: Kind,
+    /// The group it is in, if any.
+    pub group: Option<ContainerName>,
     /// Its cgroup directory.
     pub dir: PathBuf,
     /// Its cgroup as the kernel names it (`/rein.slice/web`): cAdvisor's `id` label.
@@ -47,7 +53,20 @@ impl Node {
     /// one lock with one lookup of its cgroup id (a scrape of 1000 containers makes
     /// thousands of these reads).
     pub fn snapshot(&self, name: &ContainerName) -> Result<Snapshot, NodeError> {
-        let id = self.cgroup_id(name)?;
+        let entry = self
+            .tree
+            .find(name)
+            .ok_or_else(|| CgroupError::NotFound(name.clone()))?;
+        self.snapshot_of(entry)
+    }
+
+    /// The snapshot of an entry found already: everything is read at its directory.
+    fn snapshot_of(&self, entry: Entry) -> Result<Snapshot, NodeError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let name = &entry.name;
+        let id = std::fs::metadata(&entry.dir)
+            .map(|m| m.ino())
+            .map_err(|_| CgroupError::NotFound(name.clone()))?;
         let (net, network) = self
             .with_datapath(|dp| {
                 Ok((
@@ -64,27 +83,48 @@ impl Node {
                 ))
             })?
             .unwrap_or_default();
-        Ok(Snapshot {
-            dir: self.tree.path(name),
-            cgroup: self.tree.cgroup_path(name),
-            labels: self
-                .tree
+        let labels = if entry.dir.starts_with(self.tree.root()) {
+            Labels::default()
+        } else {
+            self.tree
                 .external(name)
                 .map(|e| e.labels)
-                .unwrap_or_default(),
-            limits: self.limits_with(name, net.shaper, net.policer)?,
-            usage: self.tree.usage(name)?,
+                .unwrap_or_default()
+        };
+        Ok(Snapshot {
+            id,
+            cgroup: self.tree.kernel_path(&entry.dir),
+            labels,
+            limits: self.with_network_limits(Tree::limits_at(&entry.dir)?, net)?,
+            usage: crate::cgroup::read_usage(&entry.dir).map_err(CgroupError::from)?,
             network,
+            kind: entry.kind,
+            group: entry.group,
             name: name.clone(),
+            dir: entry.dir,
         })
     }
 
-    /// Every container now; one removed while it is read is left out.
+    /// `name`'s snapshot and those of the groups above it, nearest first (what `rein why`
+    /// compares over a window).
+    pub fn snapshot_chain(&self, name: &ContainerName) -> Result<Vec<Snapshot>, NodeError> {
+        let mut chain = vec![self.snapshot(name)?];
+        while let Some(group) = chain.last().and_then(|s| s.group.clone())
+            && chain.len() <= crate::cgroup::MAX_DEPTH
+        {
+            chain.push(self.snapshot(&group)?);
+        }
+        Ok(chain)
+    }
+
+    /// Every container and group now, in one walk of the tree; one removed while it is read
+    /// is left out.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>, NodeError> {
         Ok(self
-            .names()?
-            .iter()
-            .filter_map(|n| self.snapshot(n).ok())
+            .tree
+            .entries()
+            .into_iter()
+            .filter_map(|e| self.snapshot_of(e).ok())
             .collect())
     }
 
@@ -92,23 +132,25 @@ impl Node {
     pub fn limits(&self, name: &ContainerName) -> Result<Limits, NodeError> {
         let id = self.cgroup_id(name)?;
         let net = self.net_state(id)?;
-        self.limits_with(name, net.shaper, net.policer)
+        self.with_network_limits(self.tree.limits(name)?, net)
     }
 
-    /// The container's cgroup directory.
-    pub fn dir(&self, name: &ContainerName) -> PathBuf {
-        self.tree.path(name)
+    /// Where `name` is: its kind, group and cgroup directory.
+    pub fn entry(&self, name: &ContainerName) -> Result<Entry, NodeError> {
+        Ok(self
+            .tree
+            .find(name)
+            .ok_or_else(|| CgroupError::NotFound(name.clone()))?)
+    }
+
+    /// Every container and group, groups before their members (`rein ls` draws the tree).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.tree.entries()
     }
 
     /// The cgroup files' limits completed with the network limits of the map entries.
-    fn limits_with(
-        &self,
-        name: &ContainerName,
-        shaper: Option<ShaperConfig>,
-        policer: Option<PolicerConfig>,
-    ) -> Result<Limits, NodeError> {
-        let mut l = self.tree.limits(name)?;
-        if let Some(cfg) = shaper
+    fn with_network_limits(&self, mut l: Limits, net: NetState) -> Result<Limits, NodeError> {
+        if let Some(cfg) = net.shaper
             && cfg.rate_bytes_per_sec > 0
         {
             l.egress =
@@ -118,7 +160,7 @@ impl Node {
                 l.egress_burst = Burst::from_ns(cfg.burst_ns).ok();
             }
         }
-        if let Some(cfg) = policer
+        if let Some(cfg) = net.policer
             && cfg.rate_bytes_per_sec > 0
         {
             l.ingress =

@@ -199,6 +199,8 @@ mod tests {
         Stats {
             container: Container {
                 name: name.into(),
+                kind: crate::cgroup::Kind::Container,
+                group: None,
                 path: format!("/sys/fs/cgroup/rein.slice/{name}"),
                 limits: limits
                     .iter()

@@ -198,6 +198,8 @@ mod tests {
         Stats {
             container: Container {
                 name: name.into(),
+                kind: crate::cgroup::Kind::Container,
+                group: None,
                 path: String::new(),
                 limits: [(
                     "memory".to_owned(),

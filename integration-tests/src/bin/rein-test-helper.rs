@@ -23,8 +23,22 @@
 //! - `api-load SOCKET CLIENTS SECS`: CLIENTS threads list the containers as fast as they can
 //!   for SECS seconds, one connection per call; prints one `BENCH {json}` line with calls,
 //!   errors and latency p50/p99.
-//! - `map-keys BPF_DIR`: prints `shaper=N watch=N`, the entries of the agent's pinned
-//!   shaper and watch maps.
+//! - `map-keys BPF_DIR`: prints `shaper=N managed=N traffic=N`, the entries of the agent's
+//!   pinned shaper, managed and traffic maps.
+//! - `udp-txtime ADDR PORT SECS AHEAD_MS`: sends 1400-byte datagrams to ADDR:PORT as fast as
+//!   it can for SECS seconds, each stamped with its own departure time `now + AHEAD_MS`
+//!   (`SO_TXTIME` with CLOCK_MONOTONIC, which needs no privilege); prints `sent BYTES`.
+//! - `udp-sink PORT SECS`: counts the bytes of the datagrams that arrive on PORT for SECS
+//!   seconds from the first one; prints `received BYTES`.
+//! - `nest DEPTH [--cgroupns] -- CMD...`: makes DEPTH nested child cgroups below its own,
+//!   moves itself into the deepest (and into a new cgroup namespace with `--cgroupns`), then
+//!   execs CMD: a process that escapes into cgroups of its own, as nested runtimes do.
+//! - `datapath-cost REPEAT`: loads rein's programs on private maps and, from a process at
+//!   depth 1 to 4 below a managed cgroup, times the egress programs per packet with
+//!   BPF_PROG_TEST_RUN (REPEAT runs each), next to the flat program (the socket's own cgroup
+//!   only, as egress was before chains); one `BENCH {json}` line per depth.
+//! - `nested-churn DIR N`: N times, makes a cgroup under DIR, runs a process in it that sends
+//!   one UDP datagram to 127.0.0.1:9, and removes the cgroup again.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
@@ -91,9 +105,10 @@ fn main() {
         Some("map-keys") => {
             let dir = std::path::Path::new(args.get(1).unwrap_or_else(|| usage()));
             println!(
-                "shaper={} watch={}",
+                "shaper={} managed={} traffic={}",
                 integration_tests::shaper_keys(dir).len(),
-                integration_tests::pinned_keys::<u8>(&dir.join("REIN_WATCH")).len()
+                integration_tests::pinned_keys::<u8>(&dir.join("REIN_MANAGED")).len(),
+                integration_tests::traffic_keys(dir).len()
             );
         }
         Some("churn") => churn(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),
@@ -137,8 +152,248 @@ fn main() {
             println!("bench file_write_us median={} p99={}", file.0, file.1);
             println!("bench shell_write_us mean={shell}");
         }
+        Some("udp-echo-once") => {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.send_to(b"x", "127.0.0.1:9").unwrap();
+        }
+        Some("udp-txtime") => udp_txtime(
+            args.get(1).unwrap_or_else(|| usage()),
+            num(2),
+            num(3),
+            num(4),
+        ),
+        Some("udp-sink") => udp_sink(num(1), num(2)),
+        Some("nest") => nest(num(1), &args[2..]),
+        Some("datapath-cost") => datapath_cost(num(1)),
+        Some("nested-churn") => nested_churn(args.get(1).unwrap_or_else(|| usage()), num(2)),
         _ => usage(),
     }
+}
+
+/// `SO_TXTIME` (include/uapi/asm-generic/socket.h); libc has the constant on glibc only.
+const SO_TXTIME: libc::c_int = 61;
+
+/// `struct sock_txtime` (include/uapi/linux/net_tstamp.h).
+#[repr(C)]
+struct SockTxtime {
+    clockid: libc::clockid_t,
+    flags: u32,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn udp_txtime(addr: &str, port: usize, secs: usize, ahead_ms: usize) {
+    use std::os::fd::AsRawFd as _;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    sock.connect((addr, u16::try_from(port).unwrap())).unwrap();
+    let fd = sock.as_raw_fd();
+    let opt = SockTxtime {
+        clockid: libc::CLOCK_MONOTONIC,
+        flags: 0,
+    };
+    // SAFETY: a valid socket and a pointer to a live struct of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_TXTIME,
+            (&opt as *const SockTxtime).cast(),
+            std::mem::size_of::<SockTxtime>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_TXTIME: {}", std::io::Error::last_os_error());
+    let payload = [0x5au8; 1400];
+    let mut sent = 0u64;
+    let end = Instant::now() + std::time::Duration::from_secs(secs as u64);
+    while Instant::now() < end {
+        let when = monotonic_ns() + ahead_ms as u64 * 1_000_000;
+        let mut iov = libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        };
+        // One cmsg carrying the u64 departure time.
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(8) } as usize;
+        let mut control = vec![0u8; space];
+        // SAFETY: zeroed msghdr is valid; its pointers are set below to live buffers.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points to `space` bytes, enough for one 8-byte cmsg.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = SO_TXTIME;
+            (*c).cmsg_len = libc::CMSG_LEN(8) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u64>(), when);
+        }
+        // SAFETY: msg and everything it points to live across the call.
+        let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+        if n > 0 {
+            sent += n as u64;
+        }
+    }
+    println!("sent {sent}");
+}
+
+fn udp_sink(port: usize, secs: usize) {
+    let sock = std::net::UdpSocket::bind(("0.0.0.0", u16::try_from(port).unwrap())).unwrap();
+    // Nothing may arrive at all (a qdisc dropping what is stamped too far ahead).
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(8)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut received = 0u64;
+    let mut end = None;
+    loop {
+        if let Some(end) = end
+            && Instant::now() >= end
+        {
+            break;
+        }
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                received += n as u64;
+                end.get_or_insert(Instant::now() + std::time::Duration::from_secs(secs as u64));
+                if let Some(e) = end {
+                    let left = e.saturating_duration_since(Instant::now());
+                    let _ =
+                        sock.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1))));
+                }
+            }
+            Err(_) if end.is_some() => continue,
+            Err(_) => break,
+        }
+    }
+    println!("received {received}");
+}
+
+/// This process's cgroup directory (cgroup2 mounted at /sys/fs/cgroup in the VM).
+fn own_cgroup() -> std::path::PathBuf {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
+}
+
+fn nest(depth: usize, rest: &[String]) {
+    use std::os::unix::process::CommandExt as _;
+    let (cgroupns, cmd) = match rest {
+        [flag, dashes, cmd @ ..] if flag == "--cgroupns" && dashes == "--" => (true, cmd),
+        [dashes, cmd @ ..] if dashes == "--" => (false, cmd),
+        _ => usage(),
+    };
+    let mut dir = own_cgroup();
+    for i in 0..depth {
+        dir = dir.join(format!("nest{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+    if cgroupns {
+        // SAFETY: unshare(2) with a flag only.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+    }
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    panic!("exec {cmd:?}: {err}");
+}
+
+fn datapath_cost(repeat: usize) {
+    use controller::net::programs::{Datapath, PROG_BENCH_FLAT};
+    use std::os::unix::fs::MetadataExt as _;
+    let repeat = u32::try_from(repeat).unwrap();
+    let top = std::path::Path::new("/sys/fs/cgroup/rein-cost");
+    let _ = std::fs::create_dir(top);
+    let mut dirs = vec![top.join("c")];
+    for i in 1..4 {
+        dirs.push(dirs[i - 1].join(format!("d{i}")));
+    }
+    for d in &dirs {
+        let _ = std::fs::create_dir(d);
+    }
+    let mut dp = Datapath::load().unwrap();
+    let managed = std::fs::metadata(&dirs[0]).unwrap().ino();
+    dp.manage(managed).unwrap();
+    // A rate no test packet waits for: the shaping path runs in full, nothing is delayed.
+    let cfg = controller_common::ShaperConfig {
+        rate_bytes_per_sec: 100_000_000_000,
+        burst_ns: 2_000_000,
+        mark_ns: 4_000_000,
+        horizon_ns: 40_000_000,
+        skb_priority: 0,
+        flags: 0,
+    };
+    let shaped = |dp: &mut Datapath, id: u64| dp.set_shaping(id, cfg).unwrap();
+    shaped(&mut dp, managed);
+    for (depth, dir) in (1..).zip(&dirs) {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+        // The flat program keys on the packet's own cgroup: shape that one for it.
+        let own = std::fs::metadata(dir).unwrap().ino();
+        shaped(&mut dp, own);
+        // Warm the chain cache, then measure.
+        dp.run_cost(controller_common::PROG_COUNT_EGRESS, 10)
+            .unwrap();
+        let chain = dp
+            .run_cost(controller_common::PROG_COUNT_EGRESS, repeat)
+            .unwrap();
+        let flat = dp.run_cost(PROG_BENCH_FLAT, repeat).unwrap();
+        let ingress = dp
+            .run_cost(controller_common::PROG_COUNT_INGRESS, repeat)
+            .unwrap();
+        println!(
+            "BENCH {}",
+            serde_json::json!({
+                "bench": "datapath", "depth": depth, "egress_ns": chain, "flat_ns": flat,
+                "ingress_ns": ingress, "ratio": chain as f64 / flat.max(1) as f64,
+            })
+        );
+        if depth > 1 {
+            dp.forget(own).unwrap();
+        }
+    }
+    std::fs::write(
+        "/sys/fs/cgroup/cgroup.procs",
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    for d in dirs.iter().rev().chain([&top.to_path_buf()]) {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+fn nested_churn(dir: &str, n: usize) {
+    let dir = std::path::Path::new(dir);
+    for i in 0..n {
+        let child = dir.join(format!("churn{i}"));
+        std::fs::create_dir(&child).unwrap();
+        let procs = child.join("cgroup.procs");
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.args(["udp-echo-once"]);
+        {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: only open/write/close (async-signal-safe) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || std::fs::write(&procs, "0"));
+            }
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if std::fs::remove_dir(&child).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    println!("churned {n}");
 }
 
 fn bench_summary(args: &[String]) {

@@ -6,32 +6,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{AgentGuard, cpu_usage_usec, http_get, promtool_accepts};
+use integration_tests::{AgentGuard, cpu_usage_usec, http_get, promtool_accepts, stop_run};
 
 fn busy(agent: &AgentGuard, name: &str, limits: &[&str]) -> std::process::Child {
     let mut args = vec!["run", "--name", name];
     args.extend_from_slice(limits);
     args.extend_from_slice(&["--", "busybox", "sh", "-c", "while :; do :; done"]);
     let child = agent.rein_spawn(&args);
-    wait_for_process(agent, name);
+    agent.wait_for_process(name);
     child
-}
-
-/// Waits until the container has a process (`rein run` has created it and started the
-/// command inside).
-fn wait_for_process(agent: &AgentGuard, name: &str) {
-    let procs = agent.root.join(name).join("cgroup.procs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
-        assert!(Instant::now() < deadline, "{name} never got a process");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
-    // SAFETY: kill(2) on our own unreaped child (the `rein run` process).
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
-    child.wait().unwrap()
 }
 
 #[test]
@@ -52,7 +35,7 @@ fn cpu_max_from_rein_run_throttles_near_the_quota() {
         !throttled.contains("nr_throttled 0\n"),
         "no throttling seen:\n{throttled}"
     );
-    assert_eq!(stop(child).code(), Some(128 + libc::SIGTERM));
+    assert_eq!(stop_run(child).code(), Some(128 + libc::SIGTERM));
 }
 
 #[test]
@@ -72,8 +55,8 @@ fn cpu_weights_share_one_cpu_near_one_to_three() {
         (2.2..4.0).contains(&ratio),
         "expected ~3:1, got {heavy}us : {light}us = {ratio:.2}"
     );
-    stop(a);
-    stop(b);
+    stop_run(a);
+    stop_run(b);
 }
 
 #[test]
@@ -194,7 +177,7 @@ fn rein_set_changes_a_running_container() {
         "{out:?}"
     );
     assert_eq!(agent.cgroup_file("live", "cpu.max").trim(), "50000 100000");
-    stop(child);
+    stop_run(child);
 }
 
 #[test]
@@ -215,7 +198,7 @@ fn rein_run_reports_exit_codes_and_forwards_signals() {
     assert_eq!(cg.trim(), "0::/rein-run.slice/me");
     // SIGINT to rein reaches the command; the container is removed afterwards.
     let child = agent.rein_spawn(&["run", "--name", "sleeper", "--", "sleep", "30"]);
-    wait_for_process(&agent, "sleeper");
+    agent.wait_for_process("sleeper");
     // SAFETY: kill(2) on our own unreaped child.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
     let status = child.wait_with_output().unwrap().status;
@@ -435,7 +418,7 @@ fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
         .unwrap();
     assert!(usage > 0.1, "a busy loop for 1s used {usage}s of CPU");
     promtool_accepts(&text);
-    stop(child);
+    stop_run(child);
     // A removed container's series disappear.
     let after = http_get("127.0.0.1:9799", "/metrics");
     assert!(

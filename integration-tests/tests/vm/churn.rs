@@ -12,7 +12,8 @@ use integration_tests::{AgentGuard, HELPER, pinned_keys, shaper_keys};
 struct Footprint {
     cgroups: usize,
     shaper_entries: usize,
-    watch_entries: usize,
+    managed_entries: usize,
+    traffic_entries: usize,
     pins: usize,
     qdiscs: usize,
 }
@@ -45,7 +46,8 @@ fn footprint(agent: &AgentGuard) -> Footprint {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .count(),
         shaper_entries: shaper_keys(&agent.bpf_dir()).len(),
-        watch_entries: pinned_keys::<u8>(&agent.bpf_dir().join("REIN_WATCH")).len(),
+        managed_entries: pinned_keys::<u8>(&agent.bpf_dir().join("REIN_MANAGED")).len(),
+        traffic_entries: integration_tests::traffic_keys(&agent.bpf_dir()).len(),
         pins: count_files(&agent.bpf_dir()),
         qdiscs: String::from_utf8_lossy(&qdiscs.stdout).lines().count(),
     }

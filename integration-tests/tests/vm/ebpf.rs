@@ -12,6 +12,8 @@ use integration_tests::{CgroupGuard, HELPER};
 fn counting_programs_attach_to_a_cgroup_and_count_its_sockets_exactly() {
     let cg = CgroupGuard::new("ebpf-count");
     let mut counting = Datapath::load().unwrap();
+    // The programs count for managed cgroups only (and everything below them).
+    counting.manage(cg.id()).unwrap();
     let dir = std::fs::File::open(cg.path()).unwrap();
     counting
         .program(PROG_COUNT_EGRESS)

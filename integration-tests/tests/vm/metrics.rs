@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::{
     AgentGuard, HOST_DEV, Prometheus, REMOTE_IP, RemoteNetns, http_get, http_request,
-    promtool_accepts,
+    promtool_accepts, stop_run,
 };
 
 const METRICS: &str = "127.0.0.1:9796";
@@ -61,21 +61,6 @@ fn iperf3_text(out: std::process::ChildStdout) -> Iperf3Text {
         }
     }
     report
-}
-
-/// Runs `sh -c script` in a new kept container; returns the `rein run` child.
-fn run_sh(agent: &AgentGuard, name: &str, limits: &[&str], script: &str) -> std::process::Child {
-    let mut args = vec!["run", "--keep", "--name", name];
-    args.extend_from_slice(limits);
-    args.extend_from_slice(&["--", "busybox", "sh", "-c", script]);
-    agent.rein_spawn(&args)
-}
-
-/// Kills `rein run` (it forwards SIGTERM to the workload) and reaps it.
-fn stop(mut child: std::process::Child) {
-    // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
-    let _ = child.wait();
 }
 
 #[test]
@@ -193,14 +178,12 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
 
     // The VM has two CPUs: the busy loop gets CPU 1 to itself so that only its quota bounds
     // it (sharing CPU 0 with the two pressure loops held it to ~0.42 once).
-    let busy = run_sh(
-        &agent,
+    let busy = agent.run_sh(
         "busy",
         &["--cpus", "0.5", "--cpuset", "1"],
         "while :; do :; done",
     );
-    let psi = run_sh(
-        &agent,
+    let psi = agent.run_sh(
         "psi",
         &["--cpuset", "0"],
         "while :; do :; done & while :; do :; done",
@@ -278,7 +261,7 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
     promtool_accepts(&http_get(METRICS, "/metrics"));
 
     // A removed container's series go stale in Prometheus.
-    stop(busy);
+    stop_run(busy);
     agent.rein_ok(&["rm", "busy"]);
     let deadline = Instant::now() + wait;
     while !prom
@@ -288,7 +271,7 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
         assert!(Instant::now() < deadline, "busy's series outlived it");
         std::thread::sleep(Duration::from_millis(500));
     }
-    stop(psi);
+    stop_run(psi);
     drop(server);
 }
 
@@ -312,18 +295,12 @@ fn runq(text: &str, name: &str) -> (f64, f64) {
 #[test]
 fn runqueue_latency_is_recorded_per_container() {
     let agent = AgentGuard::start_with("rein-runq", &["--metrics-addr", METRICS]);
-    let crowd = run_sh(
-        &agent,
+    let crowd = agent.run_sh(
         "crowd",
         &["--cpuset", "0"],
         "while :; do :; done & while :; do :; done & while :; do :; done",
     );
-    let alone = run_sh(
-        &agent,
-        "alone",
-        &["--cpuset", "1"],
-        "while :; do usleep 5000; done",
-    );
+    let alone = agent.run_sh("alone", &["--cpuset", "1"], "while :; do usleep 5000; done");
     std::thread::sleep(Duration::from_secs(4));
     let text = http_get(METRICS, "/metrics");
     let (crowd_n, crowd_sum) = runq(&text, "crowd");
@@ -346,8 +323,8 @@ fn runqueue_latency_is_recorded_per_container() {
         stats["usage"]["runqueue_waits"].as_u64().unwrap() > 0,
         "{stats}"
     );
-    stop(crowd);
-    stop(alone);
+    stop_run(crowd);
+    stop_run(alone);
     agent.rein_ok(&["rm", "--force", "crowd"]);
     let after = http_get(METRICS, "/metrics");
     assert_eq!(

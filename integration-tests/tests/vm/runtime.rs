@@ -52,8 +52,9 @@ fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64) {
 }
 
 /// A container started by `runtime` with annotations gets its limits (the spec's CPU quota
-/// winning over the annotation's), egress shaping and labelled metrics; once the runtime
-/// deletes it nothing of it remains.
+/// winning over the annotation's), egress shaping and labelled metrics; its pod's
+/// `kubernetes.io/egress-bandwidth` limits the pod, whose cgroup becomes a group; once the
+/// runtime deletes it nothing of it, nor of its pod's group, remains.
 fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) {
     integration_tests::measures_throughput();
     let net = RemoteNetns::new(&format!("remote-{runtime}"));
@@ -76,10 +77,14 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         ("kubernetes.io/egress-bandwidth", "20M"),
         ("io.kubernetes.pod.name", "web-0"),
         ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.pod.uid", &format!("{runtime}-uid")),
         ("io.kubernetes.container.name", "server"),
     ]);
     b.edit(|c| {
         c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 150000, "period": 100000});
+        // As kubelet lays out a pod: its containers' cgroups inside the pod's, named after
+        // the pod's UID.
+        c["linux"]["cgroupsPath"] = format!("/rein-oci/pod{runtime}-uid/{runtime}-web").into();
     });
     b.add_rein_hooks(&agent.socket, &[]);
     let child = b.spawn_run();
@@ -95,8 +100,14 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         "150000 100000",
         "the spec's CPU quota wins over rein/cpus"
     );
-    assert_eq!(stats["limits"]["egress"], "20mbit", "{stats}");
-    assert!(shaper_keys(&agent.bpf_dir()).contains(&id));
+    // The pod's bandwidth annotation is the pod's: its group carries it.
+    assert!(stats["limits"].get("egress").is_none(), "{stats}");
+    let pod = wait_registered(&agent, "shop_web-0");
+    assert_eq!(pod["kind"], "group", "{pod}");
+    assert_eq!(pod["limits"]["egress"], "20mbit", "{pod}");
+    let pod_dir = cgroup.parent().unwrap().to_owned();
+    let pod_id = std::fs::metadata(&pod_dir).unwrap().ino();
+    assert!(shaper_keys(&agent.bpf_dir()).contains(&pod_id));
 
     let metrics = http_get(&addr, "/metrics");
     let line = metrics
@@ -104,7 +115,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         .find(|l| l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"web.v1\""))
         .unwrap_or_else(|| panic!("no memory series for web:\n{metrics}"));
     for label in [
-        format!("id=\"/rein-oci/{runtime}-web\""),
+        format!("id=\"/rein-oci/pod{runtime}-uid/{runtime}-web\""),
         "pod=\"web-0\"".to_owned(),
         "namespace=\"shop\"".to_owned(),
         "container=\"server\"".to_owned(),
@@ -134,9 +145,12 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         "goodput {goodput} is not within -10%/+5% of 20 Mbit/s"
     );
 
-    // `run` deleted the container: the runtime removed the cgroup, poststop unregistered it.
+    // `run` deleted the container: the runtime removed the cgroup, poststop unregistered it,
+    // and the pod's group went with its last container.
     assert!(!cgroup.exists());
     assert_forgotten(&agent, "web.v1", id);
+    assert_forgotten(&agent, "shop_web-0", pod_id);
+    let _ = std::fs::remove_dir(&pod_dir);
 }
 
 #[test]

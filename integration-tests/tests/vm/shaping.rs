@@ -216,6 +216,26 @@ fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
         (0.98..1.02).contains(&(tx / sent)),
         "counters across the crash: {tx} for {sent}"
     );
+    // The restarted agent runs its own egress stages behind the adopted programs: a new
+    // container is shaped and counted through both.
+    let report = report_of(spawn_iperf3(&agent, "after", &["--egress", "20mbit"], "4"));
+    let after = interval_rate(&report, 1.0, 4.0);
+    let tx = stats(&agent, "after")["usage"]["net_tx_bytes"]
+        .as_f64()
+        .unwrap_or(0.0);
+    let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
+    eprintln!(
+        "after the restart: {:.1} Mbit/s, counted {tx} of {sent} bytes",
+        after / 1e6
+    );
+    assert!(
+        (0.9..1.06).contains(&(after / 20e6)),
+        "after the restart: {after}"
+    );
+    assert!(
+        (0.98..1.03).contains(&(tx / sent)),
+        "counted after the restart: {tx} for {sent}"
+    );
 }
 
 #[test]

@@ -1,15 +1,12 @@
 //! The scheduler programs (run-queue latency per container): offsets from BTF, attach through
-//! pinned links like the cgroup programs, and the watch list of rein's cgroups.
+//! pinned links like the cgroup programs.
 
 use std::path::Path;
 
-use aya::{
-    maps::{Array, HashMap},
-    programs::RawTracePoint,
-};
-use controller_common::{DelayHistogram, KernelOffsets, OFFSETS_MAP, RUNQ_MAP, WATCH_MAP};
+use aya::{maps::Array, programs::RawTracePoint};
+use controller_common::{DelayHistogram, KernelOffsets, OFFSETS_MAP, RUNQ_MAP};
 
-use super::{Datapath, ProgramError, absent_ok, pin_err, pin_link};
+use super::{Datapath, ProgramError, pin_err, pin_link};
 use crate::btf::Offsets;
 
 /// The programs and the tracepoints they attach to.
@@ -28,6 +25,8 @@ pub fn kernel_offsets() -> Result<KernelOffsets, crate::btf::BtfError> {
         task_cgroups: o.of("task_struct", "cgroups")?,
         css_set_dfl_cgrp: o.of("css_set", "dfl_cgrp")?,
         cgroup_kn: o.of("cgroup", "kn")?,
+        cgroup_level: o.of("cgroup", "level")?,
+        cgroup_ancestors: o.of("cgroup", "ancestors")?,
         kernfs_node_id: o.of("kernfs_node", "id")?,
         valid: 1,
         _pad: 0,
@@ -68,19 +67,6 @@ impl Datapath {
             pin_link(prog.take_link(id).map_err(fail)?, &pin)?;
         }
         Ok(())
-    }
-
-    /// Starts recording the run-queue latency of a cgroup.
-    pub fn watch(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        self.set_entry(WATCH_MAP, cgroup_id, 1u8)
-    }
-
-    /// Stops recording a cgroup and forgets its histogram.
-    pub fn unwatch(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        let removed = HashMap::<_, u64, u8>::try_from(self.map_mut(WATCH_MAP)?)
-            .and_then(|mut m| m.remove(&cgroup_id));
-        absent_ok(removed, WATCH_MAP)?;
-        self.remove_per_cpu_entry::<DelayHistogram>(RUNQ_MAP, cgroup_id)
     }
 
     /// The cgroup's run-queue latency histogram, summed over CPUs.
