@@ -107,12 +107,14 @@ fn datapath(args: &vm::VmArgs, repeat: u32) -> anyhow::Result<i32> {
             "depth", "egress", "flat", "ingress", "ratio"
         );
         for r in bench_lines(&outcome.lines) {
+            // serde_json's Display ignores widths: format the numbers as text first.
+            let cell = |key: &str| r[key].to_string();
             println!(
                 "{:>6} {:>12} {:>12} {:>12} {:>7.2}x",
-                r["depth"],
-                r["egress_ns"],
-                r["flat_ns"],
-                r["ingress_ns"],
+                cell("depth"),
+                cell("egress_ns"),
+                cell("flat_ns"),
+                cell("ingress_ns"),
                 r["ratio"].as_f64().unwrap_or(f64::NAN)
             );
         }
