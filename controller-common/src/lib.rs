@@ -39,8 +39,12 @@ pub const HEALTH_MAP: &str = "REIN_HEALTH";
 pub const OPAQUE_MAP: &str = "REIN_OPAQUE";
 /// [`HEALTH_MAP`]: packets of a managed cgroup not counted because the traffic map was full.
 pub const HEALTH_TRAFFIC_FULL: u32 = 0;
+/// [`HEALTH_MAP`]: egress packets that passed unshaped and uncounted because a tail call
+/// between the egress stages failed (a stage missing, or the kernel's limit of 33 calls
+/// reached by packets starting over).
+pub const HEALTH_TAIL_CALL_FAILED: u32 = 1;
 /// Entries of [`HEALTH_MAP`].
-pub const HEALTH_MAP_ENTRIES: u32 = 1;
+pub const HEALTH_MAP_ENTRIES: u32 = 2;
 
 /// Name of the per-CPU one-entry array through which the egress programs hand their work on
 /// a packet to the next stage (a tail call keeps only the context).

@@ -46,16 +46,22 @@ pub fn is_managed(id: u64) -> bool {
 }
 
 /// Builds a chain from the ancestors `ancestor(level)` gives for levels 0 (the root) up to
-/// the cgroup's own (0 past it), keeping the deepest [`MAX_CHAIN`] managed ones, nearest first.
+/// the cgroup's own (`Some(0)` past it), keeping the deepest [`MAX_CHAIN`] managed ones,
+/// nearest first. False with it when an ancestor could not be read (`None`): the chain may
+/// miss levels, and must not be cached.
 #[inline(always)]
-fn walk(generation: u64, ancestor: impl Fn(u32) -> u64) -> Chain {
+fn walk(generation: u64, ancestor: impl Fn(u32) -> Option<u64>) -> (Chain, bool) {
     // Top-down, so `found` ends with the nearest; at most MAX_CHAIN kept (the agent refuses
     // deeper nesting, so dropping the topmost never happens in practice).
     let mut found = [0u64; MAX_CHAIN];
     let mut n = 0usize;
     let mut level = 0;
+    let mut complete = true;
     while level < MAX_LEVEL {
-        let id = ancestor(level);
+        let Some(id) = ancestor(level) else {
+            complete = false;
+            break;
+        };
         if id == 0 {
             break;
         }
@@ -90,12 +96,12 @@ fn walk(generation: u64, ancestor: impl Fn(u32) -> u64) -> Chain {
         }
         i += 1;
     }
-    chain
+    (chain, complete)
 }
 
 /// The chain of the cgroup `leaf`, from the cache or by `walk`ing its ancestors.
 #[inline(always)]
-fn cached(leaf: u64, ancestor: impl Fn(u32) -> u64) -> (Chain, bool) {
+fn cached(leaf: u64, ancestor: impl Fn(u32) -> Option<u64>) -> (Chain, bool) {
     let generation = generation();
     // SAFETY: lookup; the value is copied out at once.
     if let Some(c) = unsafe { REIN_CHAIN.get(&leaf) }
@@ -103,8 +109,10 @@ fn cached(leaf: u64, ancestor: impl Fn(u32) -> u64) -> (Chain, bool) {
     {
         return (*c, false);
     }
-    let chain = walk(generation, ancestor);
-    let _ = REIN_CHAIN.insert(&leaf, &chain, 0);
+    let (chain, complete) = walk(generation, ancestor);
+    if complete {
+        let _ = REIN_CHAIN.insert(&leaf, &chain, 0);
+    }
     (chain, true)
 }
 
@@ -116,7 +124,7 @@ pub fn of_skb(ctx: &SkBuffContext) -> Chain {
     let leaf = unsafe { bpf_skb_cgroup_id(skb) };
     let (chain, walked) = cached(leaf, |level| {
         // SAFETY: as above; a level past the socket's cgroup gives 0.
-        unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) }
+        Some(unsafe { bpf_skb_ancestor_cgroup_id(skb, level as i32) })
     });
     // Once per cgroup and generation of the managed set: the one log record of the packet
     // path (aya-log's formatting is large, and the verifier checks it on every path).
@@ -134,6 +142,6 @@ pub fn of_skb(ctx: &SkBuffContext) -> Chain {
 
 /// The chain of the cgroup `leaf` whose ancestor at each level `ancestor` reads.
 #[inline(always)]
-pub fn of_cgroup(leaf: u64, ancestor: impl Fn(u32) -> u64) -> Chain {
+pub fn of_cgroup(leaf: u64, ancestor: impl Fn(u32) -> Option<u64>) -> Chain {
     cached(leaf, ancestor).0
 }

@@ -27,7 +27,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SkBuffContext, SockOpsContext},
 };
 use controller_common::{
-    Chain, HEALTH_MAP_ENTRIES, HEALTH_TRAFFIC_FULL, MAX_CHAIN, TRAFFIC_MAP_MAX_ENTRIES, Traffic,
+    Chain, HEALTH_MAP_ENTRIES, HEALTH_TAIL_CALL_FAILED, HEALTH_TRAFFIC_FULL, MAX_CHAIN,
+    TRAFFIC_MAP_MAX_ENTRIES, Traffic,
 };
 
 /// Counters per cgroup id; per-CPU because the BPF target has no atomic add-and-fetch on all
@@ -57,6 +58,24 @@ fn token(ctx: &SkBuffContext) -> u32 {
     unsafe { (*ctx.as_ptr().cast::<aya_ebpf::bindings::__sk_buff>()).cb[0] }
 }
 
+/// Counts one event in this CPU's [`REIN_HEALTH`] slot `index` (exported as a metric; no
+/// log record per packet).
+#[inline(always)]
+fn health(index: u32) {
+    if let Some(n) = REIN_HEALTH.get_ptr_mut(index) {
+        // SAFETY: this CPU's copy of the counter.
+        unsafe { *n += 1 };
+    }
+}
+
+/// A tail call between the egress stages failed: the packet passes, unshaped and
+/// uncounted, and the failure is counted.
+#[inline(always)]
+fn tail_call_failed() -> i32 {
+    health(HEALTH_TAIL_CALL_FAILED);
+    PASS
+}
+
 /// The CPU's progress, if it is this packet's; otherwise (a softirq on this CPU sent a
 /// packet in between, and its progress replaced this one's) the packet starts over at the
 /// egress program, and the caller passes it if even that fails.
@@ -69,6 +88,7 @@ fn progress(ctx: &SkBuffContext) -> Option<*mut shaper::Progress> {
     }
     // SAFETY: the egress program takes the same context.
     unsafe { REIN_STAGES.tail_call(ctx, START) };
+    health(HEALTH_TAIL_CALL_FAILED);
     None
 }
 
@@ -96,8 +116,6 @@ enum Outcome {
 
 /// Egress, first of three programs (the verifier checks each apart: together they exceed
 /// its limit of a million instructions explored): the packet's chain.
-/// Egress, first of three programs (the verifier checks each apart: together they exceed
-/// its limit of a million instructions explored): the packet's chain.
 #[cgroup_skb(egress)]
 pub fn rein_count_egress(ctx: SkBuffContext) -> i32 {
     let chain = chain::of_skb(&ctx);
@@ -116,7 +134,7 @@ pub fn rein_count_egress(ctx: SkBuffContext) -> i32 {
     // SAFETY: the stage is a cgroup_skb program taking the same context.
     unsafe { REIN_STAGES.tail_call(&ctx, SHAPE) };
     // Only reached when the stage is missing (an agent that never set it): fail open.
-    PASS
+    tail_call_failed()
 }
 
 /// Egress, second: shapes one level of the chain per run and tail-calls itself for the
@@ -133,12 +151,14 @@ pub fn rein_egress_shape(ctx: SkBuffContext) -> i32 {
         shaper::level(&ctx, p);
         // SAFETY: this program again, for the next level.
         unsafe { REIN_STAGES.tail_call(&ctx, SHAPE) };
-        return PASS;
+        return tail_call_failed();
     }
     p.verdict = shaper::finish(&ctx, p);
     let verdict = p.verdict;
     // SAFETY: the stage is a cgroup_skb program taking the same context.
     unsafe { REIN_STAGES.tail_call(&ctx, COUNT) };
+    // Shaped but not counted.
+    health(HEALTH_TAIL_CALL_FAILED);
     verdict.code()
 }
 
@@ -278,10 +298,7 @@ fn count_one(id: u64, d: &Traffic) {
         add(unsafe { &mut *t }, d);
     } else {
         // The map is full: counted as such (exported as a metric), not logged per packet.
-        if let Some(n) = REIN_HEALTH.get_ptr_mut(HEALTH_TRAFFIC_FULL) {
-            // SAFETY: this CPU's copy of the counter.
-            unsafe { *n += 1 };
-        }
+        health(HEALTH_TRAFFIC_FULL);
     }
 }
 

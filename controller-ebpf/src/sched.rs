@@ -67,15 +67,14 @@ fn chain_of(o: &KernelOffsets, task: u64) -> Option<Chain> {
     let cgroup: u64 = read(css_set, o.css_set_dfl_cgrp)?;
     let id = cgroup_id(o, cgroup)?;
     Some(crate::chain::of_cgroup(id, |level| {
-        // Read on a cache miss only: the walk below runs once per cgroup and generation.
-        let own: i32 = read(cgroup, o.cgroup_level).unwrap_or(0);
+        // Read on a cache miss only: the walk below runs once per cgroup and generation. A
+        // read that fails gives None, and the chain is then used once but not cached.
+        let own: i32 = read(cgroup, o.cgroup_level)?;
         if level > own as u32 || level >= MAX_LEVEL {
-            return 0;
+            return Some(0);
         }
         let at = u64::from(o.cgroup_ancestors) + 8 * u64::from(level);
-        read::<u64>(cgroup, at as u32)
-            .and_then(|a| cgroup_id(o, a))
-            .unwrap_or(0)
+        read::<u64>(cgroup, at as u32).and_then(|a| cgroup_id(o, a))
     }))
 }
 

@@ -17,7 +17,10 @@ pub mod cgroup;
 pub mod check;
 pub mod cli;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod hook;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod net;

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use crate::{cmd::run_checked, paths::workspace_root, toolchain};
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub const TARGETS: [&str; 3] = ["limits", "api_json", "hook_bundle"];
+pub const TARGETS: [&str; 4] = ["limits", "api_json", "hook_bundle", "api_handlers"];
 /// The cargo-fuzz release installed on demand.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 

@@ -70,8 +70,8 @@ enum Command {
     /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
     /// type-check them against Grafana's published dashboard types.
     Dashboards,
-    /// Run every cargo-fuzz target (limits parser, API bodies, hook state and config.json)
-    /// for N seconds each from the committed seeds; exits non-zero on a crash.
+    /// Run every cargo-fuzz target (limits parser, API bodies, API handlers, hook state and
+    /// config.json) for N seconds each from the committed seeds; exits non-zero on a crash.
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]

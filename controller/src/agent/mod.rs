@@ -60,13 +60,51 @@ impl InstanceLock {
     }
 }
 
-/// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (pins need it).
-fn ensure_bpffs() -> anyhow::Result<()> {
+/// Whether bpffs is mounted at /sys/fs/bpf in our mount namespace.
+fn bpffs_mounted() -> bool {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    if crate::check::parse_mountinfo(&mounts)
+    crate::check::parse_mountinfo(&mounts)
         .iter()
         .any(|m| m.fstype == "bpf" && m.point == Path::new("/sys/fs/bpf"))
-    {
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
+const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
+
+/// Refuses to run where rein would have to mount a bpffs of its own in a mount namespace
+/// other than the node's (a pod without the node's /sys/fs/bpf, a service with private
+/// mounts): the pins, and with them every limit, would die with the agent at its next
+/// restart, silently. Where it cannot tell (not in the node's PID namespace, so /proc/1 is
+/// not the node's init, or /proc/1 unreadable) it refuses too. Checked before anything is
+/// changed.
+fn refuse_a_private_bpffs() -> anyhow::Result<()> {
+    if bpffs_mounted() {
+        return Ok(());
+    }
+    let ino = |path: &str| {
+        std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
+    let nodes_own = ino("/proc/self/ns/pid") == Some(INITIAL_PID_NS)
+        && ino("/proc/self/ns/mnt").is_some()
+        && ino("/proc/self/ns/mnt") == ino("/proc/1/ns/mnt");
+    if nodes_own {
+        return Ok(());
+    }
+    bail!(
+        "no bpffs at /sys/fs/bpf, and this agent does not run in the node's own mount \
+         namespace: a bpffs it mounted here would die with it, and with the pins every limit \
+         at the next restart. Mount bpffs on the node (`mount -t bpf bpf /sys/fs/bpf`; systemd \
+         does at boot) and pass the node's /sys/fs/bpf in (Kubernetes: a hostPath volume with \
+         mountPropagation: HostToContainer, as deploy/kubernetes/rein.yaml does)"
+    )
+}
+
+/// Mounts bpffs at /sys/fs/bpf when nothing is mounted there (pins need it); only in the
+/// node's own mount namespace (see [`refuse_a_private_bpffs`]).
+fn ensure_bpffs() -> anyhow::Result<()> {
+    if bpffs_mounted() {
         return Ok(());
     }
     let c = |s: &str| std::ffi::CString::new(s).map_err(anyhow::Error::from);
@@ -204,6 +242,7 @@ async fn pace_netns_periodically(
         let blocking = node.clone();
         // Entering namespaces blocks (netlink round trips): keep it off the API's thread.
         let work = move || {
+            blocking.flush_datapath_logs();
             let mut report = blocking.prune_external();
             report.extend(blocking.repair());
             report.extend(blocking.pace_container_netns());
@@ -219,9 +258,49 @@ async fn pace_netns_periodically(
     }
 }
 
+/// File descriptors the agent wants: the API's and the metrics endpoint's connection caps
+/// (see `crate::http`) with room for pins, cgroup directories and namespaces.
+const WANTED_FDS: u64 = 4096;
+
+/// Raises the soft open-file limit towards [`WANTED_FDS`] (as far as the hard limit allows):
+/// the default soft limit of 1024 is below what the endpoints' caps may hold at once.
+fn raise_fd_limit() {
+    let warn = |got: u64| {
+        tracing::warn!(
+            "the open-file limit is {got}, below the {WANTED_FDS} the endpoints' connection \
+             caps may need; raise it (LimitNOFILE= in the unit) or a crowd of clients may \
+             leave the agent without descriptors"
+        );
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return;
+    }
+    let want = WANTED_FDS.min(lim.rlim_max);
+    if want < WANTED_FDS {
+        warn(want);
+    }
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
+            tracing::warn!(
+                "could not raise the open-file limit to {want}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
+    refuse_a_private_bpffs()?;
     let _lock = InstanceLock::acquire(&settings.socket)?;
+    raise_fd_limit();
     let tree = Tree::open(&settings.root)
         .with_context(|| {
             format!(
@@ -246,6 +325,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     }
     node.prune_external()
         .iter()
+        .chain(node.take_over_external().iter())
         .chain(node.remove_staged().iter())
         .chain(node.undo_interrupted().iter())
         .for_each(|line| tracing::info!("{line}"));

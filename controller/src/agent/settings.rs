@@ -27,6 +27,11 @@ impl Defaults {
     /// The Prometheus endpoint: loopback only (see docs/operations.md, threat model).
     pub const METRICS_ADDR: SocketAddr =
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9798));
+    /// What annotations may claim unless the config's `[hook_ceiling]` names the flag:
+    /// anyone who may create a pod writes annotations, and a strict priority class above
+    /// normal or a long burst takes the node's shared NIC from every other pod. An operator
+    /// raises these on purpose (`priority = "critical"`).
+    pub const HOOK_CEILING: [(&str, &str); 2] = [("priority", "normal"), ("egress-burst", "10ms")];
 }
 
 /// `rein agent`'s flags.
@@ -191,8 +196,14 @@ impl Settings {
         } else {
             socket
         };
-        let hook_ceiling = crate::api::limits_from_map(&cfg.hook_ceiling)
-            .context("the agent config's [hook_ceiling]")?;
+        let mut ceiling = cfg.hook_ceiling;
+        for (flag, value) in Defaults::HOOK_CEILING {
+            ceiling
+                .entry(flag.to_owned())
+                .or_insert_with(|| crate::api::LimitText::One(value.to_owned()));
+        }
+        let hook_ceiling =
+            crate::api::limits_from_map(&ceiling).context("the agent config's [hook_ceiling]")?;
         let node_name = match args.node_name.or(cfg.node_name) {
             Some(n) => n,
             None => NodeName::from_host()?,
@@ -263,6 +274,43 @@ mod tests {
         let err = format!("{:#}", Config::load(Some(&bad)).unwrap_err());
         assert!(err.contains("accepted keys"), "{err}");
         assert!(Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
+    fn annotations_are_bounded_by_default_and_the_config_raises_the_bound() {
+        let asked = |pairs: &[(&str, &str)]| Limits::from_named_pairs(pairs.iter().copied());
+        let ceiling_of = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = dir.path().join("rein.toml");
+            std::fs::write(&cfg, text).unwrap();
+            let args = AgentArgs {
+                config: Some(cfg),
+                node_name: Some("n".parse().unwrap()),
+                egress_devs: vec!["eth0".into()],
+                ..AgentArgs::default()
+            };
+            Settings::resolve(args, PathBuf::from(Defaults::SOCKET))
+                .unwrap()
+                .hook_ceiling
+        };
+        let default = ceiling_of("");
+        let check = crate::limits::ceiling::check;
+        for pairs in [
+            &[("priority", "critical")][..],
+            &[("egress-burst", "1s")][..],
+        ] {
+            let e = check(&default, &asked(pairs).unwrap()).unwrap_err();
+            assert!(e.to_string().contains("ceiling"), "{e}");
+        }
+        check(
+            &default,
+            &asked(&[("priority", "low"), ("egress-burst", "5ms")]).unwrap(),
+        )
+        .unwrap();
+        let raised = ceiling_of("[hook_ceiling]\npriority = \"critical\"\ncpus = \"4\"\n");
+        check(&raised, &asked(&[("priority", "critical")]).unwrap()).unwrap();
+        assert!(check(&raised, &asked(&[("egress-burst", "1s")]).unwrap()).is_err());
+        assert!(check(&raised, &asked(&[("cpus", "8")]).unwrap()).is_err());
     }
 
     #[test]

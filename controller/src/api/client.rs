@@ -34,6 +34,13 @@ pub enum ClientError {
     Api { status: u16, message: String },
     #[error("talking to the agent: {0}")]
     Protocol(String),
+    /// The connection ended before a whole answer came (the agent died or restarted, or
+    /// closed a connection over its cap): whether the request was carried out is unknown.
+    #[error(
+        "the agent closed the connection before answering ({0}); it may be restarting: \
+         check it and run the command again"
+    )]
+    Cut(String),
 }
 
 pub struct Client {
@@ -84,14 +91,10 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(payload))
             .map_err(|e| proto(&e))?;
-        let resp = sender.send_request(req).await.map_err(|e| proto(&e))?;
+        let cut = |e: hyper::Error| ClientError::Cut(e.to_string());
+        let resp = sender.send_request(req).await.map_err(cut)?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| proto(&e))?
-            .to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(cut)?.to_bytes();
         conn.abort();
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)

@@ -4,17 +4,14 @@ use std::{path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
-    extract::{
-        ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State, connect_info,
-    },
+    extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State},
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
-    serve::IncomingStream,
 };
 use serde::Deserialize;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
 use super::{
     Container, CreateRequest, ErrorBody, LimitsBody, MAX_BODY, Stats, UsageJson, limits_from_map,
@@ -22,7 +19,8 @@ use super::{
 };
 use crate::{
     cgroup::{CgroupError, ContainerName},
-    node::{Node, NodeError, Pod, Snapshot},
+    http::Admission,
+    node::{Caller, Node, NodeError, Pod, Snapshot},
 };
 
 /// Who may talk to the agent: root always, plus these uids.
@@ -40,21 +38,12 @@ impl Access {
 #[derive(Clone)]
 struct AppState {
     node: Arc<Node>,
-    access: Arc<Access>,
 }
 
-/// The connecting process's uid, from SO_PEERCRED (None if the kernel would not say).
+/// The connecting process's uid, from SO_PEERCRED at accept (None if the kernel would not say).
 #[derive(Debug, Clone, Copy)]
 struct Peer {
     uid: Option<u32>,
-}
-
-impl connect_info::Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Self {
-            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
-        }
-    }
 }
 
 /// An API error: status and message.
@@ -73,6 +62,7 @@ impl From<NodeError> for ApiError {
             NodeError::Unenforceable(_) | NodeError::Foreign { .. } => {
                 Self(StatusCode::BAD_REQUEST, e.to_string())
             }
+            NodeError::RootOnly(_) => Self(StatusCode::FORBIDDEN, e.to_string()),
             NodeError::NoDatapath { .. } => Self(StatusCode::BAD_REQUEST, e.to_string()),
             NodeError::Datapath(_)
             | NodeError::Btf(_)
@@ -101,41 +91,82 @@ impl From<CgroupError> for ApiError {
     }
 }
 
-async fn check_peer(
-    State(st): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    req: Request,
-    next: Next,
-) -> Response {
-    match peer.uid {
-        Some(uid) if st.access.allows(uid) => next.run(req).await,
+/// Open API connections at once, all peers together.
+const TOTAL_CONNECTIONS: usize = 2048;
+/// Open API connections at once for root (the runtimes' hooks, the CLI run as root): as
+/// many as a busy node's container starts may need, and never fewer for other uids' sake.
+const ROOT_CONNECTIONS: usize = 1024;
+/// Open API connections at once for each other allowed uid: enough for a user's tools, too
+/// few to crowd out root's.
+const USER_CONNECTIONS: usize = 32;
+/// Open connections at once of all refused peers together: each gets a 403 that says why.
+const REFUSED_CONNECTIONS: usize = 4;
+
+/// The message a refused peer gets.
+fn refusal_message(uid: Option<u32>) -> String {
+    format!(
+        "uid {} may not use the rein API: root only, unless the agent's allowed_uids lists it",
+        uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+    )
+}
+
+/// Decides once per connection, from its peer credentials, who is served and how many
+/// connections the uid may hold.
+fn admit(
+    stream: &UnixStream,
+    serving: &Router,
+    access: &Access,
+    warned: &std::sync::Mutex<std::collections::HashSet<Option<u32>>>,
+) -> Admission {
+    let uid = stream.peer_cred().ok().map(|c| c.uid());
+    match uid {
+        Some(uid) if access.allows(uid) => Admission {
+            key: u128::from(uid),
+            cap: if uid == 0 {
+                ROOT_CONNECTIONS
+            } else {
+                USER_CONNECTIONS
+            },
+            router: with_peer(serving, uid),
+        },
         uid => {
-            tracing::warn!(
-                ?uid,
-                "refused an API request from a peer that is not allowed"
-            );
-            ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "uid {} may not use the rein API: root only, unless the agent's \
-                     allowed_uids lists it",
-                    uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
-                ),
-            )
-            .into_response()
+            // Once per uid: a refused user who keeps connecting must not flood the log.
+            let first = warned
+                .lock()
+                .map(|mut w| w.len() < 1024 && w.insert(uid))
+                .unwrap_or(false);
+            if first {
+                tracing::warn!(
+                    ?uid,
+                    "refused an API connection from a peer that is not allowed (said once per uid)"
+                );
+            }
+            let message = refusal_message(uid);
+            Admission {
+                // One key for every refused peer: they can only be told no.
+                key: u128::MAX,
+                cap: REFUSED_CONNECTIONS,
+                router: Router::new().fallback(move || {
+                    let message = message.clone();
+                    async move { ApiError(StatusCode::FORBIDDEN, message) }
+                }),
+            }
         }
     }
 }
 
-/// Runs a cgroup operation on the runtime's own thread. These are a few small reads and
-/// writes of kernel files (microseconds); handing them to a blocking pool costs more than
-/// they do (a cross-CPU wake-up per request), so only `rm --force`, which may wait for
-/// killed processes, uses [`blocking`].
+/// Runs a cgroup read on the runtime's own thread: a few small reads of kernel files
+/// (microseconds), where handing them to a blocking pool would cost more than they do (a
+/// cross-CPU wake-up per request).
 async fn inline<T>(f: impl FnOnce() -> Result<T, NodeError>) -> Result<T, ApiError> {
     f().map_err(ApiError::from)
 }
 
-/// Runs a cgroup operation that may wait on a blocking thread.
+/// Runs a cgroup operation that may wait on a blocking thread: every write (a write of
+/// `memory.max` below the usage reclaims, or OOM-kills, before it returns, which can take
+/// seconds), and `rm --force`, which waits for killed processes. The node serialises the
+/// operations of one container (`Node::name_lock`); other containers' calls and the
+/// metrics go on meanwhile.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -217,7 +248,7 @@ async fn create(
         })
         .transpose()?;
     let node = st.node.clone();
-    let c = inline(move || {
+    let c = blocking(move || {
         match &req.cgroup {
             Some(cgroup) => {
                 node.register(&name, Path::new(cgroup), req.labels, &limits, pod.as_ref())?;
@@ -272,8 +303,21 @@ async fn all_stats(State(st): State<AppState>) -> Result<Json<Vec<Stats>>, ApiEr
     Ok(Json(all))
 }
 
+/// A runtime's container (registered by `rein hook`) takes its limits from its annotations,
+/// under the operator's hook ceiling, and goes with its runtime's poststop hook: only root
+/// (the hook, or the operator) may change or remove it, not an allowed uid.
+/// What the peer may reach: root anything, an allowed uid only rein's own containers.
+fn caller(peer: &Peer) -> Caller {
+    if peer.uid == Some(0) {
+        Caller::Root
+    } else {
+        Caller::AllowedUser
+    }
+}
+
 async fn set(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath(name): UrlPath<String>,
     Json(body): Json<LimitsBody>,
 ) -> Result<Json<Container>, ApiError> {
@@ -281,8 +325,8 @@ async fn set(
     let limits = limits_from_map(&body.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let node = st.node.clone();
-    let c = inline(move || {
-        node.set(&name, &limits)?;
+    let c = blocking(move || {
+        node.set(&name, &limits, caller(&peer))?;
         tracing::info!(container = %name, limits = %limits, "changed");
         info(&node, &name)
     })
@@ -332,8 +376,14 @@ async fn why(
             Some(crate::why::Pair { before, after })
         })
         .collect();
-    let Some((container, groups)) = pairs.split_first() else {
-        return Err(ApiError::from(NodeError::from(CgroupError::NotFound(name))));
+    // The container itself must be in both (it is first in each chain): one made again
+    // elsewhere during the window is not the one sampled first.
+    let Some((container, groups)) = pairs.split_first().filter(|(c, _)| c.after.name == name)
+    else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{name} was removed or made again during the window; ask again"),
+        ));
     };
     Ok(Json(crate::why::diagnose(&crate::why::Window {
         container: *container,
@@ -352,15 +402,22 @@ struct RemoveQuery {
 
 async fn remove(
     State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     UrlPath(name): UrlPath<String>,
     Query(q): Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
+    if q.cgroup.is_some() && peer.uid != Some(0) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only root may unregister a runtime's cgroup (rein hook runs as root)".into(),
+        ));
+    }
     let node = st.node.clone();
     blocking(move || {
         match &q.cgroup {
             Some(cgroup) => node.unregister_if(&name, Path::new(cgroup))?,
-            None => node.remove(&name, q.force)?,
+            None => node.remove(&name, q.force, caller(&peer))?,
         }
         tracing::info!(container = %name, force = q.force, "removed");
         Ok(())
@@ -393,11 +450,10 @@ async fn json_errors(req: Request, next: Next) -> Response {
     resp
 }
 
-pub fn router(node: Arc<Node>, access: Access) -> Router {
-    let st = AppState {
-        node,
-        access: Arc::new(access),
-    };
+/// The API's routes; each request needs the connection's [`Peer`] as `ConnectInfo`, which
+/// [`admit`] adds.
+pub fn router(node: Arc<Node>) -> Router {
+    let st = AppState { node };
     Router::new()
         .route("/v1/containers", get(list).post(create))
         .route("/v1/stats", get(all_stats))
@@ -406,10 +462,40 @@ pub fn router(node: Arc<Node>, access: Access) -> Router {
             get(stats).patch(set).delete(remove),
         )
         .route("/v1/containers/{name}/why", get(why))
-        .layer(middleware::from_fn(json_errors))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; the API has /v1/containers, /v1/containers/NAME, \
+                 /v1/containers/NAME/why and /v1/stats (docs/operations.md)"
+                    .into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this endpoint does not take that method (docs/operations.md lists them)".into(),
+            )
+        })
+        // Inside json_errors, so its 408 and 413 are JSON like every other error.
+        .layer(middleware::from_fn(|req, next| {
+            crate::http::body_deadline(MAX_BODY, req, next)
+        }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn_with_state(st.clone(), check_peer))
+        .layer(middleware::from_fn(json_errors))
         .with_state(st)
+}
+
+/// The API's routes as a connection of `uid` sees them (what [`admit`] serves an allowed
+/// peer); for the fuzz checks, which drive the handlers without a socket.
+#[doc(hidden)]
+pub fn router_as(node: Arc<Node>, uid: u32) -> Router {
+    with_peer(&router(node), uid)
+}
+
+fn with_peer(serving: &Router, uid: u32) -> Router {
+    serving
+        .clone()
+        .layer(axum::Extension(ConnectInfo(Peer { uid: Some(uid) })))
 }
 
 /// Binds the socket (mode 0600, parent directory created) and serves until `shutdown`.
@@ -427,7 +513,7 @@ pub async fn serve(
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket)?;
     // Root only by default. When other uids are allowed, anyone may connect and the peer
-    // credentials of each connection decide (see check_peer).
+    // credentials of each connection decide (see admit).
     let mode = if access.allowed_uids.is_empty() {
         0o600
     } else {
@@ -435,10 +521,14 @@ pub async fn serve(
     };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
     tracing::info!(socket = %socket.display(), "API listening");
-    axum::serve(
+    let serving = router(node);
+    let warned = std::sync::Mutex::default();
+    crate::http::serve(
         listener,
-        router(node, access).into_make_service_with_connect_info::<Peer>(),
+        TOTAL_CONNECTIONS,
+        move |stream: &UnixStream| admit(stream, &serving, &access, &warned),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    Ok(())
 }

@@ -48,7 +48,10 @@ fn controller_of(path: &Path) -> &str {
         .unwrap_or("?")
 }
 
-/// Writes `value` to an existing cgroup file in one `write(2)`, as the kernel expects.
+/// Writes `value` to an existing cgroup file in one `write(2)`, as the kernel expects. An
+/// empty value is written as a newline, as `echo > file` does: a write of no bytes never
+/// reaches the file's handler, so it would leave a list (`cpuset.cpus`) as it was instead
+/// of emptying it.
 pub fn write(path: &Path, value: &str) -> Result<(), FileError> {
     let err = |source| FileError::Write {
         path: path.to_owned(),
@@ -62,7 +65,8 @@ pub fn write(path: &Path, value: &str) -> Result<(), FileError> {
         .create(false)
         .open(path)
         .map_err(err)?;
-    f.write_all(value.as_bytes()).map_err(err)
+    let bytes = if value.is_empty() { "\n" } else { value };
+    f.write_all(bytes.as_bytes()).map_err(err)
 }
 
 /// Reads a cgroup file, trimmed.
@@ -101,6 +105,9 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         write(&path, "150000 100000").unwrap();
         assert_eq!(read(&path).unwrap(), "150000 100000");
+        // An empty value reaches the file as the newline that empties a list.
+        write(&path, "").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "\n");
     }
 
     #[test]

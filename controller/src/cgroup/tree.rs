@@ -130,8 +130,9 @@ impl Tree {
         })
     }
 
-    /// A tree over any directory, without the cgroup2 checks: for tests with fake files.
-    #[cfg(test)]
+    /// A tree over any directory, without the cgroup2 checks: for tests and fuzz checks
+    /// with fake files.
+    #[doc(hidden)]
     pub fn unchecked(root: &Path) -> Self {
         Self {
             root: root.to_owned(),

@@ -72,14 +72,50 @@ pub fn remove(dir: &Path, key: &str) -> Result<(), CgroupError> {
     })
 }
 
+/// The value of `key` on `dir`, if set and UTF-8. Sized by asking the kernel first: a
+/// change's journal may take up to the kernel's 64 KiB, and a read into a smaller buffer
+/// fails (ERANGE) as if the journal were not there.
 pub fn get(dir: &Path, key: &str) -> Option<String> {
     let p = CString::new(dir.as_os_str().as_bytes()).ok()?;
     let k = CString::new(key).ok()?;
-    // rein's values are short (a priority class, a change's journal): 16 KiB is plenty.
-    let mut buf = vec![0u8; 16 << 10];
-    // SAFETY: p and k are NUL-terminated; buf is writable for buf.len() bytes.
-    let n = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    let n = usize::try_from(n).ok()?;
-    buf.truncate(n);
-    String::from_utf8(buf).ok()
+    // A value that grows between the two calls (another writer) is asked for again.
+    for _ in 0..3 {
+        // SAFETY: p and k are NUL-terminated; a NULL buffer of size 0 asks for the size.
+        let size = unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), std::ptr::null_mut(), 0) };
+        let mut buf = vec![0u8; usize::try_from(size).ok()?];
+        // SAFETY: p and k are NUL-terminated; buf is writable for buf.len() bytes.
+        let n =
+            unsafe { libc::getxattr(p.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) => {
+                buf.truncate(n);
+                return String::from_utf8(buf).ok();
+            }
+            Err(_) if std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value larger than any fixed buffer rein once used (16 KiB) reads back whole. On
+    /// tmpfs, which keeps `trusted.*` attributes of any size up to the kernel's limit
+    /// (ext4 keeps only a block's worth); root only, as the agent.
+    #[test]
+    fn a_journal_of_up_to_64_kib_reads_back_whole() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let big = "x".repeat(60 << 10);
+        set(dir.path(), "trusted.rein.test", &big).unwrap();
+        assert_eq!(
+            get(dir.path(), "trusted.rein.test").as_deref(),
+            Some(big.as_str())
+        );
+        set(dir.path(), "trusted.rein.test", "").unwrap();
+        assert_eq!(get(dir.path(), "trusted.rein.test").as_deref(), Some(""));
+        assert_eq!(get(dir.path(), "trusted.rein.absent"), None);
+    }
 }

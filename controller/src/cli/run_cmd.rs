@@ -23,6 +23,16 @@ pub async fn run_command(
 ) -> anyhow::Result<u8> {
     use std::os::unix::process::ExitStatusExt as _;
 
+    // Checked before anything is made: the command joins its cgroup by writing
+    // cgroup.procs, which only root may (the cgroups are root's, also for allowed uids).
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "rein run needs root: the command must join the container's cgroup, which only \
+             root may write; run it with sudo (an allowed uid may still create groups and \
+             change limits)"
+        );
+    }
     let created: Container = client
         .call(
             Method::POST,

@@ -146,12 +146,21 @@ pub fn limits(annotations: &BTreeMap<String, String>) -> Result<Limits, Annotati
 
 /// The pod's UID, when the runtime left it (CRI-O's `io.kubernetes.pod.uid`, containerd's
 /// `io.kubernetes.cri.sandbox-uid`).
+/// Only a value shaped like a pod UID counts (a UUID, or 32 hex digits for a static pod):
+/// the UID names the pod's cgroup, and a short one ("s") would match any slice.
 pub fn pod_uid(annotations: &BTreeMap<String, String>) -> Option<String> {
     ["io.kubernetes.pod.uid", "io.kubernetes.cri.sandbox-uid"]
         .iter()
         .find_map(|k| annotations.get(*k))
-        .filter(|v| !v.is_empty())
+        .filter(|v| is_pod_uid(v))
         .cloned()
+}
+
+/// 32 hex digits, with or without the four dashes of a UUID.
+fn is_pod_uid(v: &str) -> bool {
+    let digits = v.chars().filter(char::is_ascii_hexdigit).count();
+    let dashes = v.chars().filter(|c| *c == '-').count();
+    digits == 32 && (dashes == 0 || dashes == 4) && digits + dashes == v.len()
 }
 
 /// The name of a pod's group: `<namespace>_<pod>` (Kubernetes names have no `_`, so it names
@@ -207,6 +216,26 @@ pub fn kube_labels(annotations: &BTreeMap<String, String>) -> KubeLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_uid_shaped_value_is_a_pod_uid() {
+        let uid = |v: &str| pod_uid(&map(&[("io.kubernetes.pod.uid", v)]));
+        for yes in [
+            "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "6b8f4c0a1e2d3c4b5a6978877665544a",
+        ] {
+            assert_eq!(uid(yes).as_deref(), Some(yes));
+        }
+        for no in [
+            "",
+            "s",
+            "system",
+            "0a1b2c3d-4e5f",
+            "../../0a1b2c3d4e5f4a6b8c7d9e0f1a2b3c4d",
+        ] {
+            assert_eq!(uid(no), None, "{no:?}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

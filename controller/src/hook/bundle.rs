@@ -32,6 +32,17 @@ pub enum BundleError {
     #[error("linux.cgroupsPath {0:?} is not a path rein can place under the cgroup2 mount")]
     CgroupsPath(String),
     #[error(
+        "linux.cgroupsPath {rel:?} is relative (runc puts it below the parent of its own \
+         cgroup, crun below the cgroup2 mount), and the container's process is in {current:?}, \
+         which does not end in it: give linux.cgroupsPath as an absolute path"
+    )]
+    Relative { rel: String, current: String },
+    #[error(
+        "linux.cgroupsPath {0:?} is relative, and the state names no process whose cgroup says \
+         where the runtime put it: give linux.cgroupsPath as an absolute path"
+    )]
+    NoProcess(String),
+    #[error(
         "{from} {name:?} is not a valid rein container name ({}); set the annotation {} to one",
         ContainerName::ACCEPTED,
         annotations::NAME
@@ -115,23 +126,40 @@ fn name_of(state: &State, notes: &BTreeMap<String, String>) -> Result<ContainerN
     })
 }
 
-/// The name and cgroup directory of the container the state describes, without judging its
-/// limits (poststop must clean up whatever createRuntime registered).
+/// The name and placement of the container the state describes, without judging its
+/// limits (poststop must clean up whatever createRuntime registered; by then the container's
+/// process is gone, so a relative placement stays unresolved).
 pub fn read_identity(
     state_json: &[u8],
     cgroup_root: &Path,
-) -> Result<(ContainerName, PathBuf), BundleError> {
+) -> Result<(ContainerName, Placement), BundleError> {
     let Loaded { state, spec, notes } = load(state_json)?;
-    let cgroup = cgroup_of(&spec, &state, cgroup_root)?;
-    Ok((name_of(&state, &notes)?, cgroup))
+    let placed = placement(cgroups_path(&spec), state.id(), cgroup_root)?;
+    Ok((name_of(&state, &notes)?, placed))
 }
 
-fn cgroup_of(spec: &Spec, state: &State, root: &Path) -> Result<PathBuf, BundleError> {
-    let path = spec
-        .linux()
+fn cgroups_path(spec: &Spec) -> Option<&Path> {
+    spec.linux()
         .as_ref()
-        .and_then(|l| l.cgroups_path().as_deref());
-    cgroup_dir(path, state.id(), root)
+        .and_then(|l| l.cgroups_path().as_deref())
+}
+
+/// The container's cgroup directory: where the spec puts it, or for a relative placement
+/// where its process is (createRuntime runs once the runtime has put it there).
+fn cgroup_of(spec: &Spec, state: &State, root: &Path) -> Result<PathBuf, BundleError> {
+    match placement(cgroups_path(spec), state.id(), root)? {
+        Placement::Dir(dir) => Ok(dir),
+        Placement::Relative(rel) => {
+            let shown = || rel.display().to_string();
+            let pid = state
+                .pid()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| BundleError::NoProcess(shown()))?;
+            let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .map_err(|_| BundleError::NoProcess(shown()))?;
+            resolve_relative(&rel, &text, root)
+        }
+    }
 }
 
 /// Reads the state JSON and the config.json of its bundle.
@@ -191,71 +219,112 @@ pub fn from_parts(
     })
 }
 
-/// True when the directory's name carries the pod's UID, as kubelet names a pod's cgroup.
+/// True when the directory is named as kubelet names a pod's cgroup: `pod<uid>` (cgroupfs
+/// driver) or `<parent>-pod<uid with _>.slice` (systemd driver).
 fn names_pod(dir: &Path, uid: &str) -> bool {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    !uid.is_empty() && (name.contains(uid) || name.contains(&uid.replace('-', "_")))
+    name == format!("pod{uid}") || name.ends_with(&format!("-pod{}.slice", uid.replace('-', "_")))
 }
 
-/// Where the runtime puts the container's cgroup: `linux.cgroupsPath` as an absolute path
-/// under the cgroup2 mount, or systemd's `slice:prefix:name` form (`system.slice:docker:ID`
-/// is `system.slice/docker-ID.scope`; a dashed slice nests, `a-b.slice` is
-/// `a.slice/a-b.slice`), or unset: `/<id>`, runc's and crun's default.
-pub fn cgroup_dir(path: Option<&Path>, id: &str, root: &Path) -> Result<PathBuf, BundleError> {
-    let dir = cgroup_dir_unchecked(path, id, root)?;
-    // Whatever the spec or the id say, the result stays below the mount.
-    let escapes = dir
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-        || !dir.starts_with(root)
-        || dir == root;
-    if escapes {
-        let shown = path.map_or_else(|| id.to_owned(), |p| p.display().to_string());
-        return Err(BundleError::CgroupsPath(shown));
+/// Where `linux.cgroupsPath` puts the container, as far as the spec alone can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This directory under the cgroup2 mount: an absolute path, or systemd's
+    /// `slice:prefix:name` form (`system.slice:docker:ID` is `system.slice/docker-ID.scope`;
+    /// a dashed slice nests, `a-b.slice` is `a.slice/a-b.slice`).
+    Dir(PathBuf),
+    /// A relative path, or none (then the container id): the runtimes disagree on where it
+    /// goes (runc: below the parent of runc's own cgroup; crun: below the mount), so only
+    /// the cgroup the container's process is in says ([`resolve_relative`]).
+    Relative(PathBuf),
+}
+
+/// Where `linux.cgroupsPath` (or, unset, the id) puts the container's cgroup.
+pub fn placement(path: Option<&Path>, id: &str, root: &Path) -> Result<Placement, BundleError> {
+    let shown = || path.map_or_else(|| id.to_owned(), |p| p.display().to_string());
+    let climbs = |p: &Path| {
+        p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    };
+    let text = path.map(|p| p.to_string_lossy().into_owned());
+    match text.as_deref() {
+        Some(t) if t.starts_with('/') => {
+            let dir = root.join(t.trim_start_matches('/'));
+            if climbs(Path::new(t)) || dir == root {
+                return Err(BundleError::CgroupsPath(shown()));
+            }
+            Ok(Placement::Dir(dir))
+        }
+        Some(t) if t.split(':').count() == 3 => {
+            let dir = systemd_dir(t, root).ok_or_else(|| BundleError::CgroupsPath(shown()))?;
+            if climbs(&dir) || !dir.starts_with(root) || dir == root {
+                return Err(BundleError::CgroupsPath(shown()));
+            }
+            Ok(Placement::Dir(dir))
+        }
+        relative => {
+            let rel = PathBuf::from(relative.unwrap_or(id));
+            let plain = rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if rel.as_os_str().is_empty() || !plain {
+                return Err(BundleError::CgroupsPath(shown()));
+            }
+            Ok(Placement::Relative(rel))
+        }
     }
-    Ok(dir)
 }
 
-fn cgroup_dir_unchecked(
-    path: Option<&Path>,
-    id: &str,
+/// systemd's `slice:prefix:name` as a directory, or None if the slice is not one.
+fn systemd_dir(text: &str, root: &Path) -> Option<PathBuf> {
+    let [slice, prefix, name] = text.split(':').collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let mut dir = root.to_owned();
+    if !slice.is_empty() && slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice")?;
+        let parts: Vec<&str> = stem.split('-').collect();
+        for i in 1..=parts.len() {
+            dir.push(format!("{}.slice", parts[..i].join("-")));
+        }
+    }
+    dir.push(if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    });
+    Some(dir)
+}
+
+/// A relative placement resolved as the runtime resolved it: the cgroup the container's
+/// process is in (`proc_cgroup`, the text of `/proc/PID/cgroup`), which must end in `rel`.
+pub fn resolve_relative(
+    rel: &Path,
+    proc_cgroup: &str,
     root: &Path,
 ) -> Result<PathBuf, BundleError> {
-    let Some(path) = path else {
-        return Ok(root.join(id));
-    };
-    let text = path.to_string_lossy();
-    let bad = || BundleError::CgroupsPath(text.to_string());
-    if !text.starts_with('/')
-        && let [slice, prefix, name] = text.split(':').collect::<Vec<_>>()[..]
-    {
-        let mut dir = root.to_owned();
-        if !slice.is_empty() && slice != "-.slice" {
-            let stem = slice.strip_suffix(".slice").ok_or_else(bad)?;
-            let parts: Vec<&str> = stem.split('-').collect();
-            for i in 1..=parts.len() {
-                dir.push(format!("{}.slice", parts[..i].join("-")));
-            }
-        }
-        let scope = if prefix.is_empty() {
-            format!("{name}.scope")
-        } else {
-            format!("{prefix}-{name}.scope")
-        };
-        dir.push(scope);
-        return Ok(dir);
+    let current = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::trim)
+        .unwrap_or_default();
+    let dir = root.join(current.trim_start_matches('/'));
+    let inside = Path::new(current).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::RootDir
+        )
+    });
+    if !current.starts_with('/') || !inside || !Path::new(current).ends_with(rel) || dir == root {
+        return Err(BundleError::Relative {
+            rel: rel.display().to_string(),
+            current: current.chars().take(4096).collect(),
+        });
     }
-    // Absolute (or, rarely, relative) paths are below the cgroup2 mount; `..` would escape.
-    if path
-        .components()
-        .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(bad());
-    }
-    Ok(root.join(text.trim_start_matches('/')))
+    Ok(dir)
 }
 
 /// The flags whose knob the spec's resources already set.
@@ -358,6 +427,26 @@ fn drop_flags(l: &mut Limits, set: &BTreeSet<Flag>) -> Vec<Flag> {
 mod tests {
     use super::*;
 
+    /// Only a directory kubelet would have made for the pod is taken for the pod's cgroup.
+    #[test]
+    fn a_pods_cgroup_is_named_as_kubelet_names_it() {
+        let uid = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        for yes in [
+            "/sys/fs/cgroup/kubepods/burstable/pod0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+            "/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/\
+             kubepods-burstable-pod0a1b2c3d_4e5f_4a6b_8c7d_9e0f1a2b3c4d.slice",
+        ] {
+            assert!(names_pod(Path::new(yes), uid), "{yes}");
+        }
+        for no in [
+            "/sys/fs/cgroup/system.slice",
+            "/sys/fs/cgroup/x-pod0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d-y",
+            "/sys/fs/cgroup/pod0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d.scope",
+        ] {
+            assert!(!names_pod(Path::new(no), uid), "{no}");
+        }
+    }
+
     fn bundle(config: &str) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), config).unwrap();
@@ -403,8 +492,9 @@ mod tests {
                 .starts_with("reading the bundle's config.json"),
             "{e}"
         );
-        let (_dir, state) =
-            bundle(r#"{"ociVersion":"1.0.2","annotations":{"rein/egress":"fast"}}"#);
+        let (_dir, state) = bundle(
+            r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/x"},"annotations":{"rein/egress":"fast"}}"#,
+        );
         let e = read(state.as_bytes(), root).unwrap_err();
         assert!(
             e.to_string()
@@ -416,23 +506,50 @@ mod tests {
     #[test]
     fn cgroups_paths_resolve_as_runc_and_systemd_place_them() {
         let root = Path::new("/sys/fs/cgroup");
-        let dir = |p: Option<&str>| cgroup_dir(p.map(Path::new), "abc", root);
-        assert_eq!(dir(None).unwrap(), root.join("abc"));
-        assert_eq!(dir(Some("/a/b")).unwrap(), root.join("a/b"));
+        let dir = |p: Option<&str>| placement(p.map(Path::new), "abc", root);
+        let at = |d: &str| Placement::Dir(root.join(d));
+        assert_eq!(dir(Some("/a/b")).unwrap(), at("a/b"));
         assert_eq!(
             dir(Some("system.slice:docker:abc")).unwrap(),
-            root.join("system.slice/docker-abc.scope")
+            at("system.slice/docker-abc.scope")
         );
         assert_eq!(
             dir(Some("machine-pod1.slice:libpod:abc")).unwrap(),
-            root.join("machine.slice/machine-pod1.slice/libpod-abc.scope")
+            at("machine.slice/machine-pod1.slice/libpod-abc.scope")
         );
+        // Unset or relative: the runtime decides, the process's cgroup tells.
+        assert_eq!(dir(None).unwrap(), Placement::Relative("abc".into()));
+        assert_eq!(dir(Some("a/b")).unwrap(), Placement::Relative("a/b".into()));
         assert!(dir(Some("/a/../../etc")).is_err());
+        assert!(dir(Some("a/../../etc")).is_err());
         assert!(dir(Some("notaslice:x:y")).is_err());
         // Neither the id nor a systemd name may lead out of the mount.
         assert!(dir(Some("system.slice:docker:../../../x")).is_err());
-        assert!(cgroup_dir(None, "../../etc", root).is_err());
-        assert!(cgroup_dir(None, "", root).is_err());
+        assert!(placement(None, "../../etc", root).is_err());
+        assert!(placement(None, "", root).is_err());
         assert!(dir(Some("/")).is_err());
+    }
+
+    #[test]
+    fn a_relative_path_resolves_where_the_process_is() {
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = Path::new("rein-rel/x");
+        // runc run from /outer/runner puts it at /outer/rein-rel/x; crun at /rein-rel/x.
+        for current in ["/outer/rein-rel/x", "/rein-rel/x"] {
+            let text = format!("0::{current}\n");
+            assert_eq!(
+                resolve_relative(rel, &text, root).unwrap(),
+                root.join(current.trim_start_matches('/'))
+            );
+        }
+        for wrong in [
+            "0::/other/y\n",
+            "0::/\n",
+            "",
+            "1:name=systemd:/rein-rel/x\n",
+        ] {
+            let e = resolve_relative(rel, wrong, root).unwrap_err().to_string();
+            assert!(e.contains("absolute path"), "{wrong:?}: {e}");
+        }
     }
 }

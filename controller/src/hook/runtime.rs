@@ -137,11 +137,43 @@ fn prepare_bundle(dir: &Path) -> anyhow::Result<()> {
     if !add_hooks(&mut config, &exe, socket.as_deref(), fail_open) {
         return Ok(());
     }
-    let tmp = dir.join(".config.json.rein");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    replace_file(&path, &serde_json::to_vec_pretty(&config)?)
+}
+
+/// Replaces `path` with `bytes` through a new file beside it, then a rename, so the runtime
+/// never reads half a file. The new file is created exclusively (a file or symlink someone
+/// placed under its name is never written through) with the original's mode.
+fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::{
+        io::Write as _,
+        os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    };
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let tmp = path.with_file_name(format!(".config.json.rein.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // The umask may have taken bits of the mode away.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)
+    };
+    if let Err(e) = write() {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("replacing {}", path.display())
+    })
 }
 
 /// Adds the hooks where the command creates a container, then becomes the real runtime.
@@ -211,6 +243,30 @@ mod tests {
             "start"
         );
         assert_eq!(subcommand(&os(&["--root", "/r"])), None);
+    }
+
+    #[test]
+    fn the_config_is_replaced_whole_with_its_mode_and_never_through_a_planted_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, "{}").unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+        replace_file(&config, b"{\"new\": 1}").unwrap();
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "{\"new\": 1}");
+        let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        // A symlink planted under the temporary name is refused, its target untouched.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".config.json.rein.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let err = replace_file(&config, b"{}").unwrap_err();
+        assert!(format!("{err:#}").contains(".config.json.rein"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "{\"new\": 1}");
     }
 
     #[test]

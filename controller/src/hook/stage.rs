@@ -118,17 +118,28 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        rt.block_on(async {
-            tokio::time::timeout(left, act(client, stage, &state, &opts.cgroup_root))
+        // The agent's own "cannot reach" error is reported if it stays down: the retries
+        // stop a little before the outer bound.
+        let patience = left.saturating_sub(Duration::from_millis(100));
+        let client = Patient {
+            client,
+            until: tokio::time::Instant::now() + patience,
+        };
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(left, act(&client, stage, &state, &opts.cgroup_root))
                 .await
                 .map_err(|_| {
                     anyhow!(
-                        "the agent at {} did not answer within {:?}",
-                        client.socket().display(),
-                        opts.timeout
+                        "no answer within {:?} (reading the bundle's config.json, or from \
+                         the agent at {})",
+                        opts.timeout,
+                        client.client.socket().display(),
                     )
                 })?
-        })
+        });
+        // A read of config.json that never ends (a FIFO) must not hold the exit either.
+        rt.shutdown_background();
+        outcome
     })();
     match result {
         Ok(()) => 0,
@@ -154,11 +165,15 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
     }
 }
 
-async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow::Result<()> {
+async fn act(client: &Patient<'_>, stage: Stage, state: &[u8], root: &Path) -> anyhow::Result<()> {
     match stage {
         Stage::Auto => Err(anyhow!("hook stage auto was not resolved")),
         Stage::CreateRuntime => {
-            let c = bundle::read(state, root)?;
+            // On the blocking pool, so that --timeout bounds reading config.json too.
+            let (state_json, cgroup_root) = (state.to_vec(), root.to_owned());
+            let c = tokio::task::spawn_blocking(move || bundle::read(&state_json, &cgroup_root))
+                .await
+                .map_err(|e| anyhow!("reading the bundle: {e}"))??;
             if c.pod_sandbox {
                 // Its poststop finds no registration (404), which is fine too.
                 return Ok(());
@@ -193,7 +208,35 @@ async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow
         Stage::Poststop => {
             // Only the registration of this very cgroup: a container refused for a name
             // another one holds must not unregister that one.
-            let (name, cgroup) = bundle::read_identity(state, root)?;
+            let (state_json, cgroup_root) = (state.to_vec(), root.to_owned());
+            let (name, placed) = tokio::task::spawn_blocking(move || {
+                bundle::read_identity(&state_json, &cgroup_root)
+            })
+            .await
+            .map_err(|e| anyhow!("reading the bundle: {e}"))??;
+            let cgroup = match placed {
+                bundle::Placement::Dir(dir) => dir,
+                // The process that said where a relative path went is gone: the container
+                // registered under this name is this one if its cgroup ends in the path.
+                bundle::Placement::Relative(rel) => {
+                    let listed = client
+                        .call::<Container>(
+                            Method::GET,
+                            &format!("/v1/containers/{name}"),
+                            None::<&()>,
+                        )
+                        .await;
+                    match listed {
+                        Ok(Some(c)) if Path::new(&c.path).ends_with(&rel) => PathBuf::from(c.path),
+                        Ok(_) | Err(api::client::ClientError::Api { status: 404, .. }) => {
+                            return Ok(());
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("looking up container {name}"));
+                        }
+                    }
+                }
+            };
             let path = format!(
                 "/v1/containers/{name}?cgroup={}",
                 api::query_escape(&cgroup.display().to_string())
@@ -204,6 +247,40 @@ async fn act(client: &Client, stage: Stage, state: &[u8], root: &Path) -> anyhow
             {
                 Ok(_) | Err(api::client::ClientError::Api { status: 404, .. }) => Ok(()),
                 Err(e) => Err(e).with_context(|| format!("unregistering container {name}")),
+            }
+        }
+    }
+}
+
+/// The agent's client, waiting for an agent that is down: while its socket is missing or
+/// refuses connections the request was never sent, so it is sent again until `until`; a
+/// connection cut before the answer (the agent killed mid-request) is sent again too, which
+/// is safe because both of the hook's calls are idempotent (registering the same cgroup under
+/// the same name again applies its limits again; unregistering one that is gone is a 404).
+/// An agent restart (a DaemonSet rollout, `systemctl restart rein`) then delays container
+/// starts instead of failing them.
+struct Patient<'a> {
+    client: &'a Client,
+    until: tokio::time::Instant,
+}
+
+impl Patient<'_> {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<Option<T>, api::client::ClientError> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.client.call(method.clone(), path, body).await {
+                Err(
+                    api::client::ClientError::AgentDown { .. } | api::client::ClientError::Cut(_),
+                ) if tokio::time::Instant::now() + pause < self.until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
             }
         }
     }

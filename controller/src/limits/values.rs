@@ -779,7 +779,8 @@ value_via_text!(Priority, Priority::ACCEPTED, |p| Some(4 - *p as u128));
 value_via_text!(Bandwidth, Bandwidth::ACCEPTED, |b| Some(u128::from(
     b.bits_per_second()
 )));
-value_via_text!(Burst, Burst::ACCEPTED, |_| None);
+// A longer burst claims more of the link at once.
+value_via_text!(Burst, Burst::ACCEPTED, |b| Some(u128::from(b.ns())));
 
 /// `--oom-group`: a switch on the command line, `true`/`false` (also 1/0, yes/no, on/off) in
 /// the API and annotations.

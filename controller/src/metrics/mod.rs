@@ -2,7 +2,9 @@
 //!
 //! Quantities cAdvisor also exports carry cAdvisor's names and its `id` (cgroup path) and
 //! `name` labels, so existing dashboards and kubernetes-mixin queries work unchanged. Nothing
-//! is cached: each scrape reads the cgroup files (the kernel is the database). Every series
+//! is cached: each scrape reads the cgroup files (the kernel is the database); scrapes that
+//! arrive while a collection runs share the next one, which starts after they arrived (see
+//! [`Scrapes`]), so a crowd of scrapers costs one collection at a time. Every series
 //! also carries `node` (see [`identity`]), and `rein_node_info` names the node once.
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
@@ -48,6 +50,12 @@ const LIMITING_HELP: &str = "Share (0 to 1) of the time (or of the packets) each
 const NODE_INFO: &str = "rein_node_info";
 const NODE_INFO_HELP: &str =
     "The node this agent runs on (always 1): its name, kernel release and rein version.";
+
+/// `rein_datapath_failed_packets_total{reason}`: what the eBPF programs could not do.
+const FAILED: &str = "rein_datapath_failed_packets_total";
+const FAILED_HELP: &str = "Packets the eBPF programs could not handle in full, node-wide, by \
+     reason: traffic_map_full (not counted: the traffic map, one entry per managed cgroup, \
+     was full), tail_call_failed (egress passed unshaped and uncounted). Alert on any increase.";
 
 fn label(name: &str, value: String) -> LabelPair {
     let mut l = LabelPair::default();
@@ -119,6 +127,12 @@ impl ContainerCollector {
             vec!["node".into(), "kernel".into(), "version".into()],
             Default::default(),
         )?);
+        descs.push(Desc::new(
+            FAILED.into(),
+            FAILED_HELP.into(),
+            vec!["node".into(), "reason".into()],
+            Default::default(),
+        )?);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|k| k.trim().to_owned())
             .unwrap_or_default();
@@ -142,6 +156,28 @@ impl ContainerCollector {
             label("version", env!("CARGO_PKG_VERSION").to_owned()),
         ];
         mf.mut_metric().push(metric(labels, MetricType::GAUGE, 1.0));
+        mf
+    }
+
+    /// The datapath's own counters of packets it could not handle (none without programs).
+    fn datapath_failures(&self) -> MetricFamily {
+        let mut mf = MetricFamily::default();
+        mf.set_name(FAILED.into());
+        mf.set_help(FAILED_HELP.into());
+        mf.set_field_type(MetricType::COUNTER);
+        if let Some(h) = self.node.datapath_health() {
+            for (reason, n) in [
+                ("traffic_map_full", h.traffic_map_full),
+                ("tail_call_failed", h.tail_call_failed),
+            ] {
+                let labels = vec![
+                    label("node", self.node_name.to_string()),
+                    label("reason", reason.to_owned()),
+                ];
+                mf.mut_metric()
+                    .push(metric(labels, MetricType::COUNTER, n as f64));
+            }
+        }
         mf
     }
 
@@ -231,6 +267,7 @@ impl Collector for ContainerCollector {
         }
         out.push(self.limiting(&samples));
         out.push(self.node_info());
+        out.push(self.datapath_failures());
         out.retain(|mf| !mf.get_metric().is_empty());
         out
     }
@@ -295,9 +332,9 @@ impl ContainerCollector {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     /// Prometheus text 0.0.4, the default.
-    Text,
+    Text = 0,
     /// OpenMetrics 1.0 text, when the scraper's Accept header asks for it (Prometheus does).
-    OpenMetrics,
+    OpenMetrics = 1,
 }
 
 impl Format {
@@ -328,6 +365,66 @@ fn scrape(registry: &Registry, format: Format) -> Result<(&'static str, Vec<u8>)
     }
 }
 
+/// Connections to the metrics endpoint open at once, all clients together; one more is
+/// closed at accept.
+const TOTAL_CONNECTIONS: usize = 1024;
+/// Connections open at once from one IP address: any pod can reach the endpoint on the node
+/// IP, and one that opens many must not crowd out Prometheus (which holds one or two).
+const CONNECTIONS_PER_ADDRESS: usize = 64;
+
+/// The newest collection of one format, and when it started.
+struct Collected {
+    started: tokio::time::Instant,
+    content_type: &'static str,
+    body: axum::body::Bytes,
+}
+
+/// Scrapes share collections: one runs at a time, and a scrape takes the newest collection
+/// that started after the scrape arrived (so its figures are never older than its request)
+/// or runs one itself. A thousand scrapers cost the agent as much as one scraping
+/// back-to-back.
+struct Scrapes {
+    registry: Registry,
+    /// The newest collection per format; the lock is held while a collection runs.
+    newest: Arc<tokio::sync::Mutex<[Option<Collected>; 2]>>,
+}
+
+impl Scrapes {
+    async fn answer(
+        self: &Arc<Self>,
+        format: Format,
+    ) -> Result<(&'static str, axum::body::Bytes), String> {
+        let arrived = tokio::time::Instant::now();
+        let mut newest = self.newest.clone().lock_owned().await;
+        if let Some(c) = newest[format as usize]
+            .as_ref()
+            .filter(|c| c.started >= arrived)
+        {
+            return Ok((c.content_type, c.body.clone()));
+        }
+        // A task of its own holds the lock until the collection is stored: a scraper that
+        // hangs up meanwhile (its handler is dropped) must not let a second collection
+        // start beside this one.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let (content_type, body) =
+                tokio::task::spawn_blocking(move || scrape(&me.registry, format))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            let body = axum::body::Bytes::from(body);
+            newest[format as usize] = Some(Collected {
+                started,
+                content_type,
+                body: body.clone(),
+            });
+            Ok((content_type, body))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
 /// Serves `/metrics` on `addr` until `shutdown`.
 pub async fn serve(
     addr: SocketAddr,
@@ -337,24 +434,22 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     registry.register(Box::new(ContainerCollector::new(node, node_name)?))?;
-    let registry = Arc::new(registry);
+    let scrapes = Arc::new(Scrapes {
+        registry,
+        newest: Arc::new(tokio::sync::Mutex::new([None, None])),
+    });
     let app = Router::new().route(
         "/metrics",
         get(move |headers: axum::http::HeaderMap| {
-            let registry = registry.clone();
+            let scrapes = scrapes.clone();
             async move {
                 let format =
                     Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-                let done = tokio::task::spawn_blocking(move || scrape(&registry, format)).await;
-                match done {
-                    Ok(Ok((content_type, body))) => {
+                match scrapes.answer(format).await {
+                    Ok((content_type, body)) => {
                         ([(header::CONTENT_TYPE, content_type)], body).into_response()
                     }
-                    Ok(Err(e)) => {
-                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
-                    }
-                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                        .into_response(),
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
                 }
             }
         }),
@@ -363,8 +458,75 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
     tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::http::serve(
+        listener,
+        TOTAL_CONNECTIONS,
+        move |stream: &tokio::net::TcpStream| crate::http::Admission {
+            key: stream.peer_addr().map_or(0, |a| {
+                match a.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    std::net::IpAddr::V6(v6) => v6,
+                }
+                .to_bits()
+            }),
+            cap: CONNECTIONS_PER_ADDRESS,
+            router: app.clone(),
+        },
+        shutdown,
+    )
+    .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A collector that counts its collections, each taking 50 ms.
+    struct Slow(Arc<AtomicUsize>, Desc);
+
+    impl Collector for Slow {
+        fn desc(&self) -> Vec<&Desc> {
+            vec![&self.1]
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Vec::new()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_collections_and_none_gets_an_older_one() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let registry = Registry::new();
+        let desc = Desc::new("slow".into(), "h".into(), vec![], HashMap::new()).unwrap();
+        registry
+            .register(Box::new(Slow(count.clone(), desc)))
+            .unwrap();
+        let scrapes = Arc::new(Scrapes {
+            registry,
+            newest: Arc::new(tokio::sync::Mutex::new([None, None])),
+        });
+        let answers: Vec<_> = (0..50)
+            .map(|_| {
+                let s = scrapes.clone();
+                tokio::spawn(async move { s.answer(Format::Text).await })
+            })
+            .collect();
+        for a in answers {
+            a.await.unwrap().unwrap();
+        }
+        let collections = count.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&collections),
+            "50 concurrent scrapes made {collections} collections"
+        );
+        // A scrape after they all ended gets a collection of its own, not the old one.
+        scrapes.answer(Format::Text).await.unwrap();
+        assert_eq!(count.load(Ordering::SeqCst), collections + 1);
+    }
 }

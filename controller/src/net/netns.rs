@@ -25,26 +25,44 @@ pub fn of(pid: Option<u32>) -> io::Result<NetnsId> {
     std::fs::metadata(ns_file(pid)).map(|m| m.ino())
 }
 
-/// Makes `fq` the root qdisc of every device but loopback in the network namespace of `pid`
-/// and returns their names. Runs on a thread of its own: `setns` moves only the calling
-/// thread, and the thread ends with the work.
-pub fn install_fq_in(pid: u32) -> io::Result<Vec<String>> {
-    // Open the namespace before the thread starts, so a process that exits in between
-    // fails here with a clear error rather than inside the thread.
-    let ns = std::fs::File::open(ns_file(Some(pid)))?;
+/// The most devices (besides loopback) rein paces in one container's namespace, and the
+/// most transmit queues per device: the container made them, and each queue costs the
+/// agent an `fq`.
+pub const MAX_DEVICES: usize = 16;
+pub const MAX_QUEUES: u32 = 64;
+
+/// Makes `fq` the root qdisc of every device but loopback in the network namespace `ns`,
+/// entered through the process `pid`, and returns their names. The namespace is opened once
+/// and checked by the inode of the open file, so a pid that exited and was reused by a
+/// process of the host's namespace never gets the host's devices paced. Runs on a thread of
+/// its own: `setns` moves only the calling thread, and the thread ends with the work.
+pub fn install_fq_in(pid: u32, ns: NetnsId) -> io::Result<Vec<String>> {
+    let file = std::fs::File::open(ns_file(Some(pid)))?;
+    let opened = file.metadata()?.ino();
+    if opened != ns || Some(opened) == of(None).ok() {
+        return Err(io::Error::other(format!(
+            "pid {pid} left the namespace it was found in"
+        )));
+    }
     let worker = std::thread::spawn(move || -> io::Result<Vec<String>> {
         use std::os::fd::AsRawFd as _;
-        // SAFETY: `ns` is an open namespace file; setns changes only this thread's network
+        // SAFETY: `file` is an open namespace file; setns changes only this thread's network
         // namespace, and this thread does nothing else before it ends.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let devices: Vec<String> = device_names()?.into_iter().filter(|d| d != "lo").collect();
+        if devices.len() > MAX_DEVICES {
+            return Err(io::Error::other(format!(
+                "{} devices; rein paces namespaces with at most {MAX_DEVICES}",
+                devices.len()
+            )));
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?;
         for dev in &devices {
-            rt.block_on(super::qdisc::install_fq(dev))
+            rt.block_on(super::qdisc::install_fq_upto(dev, MAX_QUEUES))
                 .map_err(|e| io::Error::new(e.kind(), format!("fq on {dev}: {e}")))?;
         }
         Ok(devices)
@@ -88,5 +106,17 @@ mod tests {
     fn this_namespace_has_loopback_and_an_id() {
         assert!(device_names().unwrap().iter().any(|d| d == "lo"));
         assert_eq!(of(None).unwrap(), of(Some(std::process::id())).unwrap());
+    }
+
+    /// A pid whose namespace is not the one it was found in (its process exited and the pid
+    /// went to another), or is the agent's own, never gets its devices paced.
+    #[test]
+    fn a_pid_that_left_its_namespace_or_is_in_ours_is_refused() {
+        let pid = std::process::id();
+        let own = of(None).unwrap();
+        for ns in [own, own.wrapping_add(1)] {
+            let e = install_fq_in(pid, ns).unwrap_err().to_string();
+            assert!(e.contains("left the namespace"), "{e}");
+        }
     }
 }

@@ -12,14 +12,15 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    CHAIN_MAP, DELAY_MAP, DelayHistogram, GENERATION_MAP, HEALTH_MAP, HEALTH_TRAFFIC_FULL,
-    MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP, POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS,
-    PROG_COUNT_INGRESS, PROG_EGRESS_STAGES, PolicerConfig, RUNNABLE_MAP, RUNQ_MAP, SCRATCH_MAP,
-    SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP, STAGES_MAP, ShaperConfig, ShaperState, TCP_MAP,
-    TRAFFIC_MAP, TcpStats, Traffic,
+    CHAIN_MAP, DELAY_MAP, DelayHistogram, GENERATION_MAP, HEALTH_MAP, HEALTH_TAIL_CALL_FAILED,
+    HEALTH_TRAFFIC_FULL, MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP, POLICER_MAP, POLICER_STATE_MAP,
+    PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PROG_EGRESS_STAGES, PolicerConfig, RUNNABLE_MAP,
+    RUNQ_MAP, SCRATCH_MAP, SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP, STAGES_MAP, ShaperConfig,
+    ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic,
 };
 
 mod external;
+mod links;
 mod managed;
 mod sched;
 mod tcp;
@@ -67,6 +68,11 @@ pub struct Datapath {
     ebpf: Ebpf,
     /// Forwards the programs' aya-log records to `tracing` (target `rein::ebpf`).
     logger: Option<EbpfLogger<Box<dyn log::Log>>>,
+    /// A change of the managed set whose generation bump failed: the programs may still use
+    /// chains cached before it, so the bump is tried again (see `manage`).
+    bump_pending: bool,
+    /// Pinned links this agent made or switched to its programs (see `links`).
+    taken_over: std::collections::HashSet<PathBuf>,
 }
 
 /// Maps the agent pins: all of the programs' maps, so that their contents outlive the agent
@@ -113,6 +119,16 @@ where
     fd.pin(path).map(drop).map_err(|e| pin_err(path, &e))
 }
 
+/// Packets the programs could not handle in full, since the maps were made (see
+/// `HEALTH_MAP` in controller-common).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Of managed cgroups, not counted: the traffic map was full.
+    pub traffic_map_full: u64,
+    /// Egress packets passed unshaped and uncounted: a tail call between stages failed.
+    pub tail_call_failed: u64,
+}
+
 /// Whether [`Datapath::ensure_attached`] found the programs already attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attachment {
@@ -147,14 +163,46 @@ impl Datapath {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        Self::load_from(loader, Box::new(TracingBridge))
+        // A map an earlier rein pinned with another layout (an upgrade changed its value,
+        // size or type) cannot be shared: its pin goes, and this load makes it anew. The
+        // earlier programs keep the old map until their links are switched to this agent's
+        // programs (`ensure_attached` and the other adoptions).
+        for _ in 0..=PINNED_MAPS.len() {
+            match loader.load(OBJECT) {
+                Err(aya::EbpfError::MapError(aya::maps::MapError::IncompatiblePinnedMap {
+                    name,
+                    property,
+                    expected,
+                    actual,
+                })) if PINNED_MAPS.contains(&name.as_str()) => {
+                    let pin = pin_dir.join(&name);
+                    tracing::warn!(
+                        "the pinned map {name} has another layout ({property} {actual}, this \
+                         version needs {expected}): made anew, its contents are lost"
+                    );
+                    std::fs::remove_file(&pin).map_err(|e| pin_err(&pin, &e))?;
+                }
+                loaded => {
+                    return Self::from_ebpf(
+                        loaded.map_err(ProgramError::Load)?,
+                        Box::new(TracingBridge),
+                    );
+                }
+            }
+        }
+        Err(pin_err(pin_dir, &"pinned maps kept being incompatible"))
     }
 
     fn load_from(
         mut loader: aya::EbpfLoader<'_>,
         logger: Box<dyn log::Log>,
     ) -> Result<Self, ProgramError> {
-        let mut ebpf = loader.load(OBJECT).map_err(ProgramError::Load)?;
+        Self::from_ebpf(loader.load(OBJECT).map_err(ProgramError::Load)?, logger)
+    }
+
+    /// The loaded object: its log bridge, the egress stages and ingress loaded, the stages
+    /// set.
+    fn from_ebpf(mut ebpf: Ebpf, logger: Box<dyn log::Log>) -> Result<Self, ProgramError> {
         // A missing log map only costs the programs' messages; it does not stop counting.
         let logger = match EbpfLogger::init_with_logger(&mut ebpf, logger) {
             Ok(l) => Some(l),
@@ -163,7 +211,12 @@ impl Datapath {
                 None
             }
         };
-        let mut this = Self { ebpf, logger };
+        let mut this = Self {
+            ebpf,
+            logger,
+            bump_pending: false,
+            taken_over: std::collections::HashSet::new(),
+        };
         // The stages include the egress program itself (where a packet starts over).
         let names = PROG_EGRESS_STAGES.into_iter().chain([PROG_COUNT_INGRESS]);
         for name in names {
@@ -301,7 +354,7 @@ impl Datapath {
 
     /// Attaches both programs to the cgroup `dir` through links pinned in `pin_dir/links`,
     /// so they stay attached (shaping and counting) when the agent exits. If the pins exist,
-    /// an earlier agent's programs are running on the same pinned maps: they are left alone.
+    /// an earlier agent's links are taken over: switched to this agent's programs.
     pub fn ensure_attached(
         &mut self,
         dir: &Path,
@@ -316,7 +369,7 @@ impl Datapath {
             (PROG_COUNT_INGRESS, CgroupSkbAttachType::Ingress, "ingress"),
         ] {
             let pin = links.join(file);
-            if pin.exists() {
+            if self.take_over(&pin, name)? {
                 continue;
             }
             let cgroup = std::fs::File::open(dir).map_err(|e| pin_err(dir, &e))?;
@@ -328,6 +381,7 @@ impl Datapath {
                 .take_link(id)
                 .map_err(|source| ProgramError::Program { name, source })?;
             pin_link(link, &pin)?;
+            self.made(&pin);
             outcome = Attachment::Attached;
         }
         Ok(outcome)
@@ -395,9 +449,8 @@ impl Datapath {
             .collect()
     }
 
-    /// Packets of managed cgroups the programs could not count because the traffic map was
-    /// full, summed over CPUs.
-    pub fn traffic_map_full(&self) -> Result<u64, ProgramError> {
+    /// What the programs could not do, summed over CPUs.
+    pub fn health(&self) -> Result<Health, ProgramError> {
         let err = |source| ProgramError::Map {
             name: HEALTH_MAP,
             source,
@@ -408,8 +461,13 @@ impl Datapath {
             })
         })?;
         let counters = aya::maps::PerCpuArray::<_, u64>::try_from(map).map_err(err)?;
-        let per_cpu = counters.get(&HEALTH_TRAFFIC_FULL, 0).map_err(err)?;
-        Ok(per_cpu.iter().sum())
+        let sum = |index| -> Result<u64, ProgramError> {
+            Ok(counters.get(&index, 0).map_err(err)?.iter().sum())
+        };
+        Ok(Health {
+            traffic_map_full: sum(HEALTH_TRAFFIC_FULL)?,
+            tail_call_failed: sum(HEALTH_TAIL_CALL_FAILED)?,
+        })
     }
 
     /// Delivers pending eBPF log records to the logger.

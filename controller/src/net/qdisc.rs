@@ -155,11 +155,23 @@ pub fn ifindex(name: &str) -> std::io::Result<u32> {
 /// with one `fq` per queue, as the kernel's own default multiqueue setup, so queues do not
 /// contend for one qdisc lock. Returns the number of `fq` instances.
 pub async fn install_fq(device: &str) -> std::io::Result<u32> {
+    install_fq_upto(device, u32::MAX).await
+}
+
+/// Like [`install_fq`], but refuses a device with more than `max_queues` transmit queues
+/// (before changing anything): in a container's namespace the container made its devices,
+/// and one `fq` per queue of a device with thousands of queues is the agent's memory.
+pub async fn install_fq_upto(device: &str, max_queues: u32) -> std::io::Result<u32> {
     let index = ifindex(device)?;
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let conn = tokio::spawn(conn);
     let result = async {
         let queues = tx_queues(&handle, index).await?;
+        if queues > max_queues {
+            return Err(std::io::Error::other(format!(
+                "{queues} transmit queues; rein paces devices with at most {max_queues}"
+            )));
+        }
         if queues == 1 {
             request_qdisc(handle, index, "fq", NLM_F_CREATE | NLM_F_REPLACE).await?;
             return Ok(1);

@@ -2,7 +2,7 @@
 //! agent's death: a creation's intent and a change's journal are kept in the kernel until
 //! the operation is complete (see `recovery` for what the next agent does with them).
 
-use super::{Node, NodeError, egress::NetState, journal::Journal, journal::PENDING_XATTR};
+use super::{Caller, Node, NodeError, egress::NetState, journal::Journal, journal::PENDING_XATTR};
 use crate::{
     cgroup::{ContainerName, Kind, PRIORITY_XATTR},
     limits::Limits,
@@ -20,6 +20,8 @@ impl Node {
         l: &Limits,
     ) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
         let net = self.planned(l, NetState::default());
         let mut written = None;
         let created = self.tree.create(name, kind, group, l, |_, id| {
@@ -44,8 +46,11 @@ impl Node {
     /// container's cgroup as a journal (xattr `trusted.rein.pending`), and removed once the
     /// change is complete. The next agent finds a journal left behind and puts it back
     /// ([`Node::undo_interrupted`]), so the container has its last acknowledged limits.
-    pub fn set(&self, name: &ContainerName, l: &Limits) -> Result<(), NodeError> {
+    pub fn set(&self, name: &ContainerName, l: &Limits, caller: Caller) -> Result<(), NodeError> {
         self.check_enforceable(l)?;
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
+        self.check_reach(name, caller)?;
         let id = self.cgroup_id(name)?;
         let before = self.net_state(id)?;
         let after = self.planned(l, before);
@@ -78,7 +83,15 @@ impl Node {
     /// Removes a container or a group (a runtime's container: unregisters it, see
     /// `runtime`). With processes inside, or members in a group, refuses unless `force`,
     /// which kills and removes everything below it first.
-    pub fn remove(&self, name: &ContainerName, force: bool) -> Result<(), NodeError> {
+    pub fn remove(
+        &self,
+        name: &ContainerName,
+        force: bool,
+        caller: Caller,
+    ) -> Result<(), NodeError> {
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
+        self.check_reach(name, caller)?;
         if let Some(ext) = self.tree.external(name) {
             let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
             if ext.kind == crate::cgroup::Kind::Group && self.pod_has_members(name, name) {

@@ -25,6 +25,12 @@ pub enum NodeError {
     /// A change's journal could not be written or read back.
     #[error("the journal of a change: {0}")]
     Journal(#[from] serde_json::Error),
+    /// A runtime's container, which only root may change or remove.
+    #[error(
+        "{0} is a runtime's container: only root may change or remove it (its limits come from \
+         its annotations)"
+    )]
+    RootOnly(crate::cgroup::ContainerName),
     /// A runtime's cgroup that rein cannot take over.
     #[error("cgroup {path}: {problem}")]
     Foreign {

@@ -33,6 +33,14 @@ pub use error::NodeError;
 pub use runtime::Pod;
 pub use snapshot::{Network, Snapshot};
 
+/// Who asks for a change: root, or a uid the agent's `allowed_uids` lists, which may change
+/// only rein's own containers, not a runtime's (those follow their annotations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Root,
+    AllowedUser,
+}
+
 use self::egress::NetState;
 use crate::{
     cgroup::{CgroupError, ContainerName, Tree},
@@ -58,6 +66,9 @@ pub struct Node {
     /// Held while the registry of runtimes' containers changes: a pod's group goes with its
     /// last container, which must not race a container joining it.
     registrations: Mutex<()>,
+    /// One lock per name: a change, creation, registration or removal of one container
+    /// runs alone (its journal is one at a time), while other containers' go on.
+    names: Mutex<HashMap<ContainerName, std::sync::Arc<Mutex<()>>>>,
 }
 
 impl Node {
@@ -88,11 +99,28 @@ impl Node {
             hook_ceiling: Limits::default(),
             pin_dir: None,
             registrations: Mutex::new(()),
+            names: Mutex::new(HashMap::new()),
         };
         if let Err(e) = node.align_mode() {
             tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");
         }
         node
+    }
+
+    /// The lock of `name` (see `names`); a name nobody holds is forgotten on the way.
+    /// Refuses a change of a runtime's container to anyone but root; under the name's lock,
+    /// so a registration cannot slip in between the check and the change.
+    fn check_reach(&self, name: &ContainerName, caller: Caller) -> Result<(), NodeError> {
+        if caller != Caller::Root && self.tree.external(name).is_some() {
+            return Err(NodeError::RootOnly(name.clone()));
+        }
+        Ok(())
+    }
+
+    fn name_lock(&self, name: &ContainerName) -> Result<std::sync::Arc<Mutex<()>>, NodeError> {
+        let mut names = self.names.lock().map_err(|_| NodeError::Poisoned)?;
+        names.retain(|n, l| n == name || std::sync::Arc::strong_count(l) > 1);
+        Ok(names.entry(name.clone()).or_default().clone())
     }
 
     /// Bounds what registrations by a runtime's hook may ask for.
@@ -160,6 +188,20 @@ impl Node {
         };
         let mut dp = dp.lock().map_err(|_| NodeError::Poisoned)?;
         Ok(Some(f(&mut dp)?))
+    }
+
+    /// What the programs could not do (packets uncounted or unshaped); None without
+    /// programs.
+    pub fn datapath_health(&self) -> Option<crate::net::programs::Health> {
+        self.with_datapath(|dp| dp.health()).ok().flatten()
+    }
+
+    /// Hands the programs' pending log records to the agent's log.
+    pub fn flush_datapath_logs(&self) {
+        let _ = self.with_datapath(|dp| {
+            dp.flush_logs();
+            Ok(())
+        });
     }
 
     /// Like [`Node::with_datapath`], for what cannot be done without the programs.

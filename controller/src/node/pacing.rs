@@ -115,7 +115,7 @@ impl Node {
                 if known {
                     continue;
                 }
-                match netns::install_fq_in(pid) {
+                match netns::install_fq_in(pid, ns) {
                     Ok(devices) => {
                         report.push(format!(
                             "{name}: fq on {} in its network namespace",

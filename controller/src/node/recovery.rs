@@ -55,14 +55,27 @@ impl Node {
         let Ok(Some(managed)) = self.with_datapath(|dp| dp.managed()) else {
             return Vec::new();
         };
-        self.live_ids()
-            .into_iter()
-            .filter(|id| !managed.contains(id))
-            .map(|id| match self.with_datapath(|dp| dp.manage(id)) {
-                Ok(_) => format!("cgroup {id} was not managed by the programs: managed again"),
-                Err(e) => format!("cgroup {id} is not managed by the programs, and cannot be: {e}"),
-            })
-            .collect()
+        let mut report = Vec::new();
+        match self.with_datapath(|dp| dp.settle_generation()) {
+            Ok(Some(true)) => report.push(
+                "the programs' cached chains were invalidated late (an earlier change could not)"
+                    .to_owned(),
+            ),
+            Err(e) => report.push(format!("the programs' cached chains are stale: {e}")),
+            _ => {}
+        }
+        report.extend(
+            self.live_ids()
+                .into_iter()
+                .filter(|id| !managed.contains(id))
+                .map(|id| match self.with_datapath(|dp| dp.manage(id)) {
+                    Ok(_) => format!("cgroup {id} was not managed by the programs: managed again"),
+                    Err(e) => {
+                        format!("cgroup {id} is not managed by the programs, and cannot be: {e}")
+                    }
+                }),
+        );
+        report
     }
 
     /// Reinstalls `fq` on egress devices that lost it (edt mode): without it departure

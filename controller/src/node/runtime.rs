@@ -123,10 +123,19 @@ impl Node {
             path: cgroup.to_owned(),
             problem: "this agent keeps no registry of runtimes' containers".into(),
         })?;
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
+        // Checked under the lock: two registrations of one name (two replicas with the same
+        // `rein/name`) must not both pass, or the loser's cleanup would remove the winner's.
+        let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
+        if let Some(ext) = self.tree.external(name)
+            && self.same_registration(&ext, cgroup, pod)
+        {
+            return self.register_again(&ext, l, pod, &labels);
+        }
         if self.tree.find(name).is_some() {
             return Err(CgroupError::Exists(name.clone()).into());
         }
-        let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
         let new_pod = match pod {
             Some(p) => self.ensure_pod(p, &labels)?,
             None => false,
@@ -148,7 +157,14 @@ impl Node {
             kind: Kind::Container,
             group: pod.map(|p| p.name.clone()),
         };
-        let applied = registry.add(&ext).map_err(NodeError::from).and_then(|()| {
+        // A record that is not ours (it appeared since the check) is never removed below.
+        if let Err(e) = registry.add(&ext) {
+            if let (true, Some(p)) = (new_pod, pod) {
+                let _ = self.unregister_pod(&p.name);
+            }
+            return Err(e.into());
+        }
+        let applied = (|| -> Result<(), NodeError> {
             // In a pod, the programs on the pod's cgroup already see this container's
             // packets; attached here too they would run (and count) twice.
             if pod.is_none() {
@@ -161,7 +177,7 @@ impl Node {
             self.with_datapath(|dp| dp.manage(id))?;
             self.tree.set(name, l)?;
             Ok(())
-        });
+        })();
         if let Err(e) = applied {
             let _ = registry.remove(name);
             let _ = self.with_datapath(|dp| dp.forget(id));
@@ -170,6 +186,50 @@ impl Node {
             }
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// True when `ext` is this very registration: the same cgroup (path and inode, so not a
+    /// new container that reuses the path) in the same pod.
+    fn same_registration(&self, ext: &External, cgroup: &Path, pod: Option<&Pod>) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        ext.kind == Kind::Container
+            && ext.cgroup == cgroup
+            && std::fs::metadata(cgroup).is_ok_and(|m| m.ino() == ext.id)
+            && ext.group.as_ref() == pod.map(|p| &p.name)
+    }
+
+    /// The same container registered again: a hook whose first call was cut (the agent
+    /// killed mid-request) sends it again, and must not fail the start for it. Everything
+    /// is made again where missing and the limits applied again.
+    fn register_again(
+        &self,
+        ext: &External,
+        l: &Limits,
+        pod: Option<&Pod>,
+        labels: &Labels,
+    ) -> Result<(), NodeError> {
+        let registry = self.tree.registry().ok_or_else(|| NodeError::Foreign {
+            path: ext.cgroup.clone(),
+            problem: "this agent keeps no registry of runtimes' containers".into(),
+        })?;
+        match pod {
+            Some(p) => {
+                self.ensure_pod(p, labels)?;
+            }
+            None => {
+                self.with_datapath(|dp| {
+                    dp.attach_external(&ext.cgroup, &registry.dir_of(&ext.name))
+                })?;
+            }
+        }
+        let before = self.net_state(ext.id)?;
+        let net = self.planned(l, before);
+        if net != before {
+            self.write_net(ext.id, net)?;
+        }
+        self.with_datapath(|dp| dp.manage(ext.id))?;
+        self.tree.set(&ext.name, l)?;
         Ok(())
     }
 
@@ -273,11 +333,36 @@ impl Node {
     /// Unregisters `name` if it is a runtime's container registered with `cgroup` (the
     /// poststop hook); anything else is [`CgroupError::NotFound`].
     pub fn unregister_if(&self, name: &ContainerName, cgroup: &Path) -> Result<(), NodeError> {
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
         let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
         match self.tree.external(name) {
             Some(ext) if ext.cgroup == cgroup => self.unregister(&ext),
             _ => Err(CgroupError::NotFound(name.clone()).into()),
         }
+    }
+
+    /// Takes over the links an earlier agent pinned on runtimes' cgroups (switched to this
+    /// agent's programs; see `net::programs::links`), and re-makes any that are missing.
+    /// At start, after [`Node::prune_external`]. Returns what failed, for the log.
+    pub fn take_over_external(&self) -> Vec<String> {
+        let Some(registry) = self.tree.registry() else {
+            return Vec::new();
+        };
+        let mut report = Vec::new();
+        for name in registry.list() {
+            // A pod's containers carry no programs of their own: the pod's cgroup has them.
+            let Some(ext) = registry.get(&name).filter(|e| e.group.is_none()) else {
+                continue;
+            };
+            let dir = registry.dir_of(&name);
+            if let Err(e) = self.with_datapath(|dp| dp.attach_external(&ext.cgroup, &dir)) {
+                report.push(format!(
+                    "{name}: its pinned programs could not be taken over: {e}"
+                ));
+            }
+        }
+        report
     }
 
     /// Unregisters runtimes' containers whose cgroup is gone (deleted while the agent was
@@ -286,17 +371,29 @@ impl Node {
         let Some(registry) = self.tree.registry() else {
             return Vec::new();
         };
-        let Ok(_registering) = self.registrations.lock() else {
-            return vec!["cannot prune registrations: a lock was poisoned".into()];
-        };
+        let poisoned = || vec!["cannot prune registrations: a lock was poisoned".into()];
         let mut report = Vec::new();
-        let abandoned = registry.remove_abandoned();
+        let abandoned = match self.registrations.lock() {
+            Ok(_registering) => registry.remove_abandoned(),
+            Err(_) => return poisoned(),
+        };
         if abandoned > 0 {
             report.push(format!(
                 "removed {abandoned} record(s) an agent left half-written"
             ));
         }
         for name in registry.list() {
+            // The name's lock first, as every change takes them: a `set` of this container
+            // must not write map entries for it after it was forgotten here.
+            let Ok(lock) = self.name_lock(&name) else {
+                return poisoned();
+            };
+            let Ok(_one_at_a_time) = lock.lock() else {
+                return poisoned();
+            };
+            let Ok(_registering) = self.registrations.lock() else {
+                return poisoned();
+            };
             let outcome = match registry.get(&name) {
                 // A pod's group whose containers are all gone (an agent died between its
                 // last container's unregistration and the group's).

@@ -23,6 +23,15 @@
 //! - `api-load SOCKET CLIENTS SECS`: CLIENTS threads list the containers as fast as they can
 //!   for SECS seconds, one connection per call; prints one `BENCH {json}` line with calls,
 //!   errors and latency p50/p99.
+//! - `hold-idle UID TARGET N SECS`: as UID (dropping root), opens N connections to TARGET
+//!   (a Unix socket path, or HOST:PORT) and sends nothing; for SECS seconds notes when the
+//!   other end closes each; prints one `BENCH {json}` line with the seconds after its
+//!   connect at which each was closed (sorted) and how many stayed open.
+//! - `scrape-flood ADDR CLIENTS SECS`: CLIENTS threads scrape `http://ADDR/metrics` as fast
+//!   as they can for SECS seconds, one connection per scrape; prints one `BENCH {json}` line
+//!   with answered and refused scrapes and the answer times.
+//! - `private-mounts -- CMD...`: enters a mount namespace of its own (private propagation)
+//!   without the bpffs at /sys/fs/bpf, as a pod without the node's bpffs has, and execs CMD.
 //! - `map-keys BPF_DIR`: prints `shaper=N managed=N traffic=N`, the entries of the agent's
 //!   pinned shaper, managed and traffic maps.
 //! - `udp-txtime ADDR PORT SECS AHEAD_MS`: sends 1400-byte datagrams to ADDR:PORT as fast as
@@ -42,6 +51,12 @@
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
 //!   connection each, as the CLI makes them) and N direct writes of the same value to the
 //!   container's cpu.max; prints median and p99 of each in microseconds.
+//! - `link-prog PIN`: prints the name of the program the link pinned at PIN runs.
+//! - `older-link PIN`: switches the egress link pinned at PIN to the flat program (egress
+//!   as an older rein had it, on maps of its own), as an older agent would have left it.
+//! - `pin-array PATH ENTRIES`: pins a new per-CPU array of ENTRIES u64 at PATH (a map of a
+//!   layout an older rein might have pinned); `map-entries PATH` prints a pinned map's
+//!   capacity.
 #![allow(
     clippy::unwrap_used,
     reason = "a test workload: a panic is its failure report"
@@ -112,6 +127,50 @@ fn main() {
             );
         }
         Some("churn") => churn(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),
+        Some("private-mounts") => {
+            use std::os::unix::process::CommandExt as _;
+            let cmd = args
+                .get(2..)
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| usage());
+            let none = std::ffi::CString::new("none").unwrap();
+            let root = std::ffi::CString::new("/").unwrap();
+            let bpf = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+            // SAFETY: plain syscalls with valid NUL-terminated strings; the mount namespace
+            // is this process's own once unshare returns, so nothing outside it changes.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare");
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let rc = libc::mount(
+                    none.as_ptr(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    private,
+                    std::ptr::null(),
+                );
+                assert_eq!(rc, 0, "making mounts private");
+                // Every bpffs stacked there, so none is left to find.
+                while libc::umount2(bpf.as_ptr(), libc::MNT_DETACH) == 0 {}
+            }
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(
+                !mounts
+                    .lines()
+                    .any(|l| l.split(' ').nth(4) == Some("/sys/fs/bpf")),
+                "/sys/fs/bpf is still mounted here:\n{mounts}"
+            );
+            let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+            panic!("exec {cmd:?}: {err}");
+        }
+        Some("hold-idle") => hold_idle(
+            u32::try_from(num(1)).unwrap(),
+            args.get(2).unwrap_or_else(|| usage()),
+            num(3),
+            num(4),
+        ),
+        Some("scrape-flood") => {
+            scrape_flood(args.get(1).unwrap_or_else(|| usage()), num(2), num(3));
+        }
         Some("api-load") => api_load(args.get(1).unwrap_or_else(|| usage()), num(2), num(3)),
         Some("bench-hook") => bench_hook(args.get(1).unwrap_or_else(|| usage()), num(2)),
         Some("bench-set") => {
@@ -166,6 +225,34 @@ fn main() {
         Some("nest") => nest(num(1), &args[2..]),
         Some("datapath-cost") => datapath_cost(num(1)),
         Some("nested-churn") => nested_churn(args.get(1).unwrap_or_else(|| usage()), num(2)),
+        Some("link-prog") => {
+            let pin = args.get(1).unwrap_or_else(|| usage());
+            let link = aya::programs::links::FdLink::from(
+                aya::programs::links::PinnedLink::from_pin(pin).unwrap(),
+            );
+            let id = link.info().unwrap().program_id();
+            let prog = aya::programs::loaded_programs()
+                .flatten()
+                .find(|p| p.id() == id)
+                .unwrap();
+            println!("{}", prog.name_as_str().unwrap_or("?"));
+        }
+        Some("older-link") => {
+            let pin = args.get(1).unwrap_or_else(|| usage());
+            let mut dp = controller::net::programs::Datapath::load().unwrap();
+            dp.switch_link(
+                std::path::Path::new(pin),
+                controller::net::programs::PROG_BENCH_FLAT,
+            )
+            .unwrap();
+            // The link keeps the program; this process's maps live on through it.
+        }
+        Some("pin-array") => pin_array(args.get(1).unwrap_or_else(|| usage()), num(2)),
+        Some("map-entries") => {
+            let pin = args.get(1).unwrap_or_else(|| usage());
+            let map = aya::maps::MapData::from_pin(pin).unwrap();
+            println!("{}", map.info().unwrap().max_entries());
+        }
         _ => usage(),
     }
 }
@@ -728,45 +815,169 @@ fn direct_churn(n: usize, threads: usize) -> (f64, f64) {
 
 /// See the module docs.
 fn api_load(socket: &str, clients: usize, secs: usize) {
-    let deadline = Instant::now() + std::time::Duration::from_secs(secs as u64);
-    let per_client: Vec<(Vec<u128>, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                s.spawn(move || {
-                    let (mut us, mut errors) = (Vec::new(), 0);
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        if call(socket, "GET", "/v1/containers", "") != 200 {
-                            errors += 1;
-                        }
-                        us.push(t.elapsed().as_micros());
-                    }
-                    (us, errors)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let load = Load::run(clients, secs, std::time::Duration::ZERO, || {
+        call(socket, "GET", "/v1/containers", "") == 200
     });
-    let mut all: Vec<u128> = per_client
-        .iter()
-        .flat_map(|c| c.0.iter().copied())
-        .collect();
-    let errors: usize = per_client.iter().map(|c| c.1).sum();
-    all.sort_unstable();
-    let q = |f: f64| {
-        all.get(((all.len() as f64 * f) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     println!(
         "BENCH {}",
         serde_json::json!({
             "clients": clients,
             "secs": secs,
-            "calls": all.len(),
-            "errors": errors,
-            "latency_us_p50": q(0.5),
-            "latency_us_p99": q(0.99),
+            "calls": load.answered.len() + load.failed,
+            "errors": load.failed,
+            "latency_us_p50": load.quantile(0.5).as_micros(),
+            "latency_us_p99": load.quantile(0.99).as_micros(),
+        })
+    );
+}
+
+/// CLIENTS threads each making calls back to back for SECS seconds.
+struct Load {
+    /// The time each successful call took, sorted.
+    answered: Vec<std::time::Duration>,
+    failed: usize,
+}
+
+impl Load {
+    /// Runs `call` (true when it succeeded) from `clients` threads for `secs` seconds; a
+    /// client whose call failed waits `backoff` before the next.
+    fn run(
+        clients: usize,
+        secs: usize,
+        backoff: std::time::Duration,
+        call: impl Fn() -> bool + Sync,
+    ) -> Self {
+        let deadline = Instant::now() + std::time::Duration::from_secs(secs as u64);
+        let call = &call;
+        let per_client: Vec<(Vec<std::time::Duration>, usize)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    s.spawn(move || {
+                        let (mut took, mut failed) = (Vec::new(), 0);
+                        while Instant::now() < deadline {
+                            let t = Instant::now();
+                            if call() {
+                                took.push(t.elapsed());
+                            } else {
+                                failed += 1;
+                                std::thread::sleep(backoff);
+                            }
+                        }
+                        (took, failed)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut answered: Vec<_> = per_client
+            .iter()
+            .flat_map(|c| c.0.iter().copied())
+            .collect();
+        answered.sort_unstable();
+        Self {
+            answered,
+            failed: per_client.iter().map(|c| c.1).sum(),
+        }
+    }
+
+    fn quantile(&self, f: f64) -> std::time::Duration {
+        let i =
+            ((self.answered.len() as f64 * f) as usize).min(self.answered.len().saturating_sub(1));
+        self.answered.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// See the module docs.
+fn hold_idle(uid: u32, target: &str, n: usize, secs: usize) {
+    use std::io::Read;
+    if uid != 0 {
+        // SAFETY: plain syscalls on our own credentials, before any thread starts.
+        unsafe {
+            assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+            assert_eq!(libc::setgid(uid), 0);
+            assert_eq!(libc::setuid(uid), 0);
+        }
+    }
+    // Each connection with the moment it was made.
+    let mut conns: Vec<(Box<dyn Read + Send>, Instant)> = Vec::new();
+    let started = Instant::now();
+    let mut failed = 0;
+    for _ in 0..n {
+        let conn: std::io::Result<Box<dyn Read + Send>> = if target.starts_with('/') {
+            std::os::unix::net::UnixStream::connect(target).and_then(|c| {
+                c.set_nonblocking(true)?;
+                Ok(Box::new(c) as Box<dyn Read + Send>)
+            })
+        } else {
+            std::net::TcpStream::connect(target).and_then(|c| {
+                c.set_nonblocking(true)?;
+                Ok(Box::new(c) as Box<dyn Read + Send>)
+            })
+        };
+        match conn {
+            Ok(c) => conns.push((c, Instant::now())),
+            Err(_) => failed += 1,
+        }
+    }
+    let connected = conns.len();
+    // How long after its own connect each connection was closed by the other end.
+    let mut closed_after: Vec<Option<f64>> = vec![None; connected];
+    let deadline = started + std::time::Duration::from_secs(secs as u64);
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline && closed_after.iter().any(Option::is_none) {
+        for ((c, made), after) in conns.iter_mut().zip(closed_after.iter_mut()) {
+            if after.is_some() {
+                continue;
+            }
+            match c.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // An answer (a 408, say) is followed by the close; keep reading to it.
+                Ok(n) if n > 0 => {}
+                _ => *after = Some(made.elapsed().as_secs_f64()),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut closed: Vec<f64> = closed_after
+        .iter()
+        .flatten()
+        .map(|t| (t * 100.0).round() / 100.0)
+        .collect();
+    closed.sort_by(f64::total_cmp);
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "connected": connected,
+            "failed_to_connect": failed,
+            "closed_after_s": closed,
+            "still_open": closed_after.iter().filter(|t| t.is_none()).count(),
+        })
+    );
+}
+
+/// See the module docs.
+fn scrape_flood(addr: &str, clients: usize, secs: usize) {
+    use std::io::{Read as _, Write as _};
+    let scrape = || -> std::io::Result<bool> {
+        let mut c = std::net::TcpStream::connect(addr)?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: rein\r\nConnection: close\r\n\r\n")?;
+        let mut answer = Vec::new();
+        c.read_to_end(&mut answer)?;
+        Ok(answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"\n"))
+    };
+    // A refused client backs off a little, as Prometheus would.
+    let backoff = std::time::Duration::from_millis(100);
+    let load = Load::run(clients, secs, backoff, || scrape().unwrap_or(false));
+    println!(
+        "BENCH {}",
+        serde_json::json!({
+            "clients": clients,
+            "answered": load.answered.len(),
+            "refused": load.failed,
+            "answer_ms_p50": load.quantile(0.5).as_millis(),
+            "answer_ms_p99": load.quantile(0.99).as_millis(),
+            "answer_ms_max": load.quantile(1.0).as_millis(),
         })
     );
 }
@@ -850,4 +1061,65 @@ fn usage() -> ! {
         "usage: rein-test-helper alloc MIB | write-direct DEVICE MIB | udp-echo PORT COUNT SIZE"
     );
     std::process::exit(2)
+}
+
+/// Pins a new per-CPU array of `entries` u64 at `path` (BPF_MAP_CREATE, BPF_OBJ_PIN).
+fn pin_array(path: &str, entries: usize) {
+    #[repr(C)]
+    struct Create {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    }
+    #[repr(C)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let mut create = Create {
+        map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: u32::try_from(entries).unwrap(),
+    };
+    // SAFETY: a valid prefix of `union bpf_attr` for BPF_MAP_CREATE, alive across the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &mut create as *mut Create,
+            std::mem::size_of::<Create>(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c = std::ffi::CString::new(path).unwrap();
+    let mut pin = Pin {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: u32::try_from(fd).unwrap(),
+        file_flags: 0,
+    };
+    // SAFETY: as above, for BPF_OBJ_PIN; `c` outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &mut pin as *mut Pin,
+            std::mem::size_of::<Pin>(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_OBJ_PIN {path}: {}",
+        std::io::Error::last_os_error()
+    );
 }

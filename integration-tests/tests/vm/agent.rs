@@ -345,6 +345,71 @@ fn bad_names_and_values_are_refused_and_change_nothing() {
     );
 }
 
+/// A change whose later write fails puts back what the earlier writes changed, also a
+/// cpuset that was empty (an empty write is no write: it must be written as a newline).
+#[test]
+fn a_failed_change_restores_an_empty_cpuset() {
+    let agent = AgentGuard::start("rein-undo");
+    agent.rein_ok(&["run", "--keep", "--name", "c", "--", "true"]);
+    assert_eq!(agent.cgroup_file("c", "cpuset.cpus").trim(), "");
+    // 1:3 is /dev/null, a character device: io.max refuses it after cpuset.cpus is written.
+    let out = agent.rein(&["set", "c", "--cpuset", "0", "--io-max", "1:3 wbps=1M"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the change succeeded: {out:?}");
+    assert!(
+        err.contains("io.max") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert_eq!(
+        agent.cgroup_file("c", "cpuset.cpus").trim(),
+        "",
+        "the rollback left the new cpuset: {err}"
+    );
+    assert!(
+        !agent.rein_ok(&["ls"]).contains("cpuset"),
+        "the failed change shows as a limit"
+    );
+    agent.rein_ok(&["rm", "c"]);
+}
+
+/// One container's slow operation (a creation stalled 3 s at a failpoint, as a write of
+/// `memory.max` far below the usage stalls in reclaim) holds up no other: another
+/// container's change, the listing and its stats answer meanwhile.
+#[test]
+fn a_slow_operation_holds_up_no_other_container() {
+    let mut agent = AgentGuard::start("rein-slow");
+    agent.rein_ok(&["run", "--keep", "--name", "b", "--", "true"]);
+    agent.failpoint = Some("create:after-files:sleep=3".into());
+    agent.restart();
+    let mut slow = agent.rein_spawn(&["run", "--keep", "--name", "slow", "--", "true"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for args in [
+        &["set", "b", "--pids", "60"][..],
+        &["ls"][..],
+        &["stats", "b"][..],
+    ] {
+        let t = Instant::now();
+        agent.rein_ok(args);
+        slowest = slowest.max(t.elapsed());
+    }
+    eprintln!(
+        "slow: other calls answered within {:.3} s",
+        slowest.as_secs_f64()
+    );
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the slow creation had ended: nothing overlapped it"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a call waited {slowest:?} behind another container's slow creation"
+    );
+    assert_eq!(agent.cgroup_file("b", "pids.max").trim(), "60");
+    assert!(slow.wait().unwrap().success());
+    agent.failpoint = None;
+}
+
 /// `rein ls` as another user: (exit success, stderr).
 fn ls_as(agent: &AgentGuard, uid: u32) -> (bool, String) {
     use std::os::unix::process::CommandExt as _;
@@ -405,6 +470,10 @@ fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
     );
     assert!(text.contains(&info), "expected {info:?} in:\n{text}");
     for want in [
+        r#"rein_datapath_failed_packets_total{node="node-7",reason="tail_call_failed"} 0"#
+            .to_owned(),
+        r#"rein_datapath_failed_packets_total{node="node-7",reason="traffic_map_full"} 0"#
+            .to_owned(),
         format!("container_spec_memory_limit_bytes{labels} 67108864"),
         format!("container_spec_cpu_quota{labels} 50000"),
     ] {
@@ -424,5 +493,48 @@ fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
     assert!(
         !after.contains(labels),
         "series of a removed container remain:\n{after}"
+    );
+}
+
+/// An agent in a mount namespace of its own without the node's bpffs (a pod that forgot the
+/// hostPath volume) would mount a bpffs that dies with it, and every limit with it at the
+/// next restart: it refuses to start, says what to mount, and changes nothing.
+#[test]
+fn an_agent_whose_bpffs_would_die_with_it_refuses_to_start() {
+    integration_tests::require_vm();
+    let root = std::path::Path::new("/sys/fs/cgroup/rein-nobpf.slice");
+    let mut agent = std::process::Command::new(integration_tests::HELPER)
+        .args([
+            "private-mounts",
+            "--",
+            "rein",
+            "--socket",
+            "/run/rein-nobpf/rein.sock",
+        ])
+        .args(["agent", "--root", "/sys/fs/cgroup/rein-nobpf.slice"])
+        .args(["--bpf-dir", "/sys/fs/bpf/rein-nobpf"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An agent that does not refuse runs on: stop it, and fail below.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = agent.kill();
+    let out = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the agent ran: {stderr}");
+    assert!(
+        stderr.contains("no bpffs at /sys/fs/bpf")
+            && stderr.contains("mount -t bpf bpf /sys/fs/bpf")
+            && stderr.contains("mountPropagation: HostToContainer"),
+        "{stderr}"
+    );
+    assert!(!root.exists(), "the refused agent made its root");
+    assert!(
+        !std::path::Path::new("/run/rein-nobpf").exists(),
+        "the refused agent made its socket directory"
     );
 }

@@ -368,7 +368,7 @@ fn a_pod_of_two_runc_containers_shares_its_bandwidth_annotation() {
     let _s1 = net.iperf3_server_on(5201);
     let _s2 = net.iperf3_server_on(5202);
     // kubelet names a pod's cgroup after its UID (here with the cgroupfs driver's `pod<uid>`).
-    let uid = "0a1b2c3d-4e5f";
+    let uid = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
     let pod_dir = std::path::Path::new(integration_tests::OCI_CGROUPS).join(format!("pod{uid}"));
     let bundle = |id: &str, port: &str| {
         let b = OciBundle::new(

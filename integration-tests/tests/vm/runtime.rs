@@ -64,6 +64,11 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         &["--egress-dev", HOST_DEV, "--metrics-addr", &addr],
     );
     let _server = net.iperf3_server();
+    // A pod UID as the API server makes them (a UUID), one per runtime's test.
+    let uid = match runtime {
+        "runc" => "3f0b6a52-6d1e-4c3a-9b7e-2f1d0c9a8b71",
+        _ => "3f0b6a52-6d1e-4c3a-9b7e-2f1d0c9a8b72",
+    };
     let b = OciBundle::new(
         runtime,
         &format!("{runtime}-web"),
@@ -77,14 +82,14 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         ("kubernetes.io/egress-bandwidth", "20M"),
         ("io.kubernetes.pod.name", "web-0"),
         ("io.kubernetes.pod.namespace", "shop"),
-        ("io.kubernetes.pod.uid", &format!("{runtime}-uid")),
+        ("io.kubernetes.pod.uid", uid),
         ("io.kubernetes.container.name", "server"),
     ]);
     b.edit(|c| {
         c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 150000, "period": 100000});
         // As kubelet lays out a pod: its containers' cgroups inside the pod's, named after
         // the pod's UID.
-        c["linux"]["cgroupsPath"] = format!("/rein-oci/pod{runtime}-uid/{runtime}-web").into();
+        c["linux"]["cgroupsPath"] = format!("/rein-oci/pod{uid}/{runtime}-web").into();
     });
     b.add_rein_hooks(&agent.socket, &[]);
     let child = b.spawn_run();
@@ -115,7 +120,7 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         .find(|l| l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"web.v1\""))
         .unwrap_or_else(|| panic!("no memory series for web:\n{metrics}"));
     for label in [
-        format!("id=\"/rein-oci/pod{runtime}-uid/{runtime}-web\""),
+        format!("id=\"/rein-oci/pod{uid}/{runtime}-web\""),
         "pod=\"web-0\"".to_owned(),
         "namespace=\"shop\"".to_owned(),
         "container=\"server\"".to_owned(),
@@ -213,6 +218,17 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     greedy.annotate(&[("kubernetes.io/egress-bandwidth", "20M")]);
     let (ok, stderr) = run_to_end(&greedy);
     assert!(ok, "below the ceiling it starts: {stderr}");
+    // Flags the config does not name keep the default ceiling: no strict priority for pods.
+    greedy.annotate(&[("rein/priority", "critical")]);
+    let (ok, stderr) = run_to_end(&greedy);
+    assert!(
+        !ok,
+        "a critical priority annotation must not start by default"
+    );
+    assert!(
+        stderr.contains("--priority critical") && stderr.contains("ceiling normal"),
+        "the error should name the default ceiling: {stderr}"
+    );
 
     // A pod's sandbox (pause) container may carry the pod's annotations (containerd's
     // pod_annotations): the hook leaves it alone while it runs, and its start succeeds.
@@ -364,4 +380,164 @@ fn registrations_survive_the_agent_and_are_pruned_when_the_cgroup_went() {
     assert!(agent.bpf_dir().join("external/crashy").exists());
     agent.restart();
     assert_forgotten(&agent, "crashy", id);
+}
+
+/// A uid the agent allows may make, change and remove rein's own containers and groups, not
+/// a runtime's: those follow their annotations under the operator's ceiling, and only root
+/// (the runtime's hook) changes or removes them.
+#[test]
+fn an_allowed_uid_may_not_change_or_remove_a_runtimes_container() {
+    use std::os::unix::process::CommandExt as _;
+    let agent = AgentGuard::start_with("rein-oci-uid", &["--allow-uid", "1000"]);
+    let b = OciBundle::new("runc", "owned", &["sleep", "30"]);
+    b.annotate(&[("rein/pids", "64")]);
+    b.add_rein_hooks(&agent.socket, &[]);
+    let child = b.spawn_run();
+    wait_registered(&agent, "owned");
+    let as_user = |args: &[&str]| {
+        std::process::Command::new("rein")
+            .arg("--socket")
+            .arg(&agent.socket)
+            .args(args)
+            .uid(1000)
+            .gid(1000)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["set", "owned", "--pids", "5000"][..],
+        &["rm", "--force", "owned"][..],
+    ] {
+        let out = as_user(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("only root may change or remove"),
+            "uid 1000 {args:?}: {out:?}"
+        );
+    }
+    assert_eq!(read(&b.cgroup(), "pids.max"), "64", "uid 1000 changed it");
+    let out = as_user(&["run", "--name", "try", "--", "true"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs root"),
+        "uid 1000 rein run: {out:?}"
+    );
+    assert!(
+        !agent.rein_ok(&["ls"]).contains("try"),
+        "a refused run made a container"
+    );
+    for args in [
+        &["group", "create", "mine", "--pids", "10"][..],
+        &["set", "mine", "--pids", "20"][..],
+        &["rm", "mine"][..],
+    ] {
+        let out = as_user(args);
+        assert!(out.status.success(), "uid 1000 {args:?}: {out:?}");
+    }
+    agent.rein_ok(&["set", "owned", "--pids", "128"]);
+    assert_eq!(read(&b.cgroup(), "pids.max"), "128", "root may");
+    let killed = b.command(&["kill", "owned", "KILL"]).status().unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "sleep 30 ended early: {out:?}");
+}
+
+/// Containers that start while the agent restarts wait for it (within the hook's
+/// `--timeout`) instead of failing: 20 runc containers with fail-closed hooks, started one
+/// after another while the agent is killed and started again 1.5 s later, all start.
+#[test]
+fn containers_started_during_an_agent_restart_all_start() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut agent = AgentGuard::start("rein-oci-restart");
+    let socket = agent.socket.clone();
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let progress = done.clone();
+    let starts = std::thread::spawn(move || {
+        (0..20)
+            .map(|i| {
+                let b = OciBundle::new("runc", &format!("restart{i}"), &["true"]);
+                b.annotate(&[("rein/pids", "77")]);
+                b.add_rein_hooks(&socket, &["--timeout", "10"]);
+                let started = std::time::Instant::now();
+                let (ok, stderr) = run_to_end(&b);
+                progress.fetch_add(1, Ordering::SeqCst);
+                (b.id.clone(), ok, stderr, started.elapsed())
+            })
+            .collect::<Vec<_>>()
+    });
+    while done.load(Ordering::SeqCst) < 3 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    agent.stop(libc::SIGKILL);
+    let down = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    agent.restart();
+    eprintln!(
+        "restart: agent down for {:.2} s, back after {} containers",
+        down.elapsed().as_secs_f64(),
+        done.load(Ordering::SeqCst)
+    );
+    let results = starts.join().unwrap();
+    let slowest = results.iter().map(|r| r.3).max().unwrap_or_default();
+    eprintln!(
+        "restart: slowest container start {:.2} s",
+        slowest.as_secs_f64()
+    );
+    let failed: Vec<_> = results.iter().filter(|r| !r.1).collect();
+    assert!(
+        failed.is_empty(),
+        "failed to start during the restart: {failed:?}"
+    );
+    assert!(
+        slowest > Duration::from_millis(1000),
+        "no start waited for the agent: the restart did not overlap the starts"
+    );
+}
+
+/// A relative `linux.cgroupsPath` goes where each runtime puts it (runc: below the parent of
+/// runc's own cgroup; crun: below the mount): rein registers the cgroup the container's
+/// process is really in, applies its limits there, and poststop unregisters it.
+#[test]
+fn a_relative_cgroups_path_is_registered_where_the_runtime_put_it() {
+    let agent = AgentGuard::start("rein-oci-rel");
+    for (runtime, expected) in [
+        ("runc", "/sys/fs/cgroup/rein-test/rein-rel/runc-rel"),
+        ("crun", "/sys/fs/cgroup/rein-rel/crun-rel"),
+    ] {
+        let runner = integration_tests::CgroupGuard::new(&format!("relrunner-{runtime}"));
+        let id = format!("{runtime}-rel");
+        let b = OciBundle::new(runtime, &id, &["sleep", "60"]);
+        b.edit(|c| c["linux"]["cgroupsPath"] = format!("rein-rel/{id}").into());
+        b.annotate(&[("rein/pids", "77")]);
+        b.add_rein_hooks(&agent.socket, &[]);
+        let mut cmd = b.command(&["run", "--bundle"]);
+        cmd.arg(&b.dir)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // From a cgroup of its own, where runc's and crun's placements differ.
+        let run = runner.spawn(&mut cmd);
+        let stats = wait_registered(&agent, &id);
+        assert_eq!(stats["path"].as_str(), Some(expected), "{runtime}: {stats}");
+        assert_eq!(read(Path::new(expected), "pids.max"), "77", "{runtime}");
+        assert!(
+            b.command(&["kill", &id, "KILL"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Killed: its status says so; what matters is what poststop did.
+        let _ = run.wait_with_output().unwrap();
+        // poststop found the registration by name and its cgroup's ending.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while agent.rein(&["stats", &id]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{runtime}: {id} still registered after poststop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The runtime removed the container's cgroup; the parent it made is ours to remove.
+        let _ = std::fs::remove_dir(Path::new(expected).parent().unwrap());
+    }
 }

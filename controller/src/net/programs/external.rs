@@ -21,14 +21,15 @@ const SOCK_OPS: &str = "sock_ops";
 
 impl Datapath {
     /// Attaches the cgroup_skb pair and (when TCP statistics run) the sock_ops program to
-    /// `cgroup`, pinning the links in `dir`. Links already pinned there are kept.
+    /// `cgroup`, pinning the links in `dir`. Links already pinned there are taken over
+    /// (switched to this agent's programs).
     pub fn attach_external(&mut self, cgroup: &Path, dir: &Path) -> Result<(), ProgramError> {
         for (name, kind, file) in [
             (PROG_COUNT_EGRESS, CgroupSkbAttachType::Egress, EGRESS),
             (PROG_COUNT_INGRESS, CgroupSkbAttachType::Ingress, INGRESS),
         ] {
             let path = dir.join(file);
-            if path.exists() {
+            if self.take_over(&path, name)? {
                 continue;
             }
             let fd = std::fs::File::open(cgroup).map_err(|e| pin_err(cgroup, &e))?;
@@ -38,16 +39,19 @@ impl Datapath {
                 .attach(fd, kind, CgroupAttachMode::Single)
                 .map_err(fail)?;
             pin_link(prog.take_link(id).map_err(fail)?, &path)?;
+            self.made(&path);
         }
         let path = dir.join(SOCK_OPS);
-        if let Some(prog) = self.sock_ops_if_loaded()?
-            && !path.exists()
-        {
-            let name = super::tcp::PROGRAM;
+        let name = super::tcp::PROGRAM;
+        if self.sock_ops_if_loaded()?.is_none() || self.take_over(&path, name)? {
+            return Ok(());
+        }
+        if let Some(prog) = self.sock_ops_if_loaded()? {
             let fail = |source| ProgramError::Program { name, source };
             let fd = std::fs::File::open(cgroup).map_err(|e| pin_err(cgroup, &e))?;
             let id = prog.attach(fd, CgroupAttachMode::Single).map_err(fail)?;
             pin_link(prog.take_link(id).map_err(fail)?, &path)?;
+            self.made(&path);
         }
         Ok(())
     }

@@ -37,12 +37,26 @@ impl Datapath {
 
     /// Makes `cgroup_id` a managed cgroup: the programs charge and count the packets and
     /// tasks of its whole subtree to it (and to the managed cgroups above it) from now on.
+    /// Also bumps a generation an earlier change failed to bump, so the agent's periodic
+    /// repair, which calls this for every live cgroup, settles it.
     pub fn manage(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
-        if self.entry::<u8>(MANAGED_MAP, cgroup_id)?.is_none() {
+        let new = self.entry::<u8>(MANAGED_MAP, cgroup_id)?.is_none();
+        if new {
             self.set_entry(MANAGED_MAP, cgroup_id, 1u8)?;
+        }
+        if new || self.bump_pending {
             self.bump_generation()?;
         }
         Ok(())
+    }
+
+    /// Bumps the generation if an earlier bump failed; true when it did.
+    pub fn settle_generation(&mut self) -> Result<bool, ProgramError> {
+        if !self.bump_pending {
+            return Ok(false);
+        }
+        self.bump_generation()?;
+        Ok(true)
     }
 
     /// The managed cgroups, by id.
@@ -57,10 +71,13 @@ impl Datapath {
             name: GENERATION_MAP,
             source,
         };
+        self.bump_pending = true;
         let mut map =
             aya::maps::Array::<_, u64>::try_from(self.map_mut(GENERATION_MAP)?).map_err(err)?;
         let next = map.get(&0, 0).map_err(err)?.wrapping_add(1);
-        map.set(0, &next, 0).map_err(err)
+        map.set(0, &next, 0).map_err(err)?;
+        self.bump_pending = false;
+        Ok(())
     }
 
     /// Forgets a removed cgroup: no longer managed, and its shaping, pacing clock, counters

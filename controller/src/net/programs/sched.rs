@@ -35,7 +35,7 @@ pub fn kernel_offsets() -> Result<KernelOffsets, crate::btf::BtfError> {
 
 impl Datapath {
     /// Writes the kernel offsets, loads the scheduler programs and attaches them through
-    /// links pinned in `pin_dir/links` (an earlier agent's pinned links are adopted).
+    /// links pinned in `pin_dir/links` (an earlier agent's pinned links are replaced).
     pub fn start_sched_latency(
         &mut self,
         offsets: KernelOffsets,
@@ -52,8 +52,13 @@ impl Datapath {
         std::fs::create_dir_all(&links).map_err(|e| pin_err(&links, &e))?;
         for (name, tracepoint) in PROGRAMS {
             let pin = links.join(name);
-            if pin.exists() {
+            if self.taken_over.contains(&pin) {
                 continue;
+            }
+            // An earlier agent's: a tracepoint link cannot be switched to another program,
+            // so it is replaced (the histograms miss the moment in between).
+            if pin.exists() {
+                std::fs::remove_file(&pin).map_err(|e| pin_err(&pin, &e))?;
             }
             let prog: &mut RawTracePoint = self
                 .ebpf
@@ -62,9 +67,12 @@ impl Datapath {
                 .try_into()
                 .map_err(|source| ProgramError::Program { name, source })?;
             let fail = |source| ProgramError::Program { name, source };
-            prog.load().map_err(fail)?;
+            if prog.fd().is_err() {
+                prog.load().map_err(fail)?;
+            }
             let id = prog.attach(tracepoint).map_err(fail)?;
             pin_link(prog.take_link(id).map_err(fail)?, &pin)?;
+            self.made(&pin);
         }
         Ok(())
     }

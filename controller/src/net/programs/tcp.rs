@@ -12,25 +12,21 @@ pub(super) const PROGRAM: &str = "rein_sock_ops";
 
 impl Datapath {
     /// Loads the sock_ops program and attaches it to the cgroup `dir` through a link pinned
-    /// in `pin_dir/links` (an earlier agent's pinned link is adopted). Returns whether it
+    /// in `pin_dir/links` (an earlier agent's pinned link is taken over). Returns whether it
     /// attached (false: the pin was there).
     pub fn ensure_sock_ops(&mut self, dir: &Path, pin_dir: &Path) -> Result<bool, ProgramError> {
         let pin = pin_dir.join("links").join(PROGRAM);
-        if pin.exists() {
-            return Ok(false);
-        }
         let name = PROGRAM;
         let fail = |source| ProgramError::Program { name, source };
-        let prog: &mut SockOps = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProgramError::Missing { name })?
-            .try_into()
-            .map_err(fail)?;
+        let prog = self.sock_ops()?;
         // Loaded already when its pin was removed behind the agent's back (repair).
         if prog.fd().is_err() {
             prog.load().map_err(fail)?;
         }
+        if self.take_over(&pin, name)? {
+            return Ok(false);
+        }
+        let prog = self.sock_ops()?;
         let cgroup = std::fs::File::open(dir).map_err(|e| pin_err(dir, &e))?;
         let id = prog
             .attach(cgroup, CgroupAttachMode::Single)
@@ -40,6 +36,7 @@ impl Datapath {
             std::fs::create_dir_all(parent).map_err(|e| pin_err(parent, &e))?;
         }
         pin_link(link, &pin)?;
+        self.made(&pin);
         Ok(true)
     }
 
@@ -56,14 +53,17 @@ impl Datapath {
     /// The sock_ops program when TCP statistics run (it is loaded by
     /// [`Datapath::ensure_sock_ops`]).
     pub(super) fn sock_ops_if_loaded(&mut self) -> Result<Option<&mut SockOps>, ProgramError> {
+        let prog = self.sock_ops()?;
+        Ok(prog.fd().is_ok().then_some(prog))
+    }
+
+    fn sock_ops(&mut self) -> Result<&mut SockOps, ProgramError> {
         let name = PROGRAM;
-        let prog: &mut SockOps = self
-            .ebpf
+        self.ebpf
             .program_mut(name)
             .ok_or(ProgramError::Missing { name })?
             .try_into()
-            .map_err(|source| ProgramError::Program { name, source })?;
-        Ok(prog.fd().is_ok().then_some(prog))
+            .map_err(|source| ProgramError::Program { name, source })
     }
 
     /// The cgroup's TCP statistics, summed over CPUs.

@@ -60,7 +60,7 @@ fn programs_load_count_and_log_on_this_kernel() {
         logs.iter().any(|l| l.starts_with("rein: cgroup ")),
         "a cgroup's first packet is logged through aya-log; got {logs:?}"
     );
-    assert_eq!(counting.traffic_map_full().unwrap(), 0);
+    assert_eq!(counting.health().unwrap(), Health::default());
 }
 
 /// Offsets in `struct __sk_buff` (include/uapi/linux/bpf.h), stable UAPI.
@@ -180,4 +180,27 @@ fn police_mode_notifies_then_drops_without_delaying() {
     let t = dp.traffic().unwrap()[0].1;
     assert_eq!((t.delayed, t.marked, t.dropped), (0, 6, 3), "{t:?}");
     assert_eq!(dp.delays_of(id).unwrap(), None, "nothing was delayed");
+}
+
+/// A packet whose tail call to the next egress stage fails passes (rein fails open rather
+/// than cut a node off) and is counted as such, so the metric shows it.
+#[test]
+fn a_failed_tail_call_passes_the_packet_and_counts_the_failure() {
+    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+    dp.self_test(1).unwrap();
+    let before = dp.traffic().unwrap()[0].1.tx_packets;
+    let mut stages = aya::maps::ProgramArray::try_from(dp.map_mut(STAGES_MAP).unwrap()).unwrap();
+    stages.clear_index(&0).unwrap();
+    let (verdict, _, _) = run_egress(&mut dp);
+    assert_eq!(verdict, 1, "the packet passes");
+    assert_eq!(
+        dp.health().unwrap().tail_call_failed,
+        1,
+        "the failure is counted"
+    );
+    assert_eq!(
+        dp.traffic().unwrap()[0].1.tx_packets,
+        before,
+        "nothing counted it as sent"
+    );
 }

@@ -1,0 +1,52 @@
+//! An agent started over what an older rein left in bpffs takes over: the links attached to
+//! the cgroups run this agent's programs, and a pinned map whose layout changed is made anew.
+
+use integration_tests::{AgentGuard, HELPER, HOST_DEV};
+
+/// `rein-test-helper ARGS`, which must succeed; its stdout, trimmed.
+fn helper(args: &[&str]) -> String {
+    let out = std::process::Command::new(HELPER)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rein-test-helper {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn an_agent_over_an_older_agents_pins_runs_its_own_programs_and_maps() {
+    let mut agent = AgentGuard::start_with("rein-upgrade", &["--egress-dev", HOST_DEV]);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "box", "--egress", "10mbit", "--", "true",
+    ]);
+    agent.stop(libc::SIGTERM);
+    let bpf = agent.bpf_dir();
+    let egress = bpf.join("links/egress");
+    let egress = egress.to_str().unwrap();
+    assert_eq!(helper(&["link-prog", egress]), "rein_count_egre");
+    // What an older rein would have left: its egress program (the flat one, which knows
+    // nothing of chains) on the root's link, and a map this version lays out differently.
+    helper(&["older-link", egress]);
+    assert_eq!(helper(&["link-prog", egress]), "rein_bench_flat");
+    let health = bpf.join("REIN_HEALTH");
+    let health = health.to_str().unwrap();
+    std::fs::remove_file(health).unwrap();
+    helper(&["pin-array", health, "1"]);
+    assert_eq!(helper(&["map-entries", health]), "1");
+
+    agent.restart();
+    assert_eq!(
+        helper(&["link-prog", egress]),
+        "rein_count_egre",
+        "the older program still runs on the managed root"
+    );
+    assert_eq!(
+        helper(&["map-entries", health]),
+        controller_common::HEALTH_MAP_ENTRIES.to_string(),
+        "the map of the older layout was not made anew"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "box", "--json"])).unwrap();
+    assert_eq!(stats["limits"]["egress"], "10mbit", "{stats}");
+    agent.rein_ok(&["rm", "box"]);
+}
