@@ -57,6 +57,15 @@ const FAILED_HELP: &str = "Packets the eBPF programs could not handle in full, n
      reason: traffic_map_full (not counted: the traffic map, one entry per managed cgroup, \
      was full), tail_call_failed (egress passed unshaped and uncounted). Alert on any increase.";
 
+/// `rein_datapath_map_entries{map}` and `_capacity`: how full the maps with an entry per
+/// managed cgroup are (counted by the agent's per-second walk of them).
+const MAP_ENTRIES: &str = "rein_datapath_map_entries";
+const MAP_ENTRIES_HELP: &str = "Entries in each eBPF map that holds one per managed cgroup \
+     (REIN_MANAGED, REIN_SHAPER, REIN_TRAFFIC), counted every second. A full map means new \
+     cgroups go unshaped or uncounted: alert well before rein_datapath_map_capacity.";
+const MAP_CAPACITY: &str = "rein_datapath_map_capacity";
+const MAP_CAPACITY_HELP: &str = "The most entries each map of rein_datapath_map_entries holds.";
+
 fn label(name: &str, value: String) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.into());
@@ -133,6 +142,17 @@ impl ContainerCollector {
             vec!["node".into(), "reason".into()],
             Default::default(),
         )?);
+        for (name, help) in [
+            (MAP_ENTRIES, MAP_ENTRIES_HELP),
+            (MAP_CAPACITY, MAP_CAPACITY_HELP),
+        ] {
+            descs.push(Desc::new(
+                name.into(),
+                help.into(),
+                vec!["node".into(), "map".into()],
+                Default::default(),
+            )?);
+        }
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|k| k.trim().to_owned())
             .unwrap_or_default();
@@ -179,6 +199,34 @@ impl ContainerCollector {
             }
         }
         mf
+    }
+
+    /// How full the per-cgroup maps are: two gauge families (none without programs).
+    fn datapath_fill(&self) -> [MetricFamily; 2] {
+        let fill = self.node.datapath_fill();
+        [
+            (MAP_ENTRIES, MAP_ENTRIES_HELP),
+            (MAP_CAPACITY, MAP_CAPACITY_HELP),
+        ]
+        .map(|(name, help)| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.into());
+            mf.set_help(help.into());
+            mf.set_field_type(MetricType::GAUGE);
+            for f in &fill {
+                let labels = vec![
+                    label("map", f.map.to_owned()),
+                    label("node", self.node_name.to_string()),
+                ];
+                let v = if name == MAP_ENTRIES {
+                    f.entries as f64
+                } else {
+                    f64::from(f.capacity)
+                };
+                mf.mut_metric().push(metric(labels, MetricType::GAUGE, v));
+            }
+            mf
+        })
     }
 
     /// cAdvisor's `id` and `name`, and for a runtime's container the Kubernetes `pod`,
@@ -268,6 +316,7 @@ impl Collector for ContainerCollector {
         out.push(self.limiting(&samples));
         out.push(self.node_info());
         out.push(self.datapath_failures());
+        out.extend(self.datapath_fill());
         out.retain(|mf| !mf.get_metric().is_empty());
         out
     }

@@ -73,6 +73,17 @@ pub struct Datapath {
     bump_pending: bool,
     /// Pinned links this agent made or switched to its programs (see `links`).
     taken_over: std::collections::HashSet<PathBuf>,
+    /// How full the per-cgroup maps were when [`Datapath::keyed_ids`] last walked them.
+    fill: Vec<MapFill>,
+}
+
+/// How full one of the maps with an entry per managed cgroup is: a full map means a new
+/// cgroup goes unshaped or uncounted, so operators watch this before it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
 }
 
 /// Maps the agent pins: all of the programs' maps, so that their contents outlive the agent
@@ -216,6 +227,7 @@ impl Datapath {
             logger,
             bump_pending: false,
             taken_over: std::collections::HashSet::new(),
+            fill: Vec::new(),
         };
         // The stages include the egress program itself (where a packet starts over).
         let names = PROG_EGRESS_STAGES.into_iter().chain([PROG_COUNT_INGRESS]);

@@ -196,6 +196,15 @@ impl Node {
         self.with_datapath(|dp| dp.health()).ok().flatten()
     }
 
+    /// How full the per-cgroup maps were at the last per-second walk (empty without
+    /// programs).
+    pub fn datapath_fill(&self) -> Vec<crate::net::programs::MapFill> {
+        self.with_datapath(|dp| Ok(dp.fill().to_vec()))
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
     /// Hands the programs' pending log records to the agent's log.
     pub fn flush_datapath_logs(&self) {
         let _ = self.with_datapath(|dp| {

@@ -476,9 +476,20 @@ fn metrics_endpoint_serves_cadvisor_names_that_promtool_accepts() {
             .to_owned(),
         format!("container_spec_memory_limit_bytes{labels} 67108864"),
         format!("container_spec_cpu_quota{labels} 50000"),
+        r#"rein_datapath_map_capacity{map="REIN_MANAGED",node="node-7"} 16384"#.to_owned(),
     ] {
         assert!(text.contains(&want), "expected {want:?} in:\n{text}");
     }
+    // The per-second walk has counted the container's managed entry (and the root's).
+    let managed: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"rein_datapath_map_entries{map="REIN_MANAGED",node="node-7"} "#)
+        })
+        .unwrap_or_else(|| panic!("no map fill in:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(managed >= 1.0, "managed entries {managed}");
     let usage: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix(&format!("container_cpu_usage_seconds_total{labels} ")))

@@ -8,8 +8,29 @@ impl Datapath {
     /// counters, histograms): what the agent checks against the live cgroups.
     pub fn keyed_ids(&mut self) -> Result<Vec<u64>, ProgramError> {
         let mut ids = self.managed()?;
-        ids.extend(self.shaped()?.into_iter().map(|(id, _)| id));
-        ids.extend(self.traffic()?.into_iter().map(|(id, _)| id));
+        let managed = ids.len();
+        let shaped = self.shaped()?;
+        let traffic = self.traffic()?;
+        // Counted on this walk (every second), so a scrape reads them for free.
+        self.fill = vec![
+            MapFill {
+                map: MANAGED_MAP,
+                entries: managed,
+                capacity: controller_common::MANAGED_MAP_MAX_ENTRIES,
+            },
+            MapFill {
+                map: SHAPER_MAP,
+                entries: shaped.len(),
+                capacity: controller_common::SHAPER_MAP_MAX_ENTRIES,
+            },
+            MapFill {
+                map: TRAFFIC_MAP,
+                entries: traffic.len(),
+                capacity: controller_common::TRAFFIC_MAP_MAX_ENTRIES,
+            },
+        ];
+        ids.extend(shaped.into_iter().map(|(id, _)| id));
+        ids.extend(traffic.into_iter().map(|(id, _)| id));
         for name in [SHAPER_STATE_MAP, POLICER_STATE_MAP] {
             ids.extend(self.keys::<ShaperState>(name)?);
         }
@@ -19,6 +40,12 @@ impl Datapath {
         }
         ids.extend(self.per_cpu_keys::<TcpStats>(TCP_MAP)?);
         Ok(ids)
+    }
+
+    /// How full the per-cgroup maps were at the last [`Datapath::keyed_ids`] (the agent
+    /// walks them every second); empty before the first walk.
+    pub fn fill(&self) -> &[MapFill] {
+        &self.fill
     }
 
     fn keys<V: aya::Pod>(&mut self, name: &'static str) -> Result<Vec<u64>, ProgramError> {
