@@ -215,7 +215,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Container>), ApiError> {
     // Taking over any cgroup of the machine is for the runtimes' hooks, which run as root;
     // an allowed uid may only make containers under rein's own root.
-    if req.cgroup.is_some() && peer.uid != Some(0) {
+    if req.cgroup.is_some() && caller(&peer) != Caller::Root {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "only root may register a runtime's cgroup (rein hook runs as root)".into(),
@@ -407,7 +407,7 @@ async fn remove(
     Query(q): Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    if q.cgroup.is_some() && peer.uid != Some(0) {
+    if q.cgroup.is_some() && caller(&peer) != Caller::Root {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "only root may unregister a runtime's cgroup (rein hook runs as root)".into(),

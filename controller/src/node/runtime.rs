@@ -119,10 +119,7 @@ impl Node {
                 });
             }
         }
-        let registry = self.tree.registry().ok_or_else(|| NodeError::Foreign {
-            path: cgroup.to_owned(),
-            problem: "this agent keeps no registry of runtimes' containers".into(),
-        })?;
+        let registry = self.registry_for(cgroup)?;
         let lock = self.name_lock(name)?;
         let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
         // Checked under the lock: two registrations of one name (two replicas with the same
@@ -164,21 +161,7 @@ impl Node {
             }
             return Err(e.into());
         }
-        let applied = (|| -> Result<(), NodeError> {
-            // In a pod, the programs on the pod's cgroup already see this container's
-            // packets; attached here too they would run (and count) twice.
-            if pod.is_none() {
-                self.with_datapath(|dp| dp.attach_external(cgroup, &registry.dir_of(name)))?;
-            }
-            let net = self.planned(l, NetState::default());
-            if net != NetState::default() {
-                self.write_net(id, net)?;
-            }
-            self.with_datapath(|dp| dp.manage(id))?;
-            self.tree.set(name, l)?;
-            Ok(())
-        })();
-        if let Err(e) = applied {
+        if let Err(e) = self.apply_registered(&ext, l, NetState::default()) {
             let _ = registry.remove(name);
             let _ = self.with_datapath(|dp| dp.forget(id));
             if let (true, Some(p)) = (new_pod, pod) {
@@ -209,21 +192,27 @@ impl Node {
         pod: Option<&Pod>,
         labels: &Labels,
     ) -> Result<(), NodeError> {
-        let registry = self.tree.registry().ok_or_else(|| NodeError::Foreign {
-            path: ext.cgroup.clone(),
-            problem: "this agent keeps no registry of runtimes' containers".into(),
-        })?;
-        match pod {
-            Some(p) => {
-                self.ensure_pod(p, labels)?;
-            }
-            None => {
-                self.with_datapath(|dp| {
-                    dp.attach_external(&ext.cgroup, &registry.dir_of(&ext.name))
-                })?;
-            }
+        if let Some(p) = pod {
+            self.ensure_pod(p, labels)?;
         }
-        let before = self.net_state(ext.id)?;
+        self.apply_registered(ext, l, self.net_state(ext.id)?)
+    }
+
+    /// Applies `l` to a registered container, every step idempotent (a registration sent
+    /// again runs them again): rein's programs on its cgroup, unless it is in a pod (the
+    /// programs on the pod's cgroup already see its packets; attached here too they would
+    /// run, and count, twice), its map entries planned from `before`, the managed entry,
+    /// then its cgroup files.
+    fn apply_registered(
+        &self,
+        ext: &External,
+        l: &Limits,
+        before: NetState,
+    ) -> Result<(), NodeError> {
+        if ext.group.is_none() {
+            let dir = self.registry_for(&ext.cgroup)?.dir_of(&ext.name);
+            self.with_datapath(|dp| dp.attach_external(&ext.cgroup, &dir))?;
+        }
         let net = self.planned(l, before);
         if net != before {
             self.write_net(ext.id, net)?;
@@ -233,13 +222,18 @@ impl Node {
         Ok(())
     }
 
+    /// The registry of runtimes' containers, or why `path` cannot be taken over without one.
+    fn registry_for(&self, path: &Path) -> Result<&crate::cgroup::Registry, NodeError> {
+        self.tree.registry().ok_or_else(|| NodeError::Foreign {
+            path: path.to_owned(),
+            problem: "this agent keeps no registry of runtimes' containers".into(),
+        })
+    }
+
     /// Registers the pod's cgroup as a group with the pod's limits, or updates the limits
     /// of the one registered. True when it registered it now.
     fn ensure_pod(&self, pod: &Pod, labels: &Labels) -> Result<bool, NodeError> {
-        let registry = self.tree.registry().ok_or_else(|| NodeError::Foreign {
-            path: pod.cgroup.clone(),
-            problem: "this agent keeps no registry of runtimes' containers".into(),
-        })?;
+        let registry = self.registry_for(&pod.cgroup)?;
         if let Some(e) = registry.get(&pod.name) {
             if e.cgroup != pod.cgroup || e.kind != Kind::Group {
                 return Err(CgroupError::Exists(pod.name.clone()).into());
