@@ -138,7 +138,38 @@ pub const SET_PRIORITY: u32 = 1;
 /// least 8 packet costs, so a 64 KB GSO packet at a low rate does not collapse TCP).
 pub const POLICE: u32 = 2;
 
+/// [`ShaperConfig::flags`]: one FIFO per cgroup, as Cilium's bandwidth manager has it: every
+/// packet departs behind the cgroup's backlog, sparse flows included. Without it a flow that
+/// has sent little recently leaves at once (see [`FLOW_MAP`]). For comparison and for
+/// operators who want the old order (`rein agent --egress-flows fifo`).
+pub const FIFO: u32 = 4;
+
 const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
+
+/// Name of the LRU hash map of [`FlowState`] keyed by socket cookie: the shaper's view of
+/// each flow, to tell a sparse flow (a ping, a DNS query, a request on an idle connection)
+/// from the bulk of its cgroup.
+pub const FLOW_MAP: &str = "REIN_FLOWS";
+/// Capacity of [`FLOW_MAP`]: flows beyond it evict the least recently sending, which then
+/// starts again with a full allowance (its bytes are still charged to its cgroup).
+pub const FLOW_MAP_MAX_ENTRIES: u32 = 32_768;
+
+/// How much of its cgroup's rate a flow may use and still count as sparse: a flow's
+/// allowance refills at `rate / SPARSE_SHARE`. fq_codel's sparse flows are those sending
+/// less than a quantum per round; here a bulk TCP stream among up to this many others of
+/// its container gets its share above the refill rate, so it never looks sparse.
+pub const SPARSE_SHARE: u64 = 32;
+/// Smallest allowance a sparse flow gets at once, in bytes (two full Ethernet frames): at a
+/// low rate or with no burst, a request of a few segments still departs at once.
+pub const SPARSE_MIN_BYTES: u64 = 3028;
+
+/// One flow's sparse-allowance clock ([`FLOW_MAP`]): the time, in ns of the flow's own
+/// allowance at `rate / SPARSE_SHARE`, up to which its earlier packets used it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    pub t_sparse_ns: u64,
+}
 
 /// Name of the hash map of [`PolicerConfig`] keyed by cgroup id: a cgroup with an entry has
 /// its ingress policed.

@@ -14,6 +14,7 @@
 #![no_main]
 
 mod chain;
+mod flows;
 mod percpu;
 mod sched;
 mod shaper;

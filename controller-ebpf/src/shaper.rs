@@ -23,6 +23,10 @@
 //! leave at once, TCP gets congestion notification once a clock runs `mark_ns` ahead of real
 //! time and packets are dropped beyond `horizon_ns` ahead.
 //!
+//! Inside a cgroup, a packet of a sparse flow (a ping, a DNS query, a request on an idle
+//! connection; see `flows`) departs at once instead of behind the cgroup's backlog; the
+//! clocks are charged for it as for any packet, so the bulk absorbs the difference.
+//!
 //! `t_last` is updated without a lock, as in Cilium's edt.h: two CPUs sending for one cgroup
 //! at the same instant may both claim one slot, which costs a packet's worth of accuracy, not
 //! correctness.
@@ -36,8 +40,8 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use controller_common::{
-    Chain, DelayHistogram, MAX_CHAIN, POLICE, PolicerConfig, SET_PRIORITY, SHAPER_MAP_MAX_ENTRIES,
-    ShaperConfig, ShaperState,
+    Chain, DelayHistogram, FIFO, MAX_CHAIN, POLICE, PolicerConfig, SET_PRIORITY,
+    SHAPER_MAP_MAX_ENTRIES, ShaperConfig, ShaperState,
 };
 
 #[map]
@@ -60,10 +64,10 @@ static REIN_POLICER_STATE: HashMap<u64, ShaperState> =
 static REIN_DELAY: PerCpuHashMap<u64, DelayHistogram> =
     PerCpuHashMap::with_max_entries(SHAPER_MAP_MAX_ENTRIES, 0);
 
-const NSEC_PER_SEC: u64 = 1_000_000_000;
+pub(crate) const NSEC_PER_SEC: u64 = 1_000_000_000;
 
 #[inline(always)]
-const fn max(a: u64, b: u64) -> u64 {
+pub(crate) const fn max(a: u64, b: u64) -> u64 {
     if a > b { a } else { b }
 }
 
@@ -184,6 +188,12 @@ pub struct Progress {
     pub depart: u64,
     /// Each level's clock after this packet (0: the level does not limit it).
     pub next: [u64; MAX_CHAIN],
+    /// Rate and burst of the nearest level with a rate: what the packet's flow is judged
+    /// sparse against (see `flows`); 0 while no level limits it.
+    pub flow_rate: u64,
+    pub flow_burst_ns: u64,
+    /// That level keeps one FIFO (flag `FIFO`): no flow departs ahead of its backlog.
+    pub fifo: bool,
     pub verdict: Verdict,
 }
 
@@ -198,6 +208,9 @@ impl Progress {
             marked: false,
             depart: 0,
             next: [0; MAX_CHAIN],
+            flow_rate: 0,
+            flow_burst_ns: 0,
+            fifo: false,
             verdict: Verdict::Pass,
         }
     }
@@ -235,6 +248,11 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
     if cfg.rate_bytes_per_sec == 0 {
         return;
     }
+    if p.flow_rate == 0 {
+        p.flow_rate = cfg.rate_bytes_per_sec;
+        p.flow_burst_ns = cfg.burst_ns;
+        p.fifo = cfg.flags & FIFO != 0;
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let cost = u64::from(ctx.len()) * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
@@ -268,7 +286,9 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
 
 /// Once every level was looked at: advances the clocks of the levels that took part, and
 /// gives the packet the latest departure they allow (pacing) or lets it go now (policing).
-/// A departure time the sender put on the packet itself is kept only when it is later.
+/// A packet of a sparse flow (see `flows`) leaves now in either mode, without congestion
+/// notification: the clocks are charged for it all the same. A departure time the sender
+/// put on the packet itself is kept only when it is later.
 #[inline(always)]
 pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     if p.verdict == Verdict::Dropped {
@@ -277,7 +297,8 @@ pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if p.depart <= now {
+    let sparse = !p.fifo && crate::flows::sparse(ctx, now, p.flow_rate, p.flow_burst_ns);
+    if p.depart <= now || sparse {
         return Verdict::Pass;
     }
     let notified = if p.marked {

@@ -96,6 +96,30 @@ impl RemoteNetns {
     }
 }
 
+/// The round trips in ping's output (`time=0.123 ms`), in ms, sorted.
+pub fn ping_rtts(text: &str) -> Vec<f64> {
+    let mut rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            l.split("time=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    rtts.sort_by(f64::total_cmp);
+    rtts
+}
+
+/// The `p`th percentile of `sorted` (nearest rank); `None` when it is empty.
+pub fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
+    sorted
+        .get((sorted.len() * p / 100).min(sorted.len().saturating_sub(1)))
+        .copied()
+}
+
 /// An iperf3 server in a remote namespace, killed when the test ends, also by a panic: a
 /// server left running keeps the namespace, and its veth pair, alive for the next test.
 pub struct Server(Child);
@@ -117,6 +141,11 @@ impl RemoteNetns {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// Like [`RemoteNetns::spawn`], stopped when the returned guard is dropped.
+    pub fn serve(&self, cmd: &[&str]) -> Server {
+        Server(self.spawn(cmd))
     }
 
     /// Routes `subnet` from the remote namespace back through the root namespace.

@@ -21,11 +21,15 @@ pub enum Bench {
         calls: u32,
     },
     /// rein's egress shaper beside TBF as the Kubernetes bandwidth plugin sets it, HTB with
-    /// fq_codel, and Cilium-like EDT (no burst, no congestion notification, 2 s horizon);
-    /// rein's police fallback; and a forwarded sender (container netns) shaped by rein inside
-    /// its namespace vs HTB on the host: achieved/limit at 10 and 100 Mbit/s with 1 and 8 TCP
-    /// streams, ping RTT through the saturated path, throughput with rein attached vs none,
-    /// and the programs' per-packet cost. Raw results go to target/bench/shaping.json.
+    /// fq_codel, rein with one FIFO per container (`--egress-flows fifo`, as before flow
+    /// isolation) and Cilium-like EDT (one FIFO, no burst, no congestion notification, 2 s
+    /// horizon); rein's police fallback; and a forwarded sender (container netns) shaped by
+    /// rein inside its namespace vs HTB on the host: achieved/limit at 10 and 100 Mbit/s
+    /// with 1 and 8 TCP streams, their fairness (Jain's index), retransmissions, and the
+    /// delay of two sparse flows of the same sender (ping, TCP request/response) through
+    /// the saturated path; `--priority critical` vs `low` on a shared bottleneck;
+    /// throughput with rein attached vs none, and the programs' per-packet cost. Raw results
+    /// go to target/bench/shaping.json.
     Shaping {
         #[command(flatten)]
         vm: vm::VmArgs,
@@ -427,12 +431,28 @@ fn print_shaping_table(kernel: &str, runs: &[serde_json::Value], cost: &str) {
          rein-netns in a container netns the root netns forwards; shaper toward the receiver)"
     );
     println!(
-        "{:<14} {:>6} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9}",
-        "shaper", "limit", "streams", "Mbit/s", "ratio", "retrans", "rtt p50", "rtt p99"
+        "(ping and rr: a ping and a 100-byte request/response TCP flow from the same sender as \
+         the bulk streams, in ms; jain: fairness among the bulk streams; prio-* rows: two \
+         containers with no egress limit through one 100 Mbit/s HTB class with fq under it, \
+         ratio = share of it)"
+    );
+    println!(
+        "{:<14} {:>6} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6}",
+        "shaper",
+        "limit",
+        "streams",
+        "Mbit/s",
+        "ratio",
+        "retrans",
+        "ping p50",
+        "ping p99",
+        "rr p50",
+        "rr p99",
+        "jain"
     );
     for r in runs {
         println!(
-            "{:<14} {:>6} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9}",
+            "{:<14} {:>6} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9} {:>8} {:>8} {:>6}",
             r["shaper"].as_str().unwrap_or("?"),
             show(f(r, "limit_mbit"), 0),
             r["streams"],
@@ -441,6 +461,30 @@ fn print_shaping_table(kernel: &str, runs: &[serde_json::Value], cost: &str) {
             r["retransmits"],
             show(f(r, "rtt_p50_ms"), 2),
             show(f(r, "rtt_p99_ms"), 2),
+            show(f(r, "rr_p50_ms"), 2),
+            show(f(r, "rr_p99_ms"), 2),
+            show(f(r, "jain"), 3),
+        );
+    }
+    // The row users asked about: a sparse flow inside a container whose 8 bulk streams fill
+    // 10 Mbit/s, rein beside HTB + fq_codel.
+    let row = |name: &str| {
+        runs.iter()
+            .find(|r| r["shaper"] == name && f(r, "limit_mbit") == Some(10.0) && r["streams"] == 8)
+    };
+    if let (Some(rein), Some(htb)) = (row("rein"), row("htb")) {
+        let ratio = |k: &str| match (f(rein, k), f(htb, k)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "10 Mbit/s, 8 streams, rein / htb+fq_codel: ping p99 {}, rr p99 {}, goodput {}, \
+             retransmissions {} vs {}",
+            ratio("rtt_p99_ms"),
+            ratio("rr_p99_ms"),
+            ratio("goodput_mbit"),
+            rein["retransmits"],
+            htb["retransmits"],
         );
     }
     let rate = |name: &str| {

@@ -10,7 +10,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::{limits::Limits, metrics::NodeName, node::ShaperOverrides};
+use crate::{
+    limits::Limits,
+    metrics::NodeName,
+    node::{Flows, ShaperOverrides},
+};
 
 /// Every default of the agent, in one block.
 pub struct Defaults;
@@ -38,7 +42,8 @@ impl Defaults {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentArgs {
     /// Configuration file (TOML; keys socket, root, allowed_uids, metrics_addr, node_name,
-    /// egress_devs, bpf_dir, egress_mode, [hook_ceiling]). Default /etc/rein/rein.toml if it
+    /// egress_devs, bpf_dir, egress_mode, egress_flows, [hook_ceiling]). Default
+    /// /etc/rein/rein.toml if it
     /// exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -84,6 +89,12 @@ pub struct AgentArgs {
     /// pacing, 200 when policing).
     #[arg(long, value_name = "MS", value_parser = parse_ms)]
     pub egress_horizon_ms: Option<u64>,
+    /// Shaper: how a container's own flows share its limit. isolated: a sparse flow (ping,
+    /// DNS, a request on an idle connection) departs at once while the bulk fills the
+    /// limit; fifo: one queue per container, as Cilium's bandwidth manager (default
+    /// isolated).
+    #[arg(long, value_enum, value_name = "ORDER")]
+    pub egress_flows: Option<Flows>,
 }
 
 /// Milliseconds from 0 to 60000 (fractions allowed), as nanoseconds.
@@ -130,6 +141,8 @@ pub struct Config {
     pub bpf_dir: Option<PathBuf>,
     /// auto, edt or police (default auto).
     pub egress_mode: Option<ModeChoice>,
+    /// isolated or fifo (default isolated).
+    pub egress_flows: Option<Flows>,
     /// The most a runtime's annotations may ask for, by flag name (`cpus = "4"`).
     #[serde(default)]
     pub hook_ceiling: crate::api::LimitMap,
@@ -154,7 +167,7 @@ impl Config {
                 "config {} is not valid; accepted keys: socket (path), root (path), \
                  allowed_uids (list of numbers), metrics_addr (\"IP:PORT\"), node_name \
                  (\"name\"), egress_devs (list of device names), bpf_dir (path), egress_mode \
-                 (\"auto\", \"edt\" or \"police\"), [hook_ceiling] (flag = \"value\", e.g. \
+                 (\"auto\", \"edt\" or \"police\"), egress_flows (\"isolated\" or \"fifo\"), [hook_ceiling] (flag = \"value\", e.g. \
                  cpus = \"4\")",
                 path.display()
             )
@@ -241,6 +254,7 @@ impl Settings {
                 burst_ns: args.egress_burst_ms,
                 mark_ns: args.egress_mark_ms,
                 horizon_ns: args.egress_horizon_ms,
+                flows: args.egress_flows.or(cfg.egress_flows),
             },
             egress_mode: args.egress_mode.or(cfg.egress_mode).unwrap_or_default(),
             runqueue_latency: !args.no_runqueue_latency,

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use controller_common::{POLICE, PolicerConfig, SET_PRIORITY, ShaperConfig};
+use controller_common::{FIFO, POLICE, PolicerConfig, SET_PRIORITY, ShaperConfig};
 
 use crate::limits::Limits;
 
@@ -34,6 +34,19 @@ impl fmt::Display for EgressMode {
     }
 }
 
+/// How the flows of one shaped cgroup share its limit (`rein agent --egress-flows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flows {
+    /// A sparse flow (a ping, a DNS query, a request on an idle connection) departs at once;
+    /// the bulk flows absorb its cost, and the cgroup's aggregate stays at its limit.
+    #[default]
+    Isolated,
+    /// One FIFO per cgroup, as Cilium's bandwidth manager has it: every packet waits behind
+    /// the cgroup's backlog (rein before flow isolation; for comparison).
+    Fifo,
+}
+
 /// The shaper's timing, the same for every container of a node (agent flags
 /// `--egress-burst-ms`, `--egress-mark-ms`, `--egress-horizon-ms`; the burst also per
 /// container with `--egress-burst`).
@@ -46,6 +59,8 @@ pub struct ShaperParams {
     pub mark_ns: u64,
     /// Wait (debt) at which a packet is dropped instead of queued.
     pub horizon_ns: u64,
+    /// Whether sparse flows depart ahead of their cgroup's bulk.
+    pub flows: Flows,
 }
 
 impl ShaperParams {
@@ -56,6 +71,7 @@ impl ShaperParams {
         burst_ns: 2_000_000,
         mark_ns: 4_000_000,
         horizon_ns: 40_000_000,
+        flows: Flows::Isolated,
     };
 
     /// Policing: nothing holds packets back, so TCP's normal bursts show up as debt. Marking
@@ -65,6 +81,7 @@ impl ShaperParams {
         burst_ns: 2_000_000,
         mark_ns: 40_000_000,
         horizon_ns: 200_000_000,
+        flows: Flows::Isolated,
     };
 
     /// The defaults of `mode`, with what the operator gave instead.
@@ -77,6 +94,7 @@ impl ShaperParams {
             burst_ns: given.burst_ns.unwrap_or(d.burst_ns),
             mark_ns: given.mark_ns.unwrap_or(d.mark_ns),
             horizon_ns: given.horizon_ns.unwrap_or(d.horizon_ns),
+            flows: given.flows.unwrap_or(d.flows),
         }
     }
 }
@@ -88,6 +106,7 @@ pub struct ShaperOverrides {
     pub burst_ns: Option<u64>,
     pub mark_ns: Option<u64>,
     pub horizon_ns: Option<u64>,
+    pub flows: Option<Flows>,
 }
 
 /// A container's entries in the shaper and policer maps.
@@ -146,14 +165,63 @@ fn shaper_config(
         cfg.skb_priority = p.skb_priority();
         cfg.flags |= SET_PRIORITY;
     }
-    set_police(&mut cfg, police);
+    set_node_bits(&mut cfg, police, p.flows);
     Some(cfg)
 }
 
-pub fn set_police(cfg: &mut ShaperConfig, police: bool) {
-    if police {
-        cfg.flags |= POLICE;
-    } else {
-        cfg.flags &= !POLICE;
+/// Sets the bits of a shaping entry that follow the node's settings, not the container's
+/// limits: police or pace, isolated flows or one FIFO.
+pub fn set_node_bits(cfg: &mut ShaperConfig, police: bool, flows: Flows) {
+    let mut set = |bit: u32, on: bool| {
+        if on {
+            cfg.flags |= bit;
+        } else {
+            cfg.flags &= !bit;
+        }
+    };
+    set(POLICE, police);
+    set(FIFO, flows == Flows::Fifo);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress(rate: &str) -> Limits {
+        Limits {
+            egress: Some(rate.parse().unwrap()),
+            ..Limits::default()
+        }
+    }
+
+    /// The node's flow order and mode reach every entry it writes, and a later write with
+    /// other settings (an agent restarted with other flags) turns the bits over.
+    #[test]
+    fn the_node_settings_set_the_fifo_and_police_bits() {
+        let pace = EgressMode::Edt {
+            devices: vec!["eth0".into()],
+        };
+        let police = EgressMode::Police { why: "test".into() };
+        let fifo = ShaperParams {
+            flows: Flows::Fifo,
+            ..ShaperParams::EDT
+        };
+        let a = NetState::default()
+            .planned(&egress("10mbit"), ShaperParams::EDT, &pace)
+            .shaper
+            .unwrap();
+        assert_eq!(a.flags & (FIFO | POLICE), 0, "isolated flows, paced");
+        let b = NetState {
+            shaper: Some(a),
+            policer: None,
+        }
+        .planned(&egress("20mbit"), fifo, &police)
+        .shaper
+        .unwrap();
+        assert_eq!(b.flags & (FIFO | POLICE), FIFO | POLICE);
+        assert_eq!(b.rate_bytes_per_sec, 2_500_000);
+        let mut c = b;
+        set_node_bits(&mut c, false, Flows::Isolated);
+        assert_eq!(c.flags & (FIFO | POLICE), 0);
     }
 }

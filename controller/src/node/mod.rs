@@ -28,7 +28,7 @@ use std::{
     sync::Mutex,
 };
 
-pub use egress::{EgressMode, INGRESS_BUCKET_NS, ShaperOverrides, ShaperParams};
+pub use egress::{EgressMode, Flows, INGRESS_BUCKET_NS, ShaperOverrides, ShaperParams};
 pub use error::NodeError;
 pub use runtime::Pod;
 pub use snapshot::{Network, Snapshot};

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use super::{
     EgressMode, Node, NodeError, ShaperParams,
-    egress::set_police,
+    egress::set_node_bits,
     journal::{Journal, PENDING_XATTR},
 };
 use crate::{
@@ -164,8 +164,8 @@ impl Node {
         self.with_datapath(|dp| {
             for (id, mut cfg) in dp.shaped()? {
                 let before = cfg;
-                set_police(&mut cfg, police);
-                if cfg.flags != before.flags
+                set_node_bits(&mut cfg, police, params.flows);
+                if (cfg.flags ^ before.flags) & controller_common::POLICE != 0
                     && (cfg.mark_ns, cfg.horizon_ns) == (other.mark_ns, other.horizon_ns)
                 {
                     cfg.mark_ns = params.mark_ns;

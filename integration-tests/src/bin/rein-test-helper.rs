@@ -5,8 +5,9 @@
 //!   so io.max applies to every byte), print the seconds it took.
 //! - `udp-echo PORT COUNT SIZE`: send COUNT datagrams of SIZE bytes to 127.0.0.1:PORT and
 //!   wait for each echo.
-//! - `bench-summary LABEL LIMIT_MBIT STREAMS IPERF3_JSON PING_OUTPUT`: one line
-//!   `BENCH {json}` with goodput, retransmits and ping RTT p50/p99 of a shaping run.
+//! - `bench-summary LABEL LIMIT_MBIT STREAMS IPERF3_JSON PING_OUTPUT [RR_OUTPUT]`: one line
+//!   `BENCH {json}` with goodput, retransmits, Jain's fairness index of the streams, and
+//!   ping (and rr-client) round trip p50/p99 of a shaping run.
 //! - `bench-scrape SOCKET ADDR AGENT_PID CONTAINERS SCRAPES`: grows the agent's tree to
 //!   CONTAINERS containers (with CPU and memory limits), then times SCRAPES scrapes of
 //!   `http://ADDR/metrics` next to reading the same cgroup files directly; prints one
@@ -39,6 +40,15 @@
 //!   (`SO_TXTIME` with CLOCK_MONOTONIC, which needs no privilege); prints `sent BYTES`.
 //! - `udp-sink PORT SECS`: counts the bytes of the datagrams that arrive on PORT for SECS
 //!   seconds from the first one; prints `received BYTES`.
+//! - `rr-server PORT SECS`: for SECS seconds, echoes every 100-byte request on each TCP
+//!   connection to PORT (a thread per connection).
+//! - `rr-client ADDR PORT COUNT INTERVAL_MS`: over one TCP connection (no Nagle), COUNT
+//!   times sends a 100-byte request and waits for its echo, INTERVAL_MS apart: a sparse
+//!   request/response flow; prints `RR {json}` with the round trips' p50, p90, p99 and max
+//!   in ms.
+//! - `sparse-senders ADDR PORT SOCKETS SECS`: SOCKETS UDP sockets take turns sending one
+//!   1000-byte datagram each to ADDR:PORT, 5000 datagrams a second in all (each socket a
+//!   little, together 40 Mbit/s), for SECS seconds; prints `sent BYTES`.
 //! - `nest DEPTH [--cgroupns] -- CMD...`: makes DEPTH nested child cgroups below its own,
 //!   moves itself into the deepest (and into a new cgroup namespace with `--cgroupns`), then
 //!   execs CMD: a process that escapes into cgroups of its own, as nested runtimes do.
@@ -222,6 +232,19 @@ fn main() {
             num(4),
         ),
         Some("udp-sink") => udp_sink(num(1), num(2)),
+        Some("rr-server") => rr_server(num(1), num(2)),
+        Some("rr-client") => rr_client(
+            args.get(1).unwrap_or_else(|| usage()),
+            num(2),
+            num(3),
+            num(4),
+        ),
+        Some("sparse-senders") => sparse_senders(
+            args.get(1).unwrap_or_else(|| usage()),
+            num(2),
+            num(3),
+            num(4),
+        ),
         Some("nest") => nest(num(1), &args[2..]),
         Some("datapath-cost") => datapath_cost(num(1)),
         Some("nested-churn") => nested_churn(args.get(1).unwrap_or_else(|| usage()), num(2)),
@@ -364,6 +387,87 @@ fn udp_sink(port: usize, secs: usize) {
     println!("received {received}");
 }
 
+fn rr_server(port: usize, secs: usize) {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind(("0.0.0.0", u16::try_from(port).unwrap())).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let end = Instant::now() + std::time::Duration::from_secs(secs as u64);
+    while Instant::now() < end {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                conn.set_nonblocking(false).unwrap();
+                conn.set_nodelay(true).unwrap();
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(secs as u64)))
+                    .unwrap();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 100];
+                    while conn.read_exact(&mut buf).is_ok() && conn.write_all(&buf).is_ok() {}
+                });
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
+fn rr_client(addr: &str, port: usize, count: usize, interval_ms: usize) {
+    use std::io::Read as _;
+    let target = (addr, u16::try_from(port).unwrap());
+    // The server may still be starting: try for a few seconds.
+    let mut conn = (0..50)
+        .find_map(|_| {
+            std::net::TcpStream::connect(target)
+                .inspect_err(|_| std::thread::sleep(std::time::Duration::from_millis(100)))
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("connect {addr}:{port}"));
+    conn.set_nodelay(true).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut rtts = Vec::with_capacity(count);
+    let mut buf = [7u8; 100];
+    for _ in 0..count {
+        let t = Instant::now();
+        conn.write_all(&buf).unwrap();
+        conn.read_exact(&mut buf).unwrap();
+        rtts.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(std::time::Duration::from_millis(interval_ms as u64));
+    }
+    rtts.sort_by(f64::total_cmp);
+    let pct = |p: usize| integration_tests::percentile(&rtts, p);
+    let out = serde_json::json!({
+        "samples": rtts.len(),
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": rtts.last(),
+    });
+    println!("RR {out}");
+}
+
+fn sparse_senders(addr: &str, port: usize, sockets: usize, secs: usize) {
+    let target = (addr, u16::try_from(port).unwrap());
+    let socks: Vec<std::net::UdpSocket> = (0..sockets)
+        .map(|_| std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+        .collect();
+    let payload = [1u8; 1000];
+    let start = Instant::now();
+    let gap = std::time::Duration::from_micros(200);
+    let mut sent = 0u64;
+    let mut i = 0u32;
+    while start.elapsed() < std::time::Duration::from_secs(secs as u64) {
+        let due = start + gap * i;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        // A datagram the shaper drops beyond its horizon is an error for none but itself.
+        if let Ok(n) = socks[i as usize % sockets].send_to(&payload, target) {
+            sent += n as u64;
+        }
+        i += 1;
+    }
+    println!("sent {sent}");
+}
+
 /// This process's cgroup directory (cgroup2 mounted at /sys/fs/cgroup in the VM).
 fn own_cgroup() -> std::path::PathBuf {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -494,24 +598,30 @@ fn bench_summary(args: &[String]) {
         .as_f64()
         .unwrap_or(0.0);
     let retrans = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-    let mut rtts: Vec<f64> = std::fs::read_to_string(arg(5))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            l.split("time=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    rtts.sort_by(f64::total_cmp);
-    let pct = |p: usize| {
-        rtts.get((rtts.len() * p / 100).min(rtts.len().saturating_sub(1)))
-            .copied()
-    };
+    let rtts = integration_tests::ping_rtts(&std::fs::read_to_string(arg(5)).unwrap_or_default());
+    let pct = |p: usize| integration_tests::percentile(&rtts, p);
     let limit: f64 = arg(2).parse().unwrap_or(0.0);
+    // Jain's fairness index of the streams' goodputs: 1 when equal, 1/n when one takes all.
+    let streams: Vec<f64> = end["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["receiver"]["bits_per_second"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default();
+    let sum: f64 = streams.iter().sum();
+    let squares: f64 = streams.iter().map(|x| x * x).sum();
+    let jain = (squares > 0.0).then(|| sum * sum / (streams.len() as f64 * squares));
+    // The request/response flow's round trips (`RR {json}` of rr-client), when one ran.
+    let rr: serde_json::Value = args
+        .get(6)
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| serde_json::from_str(l.strip_prefix("RR ")?).ok())
+        })
+        .unwrap_or_default();
     let out = serde_json::json!({
         "shaper": arg(1),
         "limit_mbit": limit,
@@ -522,6 +632,9 @@ fn bench_summary(args: &[String]) {
         "ping_samples": rtts.len(),
         "rtt_p50_ms": pct(50),
         "rtt_p99_ms": pct(99),
+        "rr_p50_ms": rr["p50_ms"],
+        "rr_p99_ms": rr["p99_ms"],
+        "jain": jain,
         "iperf_error": iperf["error"],
     });
     println!("BENCH {out}");

@@ -10,6 +10,7 @@ mod dashboards;
 mod ebpf;
 mod endpoints;
 mod faults;
+mod flows;
 mod hierarchy;
 mod metrics;
 mod runtime;

@@ -90,7 +90,8 @@ fn run_egress(dp: &mut Datapath) -> (u32, u64, u32) {
 /// The shaper's decisions on this kernel, packet by packet. At 150 kB/s a 1500-byte
 /// packet costs 10 ms, so back-to-back packets wait 10, 20, 30... ms behind the first
 /// (a hair less, as time passes between runs): delayed below the 20 ms mark, marked up to
-/// the 50 ms horizon, dropped beyond it.
+/// the 50 ms horizon, dropped beyond it. One FIFO (each test run's packet comes from a new
+/// socket, which flow isolation would let go at once: see the test after this one).
 #[test]
 fn shaper_delays_then_marks_then_drops_by_departure_time() {
     let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
@@ -103,7 +104,7 @@ fn shaper_delays_then_marks_then_drops_by_departure_time() {
         mark_ns: 20 * ms,
         horizon_ns: 50 * ms,
         skb_priority: 6,
-        flags: controller_common::SET_PRIORITY,
+        flags: controller_common::SET_PRIORITY | controller_common::FIFO,
     };
     dp.set_shaping(id, cfg).unwrap();
     assert_eq!(dp.shaping(id).unwrap(), Some(cfg));
@@ -164,7 +165,7 @@ fn police_mode_notifies_then_drops_without_delaying() {
             mark_ns: 20 * ms,
             horizon_ns: 50 * ms,
             skb_priority: 0,
-            flags: controller_common::POLICE,
+            flags: controller_common::POLICE | controller_common::FIFO,
         },
     )
     .unwrap();
@@ -180,6 +181,53 @@ fn police_mode_notifies_then_drops_without_delaying() {
     let t = dp.traffic().unwrap()[0].1;
     assert_eq!((t.delayed, t.marked, t.dropped), (0, 6, 3), "{t:?}");
     assert_eq!(dp.delays_of(id).unwrap(), None, "nothing was delayed");
+}
+
+/// Flow isolation on this kernel: a packet of a flow that sent nothing yet (every test run
+/// comes from a new socket) departs at once behind a backlog, without a departure time or
+/// a mark, and is charged to the clock all the same: the next packet queued behind the
+/// backlog waits its cost longer.
+#[test]
+fn a_sparse_flow_departs_at_once_and_is_charged() {
+    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+    dp.self_test(1).unwrap();
+    let id = dp.traffic().unwrap()[0].0;
+    let ms = 1_000_000;
+    let fifo = ShaperConfig {
+        rate_bytes_per_sec: 150_000,
+        burst_ns: 0,
+        mark_ns: 100 * ms,
+        horizon_ns: 500 * ms,
+        skb_priority: 0,
+        flags: controller_common::FIFO,
+    };
+    let isolated = ShaperConfig { flags: 0, ..fifo };
+    dp.set_shaping(id, fifo).unwrap();
+    let first = run_egress(&mut dp);
+    let queued = run_egress(&mut dp);
+    dp.set_shaping(id, isolated).unwrap();
+    let sparse = run_egress(&mut dp);
+    dp.set_shaping(id, fifo).unwrap();
+    let behind = run_egress(&mut dp);
+    assert_eq!(
+        (first.0, first.1),
+        (1, 0),
+        "the clock's first packet passes"
+    );
+    assert!(queued.1 > 0, "a backlog: {queued:?}");
+    assert_eq!(
+        (sparse.0, sparse.1),
+        (1, 0),
+        "the sparse packet leaves now, unmarked"
+    );
+    assert_eq!(
+        behind.1 - queued.1,
+        20 * ms,
+        "the next queued packet waits for the sparse one's 10 ms too"
+    );
+    let t = dp.traffic().unwrap()[0].1;
+    // Five sent: the self-test's packet and these four.
+    assert_eq!((t.tx_packets, t.delayed, t.marked), (5, 2, 0), "{t:?}");
 }
 
 /// A packet whose tail call to the next egress stage fails passes (rein fails open rather
