@@ -334,7 +334,7 @@ mod tests {
         std::fs::write(
             &cfg,
             "root = \"/sys/fs/cgroup/cfg.slice\"\nmetrics_addr = \"127.0.0.1:1\"\n\
-             egress_devs = [\"eth9\"]\nnode_name = \"n1\"\n",
+             egress_devs = [\"eth9\"]\nnode_name = \"n1\"\negress_flows = \"fifo\"\n",
         )
         .unwrap();
         let args = AgentArgs {
@@ -351,6 +351,8 @@ mod tests {
         assert_eq!(s.socket, PathBuf::from(Defaults::SOCKET));
         assert_eq!(s.shaper.burst_ns, Some(3_000_000));
         assert_eq!(s.egress_mode, ModeChoice::Auto);
+        assert_eq!(s.shaper.flows, Some(Flows::Fifo), "config");
+        assert!(toml::from_str::<Config>("egress_flows = \"fair\"").is_err());
     }
 
     #[test]

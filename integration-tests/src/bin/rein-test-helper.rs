@@ -635,6 +635,7 @@ fn bench_summary(args: &[String]) {
         "rr_p50_ms": rr["p50_ms"],
         "rr_p99_ms": rr["p99_ms"],
         "jain": jain,
+        "streams_mbit": streams.iter().map(|b| (b / 1e4).round() / 100.0).collect::<Vec<_>>(),
         "iperf_error": iperf["error"],
     });
     println!("BENCH {out}");
