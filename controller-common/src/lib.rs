@@ -150,6 +150,9 @@ const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
 /// each flow, to tell a sparse flow (a ping, a DNS query, a request on an idle connection)
 /// from the bulk of its cgroup.
 pub const FLOW_MAP: &str = "REIN_FLOWS";
+/// Name of the LRU hash map of `[peak share, when]` keyed by cgroup id: the largest share
+/// of its cgroup's link time any flow had lately, which says which flows are the heaviest.
+pub const FLOW_PEAK_MAP: &str = "REIN_FLOW_PEAK";
 /// Capacity of [`FLOW_MAP`]: flows beyond it evict the least recently sending, which then
 /// starts again with a full allowance (its bytes are still charged to its cgroup).
 pub const FLOW_MAP_MAX_ENTRIES: u32 = 32_768;
@@ -163,12 +166,16 @@ pub const SPARSE_SHARE: u64 = 32;
 /// low rate or with no burst, a request of a few segments still departs at once.
 pub const SPARSE_MIN_BYTES: u64 = 3028;
 
-/// One flow's sparse-allowance clock ([`FLOW_MAP`]): the time, in ns of the flow's own
-/// allowance at `rate / SPARSE_SHARE`, up to which its earlier packets used it.
+/// One flow's clocks ([`FLOW_MAP`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
+    /// The time, in ns of the flow's own allowance at `rate / SPARSE_SHARE`, up to which its
+    /// earlier packets used it.
     pub t_sparse_ns: u64,
+    /// The time up to which the flow's packets used its cgroup's link at the cgroup's rate,
+    /// floored at the start of a recent window: its share of that window.
+    pub t_share_ns: u64,
 }
 
 /// Name of the hash map of [`PolicerConfig`] keyed by cgroup id: a cgroup with an entry has

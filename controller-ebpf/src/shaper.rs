@@ -188,8 +188,9 @@ pub struct Progress {
     pub depart: u64,
     /// Each level's clock after this packet (0: the level does not limit it).
     pub next: [u64; MAX_CHAIN],
-    /// Rate and burst of the nearest level with a rate: what the packet's flow is judged
-    /// sparse against (see `flows`); 0 while no level limits it.
+    /// The nearest level with a rate, its rate and burst: what the packet's flow is judged
+    /// against (see `flows`); 0 while no level limits it.
+    pub flow_level: u64,
     pub flow_rate: u64,
     pub flow_burst_ns: u64,
     /// That level keeps one FIFO (flag `FIFO`): no flow departs ahead of its backlog.
@@ -208,6 +209,7 @@ impl Progress {
             marked: false,
             depart: 0,
             next: [0; MAX_CHAIN],
+            flow_level: 0,
             flow_rate: 0,
             flow_burst_ns: 0,
             fifo: false,
@@ -249,6 +251,7 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
         return;
     }
     if p.flow_rate == 0 {
+        p.flow_level = id;
         p.flow_rate = cfg.rate_bytes_per_sec;
         p.flow_burst_ns = cfg.burst_ns;
         p.fifo = cfg.flags & FIFO != 0;
@@ -287,7 +290,8 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
 /// Once every level was looked at: advances the clocks of the levels that took part, and
 /// gives the packet the latest departure they allow (pacing) or lets it go now (policing).
 /// A packet of a sparse flow (see `flows`) leaves now in either mode, without congestion
-/// notification: the clocks are charged for it all the same. A departure time the sender
+/// notification: the clocks are charged for it all the same. Of the bulk flows, only the
+/// heaviest get congestion notification. A departure time the sender
 /// put on the packet itself is kept only when it is later.
 #[inline(always)]
 pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
@@ -297,8 +301,15 @@ pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let sparse = !p.fifo && crate::flows::sparse(ctx, now, p.flow_rate, p.flow_burst_ns);
-    if p.depart <= now || sparse {
+    if !p.fifo {
+        let flow = crate::flows::judge(ctx, now, p.flow_level, p.flow_rate, p.flow_burst_ns);
+        if flow.sparse {
+            return Verdict::Pass;
+        }
+        // Congestion notification only for the flows that take the most of the cgroup.
+        p.marked &= flow.heavy;
+    }
+    if p.depart <= now {
         return Verdict::Pass;
     }
     let notified = if p.marked {

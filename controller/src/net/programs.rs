@@ -12,7 +12,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    CHAIN_MAP, DELAY_MAP, DelayHistogram, FLOW_MAP, GENERATION_MAP, HEALTH_MAP,
+    CHAIN_MAP, DELAY_MAP, DelayHistogram, FLOW_MAP, FLOW_PEAK_MAP, GENERATION_MAP, HEALTH_MAP,
     HEALTH_TAIL_CALL_FAILED, HEALTH_TRAFFIC_FULL, MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP,
     POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PROG_EGRESS_STAGES,
     PolicerConfig, RUNNABLE_MAP, RUNQ_MAP, SCRATCH_MAP, SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP,
@@ -91,7 +91,7 @@ pub struct MapFill {
 /// one attached (pinned links) while loading its own egress stages, and the programs of both
 /// loads must meet in the same maps (the chain an egress program hands to a stage through
 /// `REIN_SCRATCH`, the socket chains `REIN_SOCK` keeps for sock_ops).
-const PINNED_MAPS: [&str; 19] = [
+const PINNED_MAPS: [&str; 20] = [
     TRAFFIC_MAP,
     SHAPER_MAP,
     SHAPER_STATE_MAP,
@@ -106,6 +106,7 @@ const PINNED_MAPS: [&str; 19] = [
     SCRATCH_MAP,
     SOCK_MAP,
     FLOW_MAP,
+    FLOW_PEAK_MAP,
     RUNNABLE_MAP,
     HEALTH_MAP,
     OPAQUE_MAP,

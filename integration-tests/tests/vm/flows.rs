@@ -131,3 +131,40 @@ fn many_sockets_each_sending_little_stay_within_the_limit_together() {
         "200 small senders together at {ratio:.3} of the limit"
     );
 }
+
+/// 8 TCP streams of one container under `--egress 100mbit` share it evenly. With
+/// congestion notification for whichever stream sent into a long queue (one FIFO), one
+/// stream took 65 Mbit/s and seven were held at a congestion window of two segments
+/// (4.4-4.6 Mbit/s each): Jain's index 0.26-0.32.
+#[test]
+fn bulk_streams_of_a_container_share_its_limit_evenly() {
+    integration_tests::measures_throughput();
+    let net = RemoteNetns::new("remote-fair");
+    let agent = AgentGuard::start_with("rein-fair", &["--egress-dev", HOST_DEV]);
+    let _server = net.iperf3_server();
+    let out = agent.rein_ok(&[
+        "run", "--name", "fair", "--egress", "100mbit", "--", "iperf3", "-c", REMOTE_IP, "-P", "8",
+        "-t", "5", "-J",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rates: Vec<f64> = report["end"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["receiver"]["bits_per_second"].as_f64().unwrap())
+        .collect();
+    let sum: f64 = rates.iter().sum();
+    let jain = sum * sum / (rates.len() as f64 * rates.iter().map(|r| r * r).sum::<f64>());
+    let mbit: Vec<String> = rates.iter().map(|r| format!("{:.1}", r / 1e6)).collect();
+    eprintln!(
+        "8 streams: {:.3} of 100mbit, Jain's index {jain:.3}, Mbit/s {mbit:?}",
+        sum / 100e6
+    );
+    assert_eq!(rates.len(), 8);
+    assert!(jain > 0.9, "Jain's index {jain:.3}: {mbit:?}");
+    assert!(
+        sum / 100e6 > 0.9,
+        "together {:.3} of the limit",
+        sum / 100e6
+    );
+}
