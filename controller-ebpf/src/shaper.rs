@@ -25,7 +25,10 @@
 //!
 //! Inside a cgroup, a packet of a sparse flow (a ping, a DNS query, a request on an idle
 //! connection; see `flows`) departs at once instead of behind the cgroup's backlog; the
-//! clocks are charged for it as for any packet, so the bulk absorbs the difference.
+//! clocks are charged for it as for any packet, so the bulk absorbs the difference. It is
+//! dropped only beyond twice a level's horizon (a policed container's bulk runs its debt to
+//! the horizon, and a request dropped there waits for TCP's 200 ms retransmission timer).
+//! Congestion notification goes only to the heaviest of a cgroup's bulk flows.
 //!
 //! `t_last` is updated without a lock, as in Cilium's edt.h: two CPUs sending for one cgroup
 //! at the same instant may both claim one slot, which costs a packet's worth of accuracy, not
@@ -184,6 +187,8 @@ pub struct Progress {
     pub police: bool,
     /// Some level waits beyond its mark.
     pub marked: bool,
+    /// Some level waits beyond its horizon (but not twice it): dropped unless sparse.
+    pub beyond_horizon: bool,
     /// The latest departure any level allows (0: none limits the packet).
     pub depart: u64,
     /// Each level's clock after this packet (0: the level does not limit it).
@@ -207,6 +212,7 @@ impl Progress {
             priority_set: false,
             police: false,
             marked: false,
+            beyond_horizon: false,
             depart: 0,
             next: [0; MAX_CHAIN],
             flow_level: 0,
@@ -279,8 +285,13 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
         (cfg.mark_ns, cfg.horizon_ns)
     };
     if wait >= horizon {
-        p.verdict = Verdict::Dropped;
-        return;
+        // Beyond the horizon only a sparse flow's packet may still go (see `finish`), and
+        // not beyond twice it: so many small senders together still meet a drop.
+        if p.fifo || wait >= 2 * horizon {
+            p.verdict = Verdict::Dropped;
+            return;
+        }
+        p.beyond_horizon = true;
     }
     p.marked |= wait >= mark;
     p.next[i] = start + cost;
@@ -298,18 +309,20 @@ pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     if p.verdict == Verdict::Dropped {
         return Verdict::Dropped;
     }
-    commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    let mut sparse = false;
     if !p.fifo {
         let flow = crate::flows::judge(ctx, now, p.flow_level, p.flow_rate, p.flow_burst_ns);
-        if flow.sparse {
-            return Verdict::Pass;
-        }
+        sparse = flow.sparse;
         // Congestion notification only for the flows that take the most of the cgroup.
         p.marked &= flow.heavy;
     }
-    if p.depart <= now {
+    if p.beyond_horizon && !sparse {
+        return Verdict::Dropped;
+    }
+    commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
+    if sparse || p.depart <= now {
         return Verdict::Pass;
     }
     let notified = if p.marked {

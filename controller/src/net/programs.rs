@@ -344,9 +344,10 @@ impl Datapath {
         map.iter().map(|e| e.map_err(err)).collect()
     }
 
-    /// Stops shaping a cgroup and forgets its pacing clock.
+    /// Stops shaping a cgroup and forgets its pacing clock and its flows' peak share.
     pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.remove_entry::<ShaperConfig>(SHAPER_MAP, cgroup_id)?;
+        self.remove_entry::<[u64; 2]>(FLOW_PEAK_MAP, cgroup_id)?;
         self.remove_entry::<ShaperState>(SHAPER_STATE_MAP, cgroup_id)
     }
 

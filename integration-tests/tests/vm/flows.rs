@@ -143,8 +143,8 @@ fn bulk_streams_of_a_container_share_its_limit_evenly() {
     let agent = AgentGuard::start_with("rein-fair", &["--egress-dev", HOST_DEV]);
     let _server = net.iperf3_server();
     let out = agent.rein_ok(&[
-        "run", "--name", "fair", "--egress", "100mbit", "--", "iperf3", "-c", REMOTE_IP, "-P", "8",
-        "-t", "5", "-J",
+        "run", "--keep", "--name", "fair", "--egress", "100mbit", "--", "iperf3", "-c", REMOTE_IP,
+        "-P", "8", "-t", "5", "-J",
     ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rates: Vec<f64> = report["end"]["streams"]
@@ -166,5 +166,24 @@ fn bulk_streams_of_a_container_share_its_limit_evenly() {
         sum / 100e6 > 0.9,
         "together {:.3} of the limit",
         sum / 100e6
+    );
+    // The container's peak flow share goes with it.
+    let id =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(agent.root.join("fair")).unwrap());
+    let peaks = || {
+        let pin = agent.bpf_dir().join(controller_common::FLOW_PEAK_MAP);
+        let data = aya::maps::MapData::from_pin(pin).unwrap();
+        let map: aya::maps::HashMap<_, u64, [u64; 2]> =
+            aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
+        map.keys().map(Result::unwrap).collect::<Vec<u64>>()
+    };
+    assert!(
+        peaks().contains(&id),
+        "no peak share kept for the container"
+    );
+    agent.rein_ok(&["rm", "fair"]);
+    assert!(
+        !peaks().contains(&id),
+        "a removed container left its peak share behind"
     );
 }

@@ -230,6 +230,43 @@ fn a_sparse_flow_departs_at_once_and_is_charged() {
     assert_eq!((t.tx_packets, t.delayed, t.marked), (5, 2, 0), "{t:?}");
 }
 
+/// Beyond a container's horizon its bulk is dropped, but a sparse flow's packet still goes
+/// up to twice the horizon (and is charged); beyond that it is dropped too, so many small
+/// senders together cannot run the clock away. At 150 kB/s each packet costs 10 ms; the
+/// horizon is 25 ms.
+#[test]
+fn a_sparse_flow_passes_up_to_twice_the_horizon() {
+    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+    dp.self_test(1).unwrap();
+    let id = dp.traffic().unwrap()[0].0;
+    let ms = 1_000_000;
+    let fifo = ShaperConfig {
+        rate_bytes_per_sec: 150_000,
+        burst_ns: 0,
+        mark_ns: 500 * ms,
+        horizon_ns: 25 * ms,
+        skb_priority: 0,
+        flags: controller_common::FIFO,
+    };
+    dp.set_shaping(id, fifo).unwrap();
+    // Waits of 0, ~10 and ~20 ms queue; ~30 ms is beyond the horizon.
+    let bulk: Vec<u32> = (0..4).map(|_| run_egress(&mut dp).0).collect();
+    assert_eq!(bulk, vec![1, 1, 1, 2]);
+    dp.set_shaping(id, ShaperConfig { flags: 0, ..fifo })
+        .unwrap();
+    // Sparse (each run is a new socket): waits of ~30, ~40 and ~50 ms pass, each charged;
+    // ~60 ms is beyond twice the horizon.
+    let sparse: Vec<(u32, u64, u32)> = (0..4).map(|_| run_egress(&mut dp)).collect();
+    let verdicts: Vec<u32> = sparse.iter().map(|r| r.0).collect();
+    assert_eq!(verdicts, vec![1, 1, 1, 2], "{sparse:?}");
+    assert!(
+        sparse.iter().all(|r| r.1 == 0),
+        "sparse packets leave now: {sparse:?}"
+    );
+    let t = dp.traffic().unwrap()[0].1;
+    assert_eq!(t.dropped, 2, "{t:?}");
+}
+
 /// A packet whose tail call to the next egress stage fails passes (rein fails open rather
 /// than cut a node off) and is counted as such, so the metric shows it.
 #[test]
