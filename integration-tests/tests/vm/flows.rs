@@ -18,7 +18,12 @@ fn tx_bytes(agent: &AgentGuard, name: &str) -> f64 {
 /// `--egress 10mbit`, for an agent started with `agent_flags`: the container's rate (rein's
 /// counters, 3 s of the steady part) and the ping and request/response round trips (ms,
 /// sorted). The client runs inside the container, the servers in the remote namespace.
-fn saturated(tag: &str, agent_flags: &[&str]) -> (f64, Vec<f64>, serde_json::Value) {
+/// With `in_group` the limit is on a group around the container, which has none itself.
+fn saturated(
+    tag: &str,
+    agent_flags: &[&str],
+    in_group: bool,
+) -> (f64, Vec<f64>, serde_json::Value) {
     let net = RemoteNetns::new(&format!("remote-{tag}"));
     let mut flags = vec!["--egress-dev", HOST_DEV];
     flags.extend_from_slice(agent_flags);
@@ -26,15 +31,24 @@ fn saturated(tag: &str, agent_flags: &[&str]) -> (f64, Vec<f64>, serde_json::Val
     let _iperf = net.iperf3_server();
     let _rr = net.serve(&[HELPER, "rr-server", "5301", "20"]);
     let (ping, rr) = (format!("/tmp/{tag}-ping.txt"), format!("/tmp/{tag}-rr.txt"));
-    let run = agent.run_sh(
-        tag,
-        &["--egress", "10mbit"],
-        &format!(
-            "iperf3 -c {REMOTE_IP} -P 8 -t 8 >/dev/null & sleep 2; \
-             ping -i 0.02 -c 150 {REMOTE_IP} > {ping} & \
-             {HELPER} rr-client {REMOTE_IP} 5301 150 20 > {rr}; wait"
-        ),
+    let group = format!("{tag}-group");
+    let limits = if in_group {
+        agent.rein_ok(&["group", "create", &group, "--egress", "10mbit"]);
+        ["--group", group.as_str()]
+    } else {
+        ["--egress", "10mbit"]
+    };
+    let script = format!(
+        "iperf3 -c {REMOTE_IP} -P 8 -t 8 >/dev/null & sleep 2; \
+         ping -i 0.02 -c 150 {REMOTE_IP} > {ping} & \
+         {HELPER} rr-client {REMOTE_IP} 5301 150 20 > {rr}; wait"
     );
+    let mut args = vec!["run", "--keep", "--name", tag];
+    args.extend_from_slice(&limits);
+    args.extend_from_slice(&["--", "busybox", "sh", "-c", &script]);
+    let run = agent.rein_spawn(&args);
+    // A group's member is not directly below the root, where `wait_for_process` looks.
+    agent.wait_listed(tag);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (b0, t0) = (tx_bytes(&agent, tag), std::time::Instant::now());
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -49,17 +63,31 @@ fn saturated(tag: &str, agent_flags: &[&str]) -> (f64, Vec<f64>, serde_json::Val
         .unwrap_or_else(|| panic!("no RR line in {rr_text:?}"));
     assert!(rtts.len() >= 140, "ping answered {} of 150", rtts.len());
     agent.rein_ok(&["rm", tag]);
+    if in_group {
+        agent.rein_ok(&["rm", &group]);
+    }
     (rate, rtts, rr)
 }
 
 #[test]
 fn sparse_flows_in_a_saturated_container_keep_a_low_delay() {
     integration_tests::measures_throughput();
-    let (rate, ping, rr) = saturated("sparse", &[]);
+    judge_isolated("isolated", saturated("sparse", &[], false));
+}
+
+/// The same with the limit on a group around the container: the flows are judged against
+/// the nearest level with a rate.
+#[test]
+fn sparse_flows_keep_a_low_delay_below_a_group_limit() {
+    integration_tests::measures_throughput();
+    judge_isolated("in a group", saturated("grouped", &[], true));
+}
+
+fn judge_isolated(label: &str, (rate, ping, rr): (f64, Vec<f64>, serde_json::Value)) {
     let ratio = rate / 10e6;
     let (p50, p90, p99) = (pct(&ping, 50), pct(&ping, 90), pct(&ping, 99));
     eprintln!(
-        "isolated: {ratio:.3} of 10mbit; ping p50 {p50:.2} p90 {p90:.2} p99 {p99:.2} ms; \
+        "{label}: {ratio:.3} of 10mbit; ping p50 {p50:.2} p90 {p90:.2} p99 {p99:.2} ms; \
          request/response {rr}"
     );
     assert!(
@@ -86,7 +114,7 @@ fn sparse_flows_in_a_saturated_container_keep_a_low_delay() {
 #[test]
 fn one_fifo_per_container_makes_sparse_flows_wait() {
     integration_tests::measures_throughput();
-    let (rate, ping, rr) = saturated("fifo", &["--egress-flows", "fifo"]);
+    let (rate, ping, rr) = saturated("fifo", &["--egress-flows", "fifo"], false);
     let (p50, p99) = (pct(&ping, 50), pct(&ping, 99));
     eprintln!(
         "fifo: {:.3} of 10mbit; ping p50 {p50:.2} p99 {p99:.2} ms; request/response {rr}",

@@ -63,6 +63,15 @@ fn programs_load_count_and_log_on_this_kernel() {
     assert_eq!(counting.health().unwrap(), Health::default());
 }
 
+/// Programs loaded on private maps after one self-test packet, and the cgroup id the
+/// packets of this process are counted for (the one a test shapes).
+fn counted_datapath() -> (Datapath, u64) {
+    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
+    dp.self_test(1).unwrap();
+    let id = dp.traffic().unwrap()[0].0;
+    (dp, id)
+}
+
 /// Offsets in `struct __sk_buff` (include/uapi/linux/bpf.h), stable UAPI.
 const SKB_PRIORITY: usize = 32;
 const SKB_TSTAMP: usize = 152;
@@ -94,9 +103,7 @@ fn run_egress(dp: &mut Datapath) -> (u32, u64, u32) {
 /// socket, which flow isolation would let go at once: see the test after this one).
 #[test]
 fn shaper_delays_then_marks_then_drops_by_departure_time() {
-    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-    dp.self_test(1).unwrap();
-    let id = dp.traffic().unwrap()[0].0;
+    let (mut dp, id) = counted_datapath();
     let ms = 1_000_000;
     let cfg = ShaperConfig {
         rate_bytes_per_sec: 150_000,
@@ -153,9 +160,7 @@ fn shaper_delays_then_marks_then_drops_by_departure_time() {
 /// configured 50 ms horizon is raised). No departure time is written, nothing recorded.
 #[test]
 fn police_mode_notifies_then_drops_without_delaying() {
-    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-    dp.self_test(1).unwrap();
-    let id = dp.traffic().unwrap()[0].0;
+    let (mut dp, id) = counted_datapath();
     let ms = 1_000_000;
     dp.set_shaping(
         id,
@@ -189,9 +194,7 @@ fn police_mode_notifies_then_drops_without_delaying() {
 /// backlog waits its cost longer.
 #[test]
 fn a_sparse_flow_departs_at_once_and_is_charged() {
-    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-    dp.self_test(1).unwrap();
-    let id = dp.traffic().unwrap()[0].0;
+    let (mut dp, id) = counted_datapath();
     let ms = 1_000_000;
     let fifo = ShaperConfig {
         rate_bytes_per_sec: 150_000,
@@ -236,9 +239,7 @@ fn a_sparse_flow_departs_at_once_and_is_charged() {
 /// horizon is 25 ms.
 #[test]
 fn a_sparse_flow_passes_up_to_twice_the_horizon() {
-    let mut dp = Datapath::load_with_logger(Box::new(Capture::default())).unwrap();
-    dp.self_test(1).unwrap();
-    let id = dp.traffic().unwrap()[0].0;
+    let (mut dp, id) = counted_datapath();
     let ms = 1_000_000;
     let fifo = ShaperConfig {
         rate_bytes_per_sec: 150_000,
