@@ -150,8 +150,8 @@ const _: () = assert!(core::mem::size_of::<ShaperConfig>() == 40);
 /// each flow, to tell a sparse flow (a ping, a DNS query, a request on an idle connection)
 /// from the bulk of its cgroup.
 pub const FLOW_MAP: &str = "REIN_FLOWS";
-/// Name of the LRU hash map of `[peak share, when]` keyed by cgroup id: the largest share
-/// of its cgroup's link time any flow had lately, which says which flows are the heaviest.
+/// Name of the LRU hash map of [`FlowPeak`] keyed by cgroup id: what the shaper keeps per
+/// cgroup about its flows together.
 pub const FLOW_PEAK_MAP: &str = "REIN_FLOW_PEAK";
 /// Capacity of [`FLOW_MAP`]: flows beyond it evict the least recently sending, which then
 /// starts again with a full allowance (its bytes are still charged to its cgroup).
@@ -159,9 +159,13 @@ pub const FLOW_MAP_MAX_ENTRIES: u32 = 32_768;
 
 /// How much of its cgroup's rate a flow may use and still count as sparse: a flow's
 /// allowance refills at `rate / SPARSE_SHARE`. fq_codel's sparse flows are those sending
-/// less than a quantum per round; here a bulk TCP stream among up to this many others of
-/// its container gets its share above the refill rate, so it never looks sparse.
+/// less than a quantum per round; here a bulk TCP stream among fewer than this many of its
+/// container gets a share above the refill rate, so it never looks sparse.
 pub const SPARSE_SHARE: u64 = 32;
+/// How much of its rate a cgroup's sparse packets may use together: their joint allowance
+/// refills at `rate / SPARSE_TOTAL_SHARE` and holds one burst, so many sockets each sending
+/// a little cannot leave at once beyond the cgroup's burst; past it they are paced as bulk.
+pub const SPARSE_TOTAL_SHARE: u64 = 4;
 /// Smallest allowance a sparse flow gets at once, in bytes (two full Ethernet frames): at a
 /// low rate or with no burst, a request of a few segments still departs at once.
 pub const SPARSE_MIN_BYTES: u64 = 3028;
@@ -176,6 +180,21 @@ pub struct FlowState {
     /// The time up to which the flow's packets used its cgroup's link at the cgroup's rate,
     /// floored at the start of a recent window: its share of that window.
     pub t_share_ns: u64,
+    /// The departure time of the flow's latest packet: a packet whose flow still has one
+    /// queued is never sparse (it would overtake it, and TCP would see reordering).
+    pub t_depart_ns: u64,
+}
+
+/// What the shaper keeps about the flows of one cgroup together ([`FLOW_PEAK_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowPeak {
+    /// The largest share of the cgroup's link time (of 1024) any of its flows had lately...
+    pub share: u64,
+    /// ...seen at this time.
+    pub seen_ns: u64,
+    /// The joint allowance of its sparse packets (see [`SPARSE_TOTAL_SHARE`]), as a clock.
+    pub t_sparse_ns: u64,
 }
 
 /// Name of the hash map of [`PolicerConfig`] keyed by cgroup id: a cgroup with an entry has
@@ -403,6 +422,9 @@ unsafe impl aya::Pod for ShaperConfig {}
 // SAFETY: one `u64`.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for ShaperState {}
+// SAFETY: `#[repr(C)]`, three `u64`s, no padding: any bits are valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FlowPeak {}
 // SAFETY: `#[repr(C)]`, a `Chain` and a `u64`, no padding (size asserted).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SockInfo {}

@@ -125,7 +125,7 @@ pub fn police(ctx: &SkBuffContext, chain: &Chain) -> bool {
             if let Some(cfg) = unsafe { REIN_POLICER.get(&id) }
                 && cfg.rate_bytes_per_sec != 0
             {
-                let cost = len * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
+                let cost = (len * NSEC_PER_SEC).div_ceil(cfg.rate_bytes_per_sec);
                 let floor = now.saturating_sub(cfg.bucket_ns);
                 match t_last(&REIN_POLICER_STATE, id) {
                     None => next[i] = floor + cost,
@@ -193,8 +193,8 @@ pub struct Progress {
     pub depart: u64,
     /// Each level's clock after this packet (0: the level does not limit it).
     pub next: [u64; MAX_CHAIN],
-    /// The nearest level with a rate, its rate and burst: what the packet's flow is judged
-    /// against (see `flows`); 0 while no level limits it.
+    /// The level with the smallest rate, its rate and burst: what the packet's flow is
+    /// judged against (see `flows`); 0 while no level limits it.
     pub flow_level: u64,
     pub flow_rate: u64,
     pub flow_burst_ns: u64,
@@ -256,7 +256,9 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
     if cfg.rate_bytes_per_sec == 0 {
         return;
     }
-    if p.flow_rate == 0 {
+    // Flows are judged against the level with the smallest rate: the one whose backlog a
+    // sparse packet would skip.
+    if p.flow_rate == 0 || cfg.rate_bytes_per_sec < p.flow_rate {
         p.flow_level = id;
         p.flow_rate = cfg.rate_bytes_per_sec;
         p.flow_burst_ns = cfg.burst_ns;
@@ -264,7 +266,8 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
     }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cost = u64::from(ctx.len()) * NSEC_PER_SEC / cfg.rate_bytes_per_sec;
+    // Rounded up: a small packet at a high rate still costs something.
+    let cost = (u64::from(ctx.len()) * NSEC_PER_SEC).div_ceil(cfg.rate_bytes_per_sec);
     let floor = now.saturating_sub(cfg.burst_ns);
     let Some(t) = t_last(&REIN_SHAPER_STATE, id) else {
         // The level's first packet: it goes at once, and its clock starts with a full
@@ -313,13 +316,18 @@ pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     let now = unsafe { bpf_ktime_get_ns() };
     let mut sparse = false;
     if !p.fifo {
-        let flow = crate::flows::judge(ctx, now, p.flow_level, p.flow_rate, p.flow_burst_ns);
+        // Where the packet would stay queued until if it is not sparse (policed packets
+        // leave now whatever the clocks say).
+        let depart = if p.police { now } else { max(p.depart, now) };
+        let flow =
+            crate::flows::judge(ctx, now, p.flow_level, p.flow_rate, p.flow_burst_ns, depart);
+        if p.beyond_horizon && !flow.sparse {
+            return Verdict::Dropped;
+        }
+        flow.keep();
         sparse = flow.sparse;
         // Congestion notification only for the flows that take the most of the cgroup.
         p.marked &= flow.heavy;
-    }
-    if p.beyond_horizon && !sparse {
-        return Verdict::Dropped;
     }
     commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
     if sparse || p.depart <= now {

@@ -12,8 +12,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use controller_common::{
-    CHAIN_MAP, DELAY_MAP, DelayHistogram, FLOW_MAP, FLOW_PEAK_MAP, GENERATION_MAP, HEALTH_MAP,
-    HEALTH_TAIL_CALL_FAILED, HEALTH_TRAFFIC_FULL, MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP,
+    CHAIN_MAP, DELAY_MAP, DelayHistogram, FLOW_MAP, FLOW_PEAK_MAP, FlowPeak, GENERATION_MAP,
+    HEALTH_MAP, HEALTH_TAIL_CALL_FAILED, HEALTH_TRAFFIC_FULL, MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP,
     POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PROG_EGRESS_STAGES,
     PolicerConfig, RUNNABLE_MAP, RUNQ_MAP, SCRATCH_MAP, SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP,
     STAGES_MAP, ShaperConfig, ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic,
@@ -347,7 +347,7 @@ impl Datapath {
     /// Stops shaping a cgroup and forgets its pacing clock and its flows' peak share.
     pub fn clear_shaping(&mut self, cgroup_id: u64) -> Result<(), ProgramError> {
         self.remove_entry::<ShaperConfig>(SHAPER_MAP, cgroup_id)?;
-        self.remove_entry::<[u64; 2]>(FLOW_PEAK_MAP, cgroup_id)?;
+        self.remove_entry::<FlowPeak>(FLOW_PEAK_MAP, cgroup_id)?;
         self.remove_entry::<ShaperState>(SHAPER_STATE_MAP, cgroup_id)
     }
 

@@ -236,9 +236,13 @@ impl Node {
             None => self.tree.clear_mark(name, PRIORITY_XATTR).or(Ok(())),
         };
         failures.extend(priority.err().map(|e| e.to_string()));
-        let written = self
-            .cgroup_id(name)
-            .and_then(|id| self.write_net(id, j.net()));
+        // The journal holds the entries as an earlier agent wrote them: the bits that follow
+        // the node's settings are this agent's.
+        let mut net = j.net();
+        if let Some(cfg) = net.shaper.as_mut() {
+            set_node_bits(cfg, self.mode.polices(), self.params.flows);
+        }
+        let written = self.cgroup_id(name).and_then(|id| self.write_net(id, net));
         failures.extend(written.err().map(|e| e.to_string()));
         if failures.is_empty() {
             Ok(())

@@ -43,9 +43,9 @@
 //! - `rr-server PORT SECS`: for SECS seconds, echoes every 100-byte request on each TCP
 //!   connection to PORT (a thread per connection).
 //! - `rr-client ADDR PORT COUNT INTERVAL_MS`: over one TCP connection (no Nagle), COUNT
-//!   times sends a 100-byte request and waits for its echo, INTERVAL_MS apart: a sparse
-//!   request/response flow; prints `RR {json}` with the round trips' p50, p90, p99 and max
-//!   in ms.
+//!   times sends a 100-byte request and waits for its echo, INTERVAL_MS apart, for at most
+//!   COUNT * INTERVAL_MS in all: a sparse request/response flow; prints `RR {json}` with the
+//!   round trips' p50, p90, p99 and max in ms.
 //! - `sparse-senders ADDR PORT SOCKETS SECS`: SOCKETS UDP sockets take turns sending one
 //!   1000-byte datagram each to ADDR:PORT, 5000 datagrams a second in all (each socket a
 //!   little, together 40 Mbit/s), for SECS seconds; prints `sent BYTES`.
@@ -425,7 +425,13 @@ fn rr_client(addr: &str, port: usize, count: usize, interval_ms: usize) {
         .unwrap();
     let mut rtts = Vec::with_capacity(count);
     let mut buf = [7u8; 100];
+    // At most as long as COUNT requests take on an idle path: behind a queue of seconds, the
+    // rest of the samples would come from an idle link after the load ended.
+    let deadline = Instant::now() + std::time::Duration::from_millis((count * interval_ms) as u64);
     for _ in 0..count {
+        if Instant::now() >= deadline && !rtts.is_empty() {
+            break;
+        }
         let t = Instant::now();
         conn.write_all(&buf).unwrap();
         conn.read_exact(&mut buf).unwrap();

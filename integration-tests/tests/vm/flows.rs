@@ -76,7 +76,7 @@ fn sparse_flows_in_a_saturated_container_keep_a_low_delay() {
 }
 
 /// The same with the limit on a group around the container: the flows are judged against
-/// the nearest level with a rate.
+/// the level with the smallest rate.
 #[test]
 fn sparse_flows_keep_a_low_delay_below_a_group_limit() {
     integration_tests::measures_throughput();
@@ -124,7 +124,8 @@ fn one_fifo_per_container_makes_sparse_flows_wait() {
 }
 
 /// 200 UDP sockets, each sending 25 kB/s (a sparse flow by itself), 40 Mbit/s together from
-/// one container limited to 10 Mbit/s: the remote end receives the limit, not more.
+/// one container limited to 10 Mbit/s: the remote end receives the limit, not more (past one
+/// burst, their joint sparse allowance is spent and they are paced as bulk).
 #[test]
 fn many_sockets_each_sending_little_stay_within_the_limit_together() {
     integration_tests::measures_throughput();
@@ -201,7 +202,7 @@ fn bulk_streams_of_a_container_share_its_limit_evenly() {
     let peaks = || {
         let pin = agent.bpf_dir().join(controller_common::FLOW_PEAK_MAP);
         let data = aya::maps::MapData::from_pin(pin).unwrap();
-        let map: aya::maps::HashMap<_, u64, [u64; 2]> =
+        let map: aya::maps::HashMap<_, u64, controller_common::FlowPeak> =
             aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).unwrap();
         map.keys().map(Result::unwrap).collect::<Vec<u64>>()
     };

@@ -35,7 +35,7 @@ impl Datapath {
             ids.extend(self.keys::<ShaperState>(name)?);
         }
         ids.extend(self.keys::<PolicerConfig>(POLICER_MAP)?);
-        ids.extend(self.keys::<[u64; 2]>(FLOW_PEAK_MAP)?);
+        ids.extend(self.keys::<FlowPeak>(FLOW_PEAK_MAP)?);
         for name in [DELAY_MAP, RUNQ_MAP] {
             ids.extend(self.per_cpu_keys::<DelayHistogram>(name)?);
         }
