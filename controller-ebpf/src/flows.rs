@@ -71,6 +71,8 @@ pub struct Judgement {
     flow: FlowState,
     cgroup: u64,
     peak: FlowPeak,
+    /// The peak share was raised or started again.
+    peak_moved: bool,
 }
 
 impl Judgement {
@@ -88,9 +90,23 @@ impl Judgement {
                 let _ = REIN_FLOWS.insert(&self.cookie, &self.flow, 0);
             }
         }
+        // The cgroup's entry is shared by every CPU sending for it: write only the fields
+        // this packet changed, so that a bulk packet does not put back an older joint
+        // allowance over a sparse packet's charge.
         match REIN_FLOW_PEAK.get_ptr_mut(&self.cgroup) {
-            // SAFETY: as above, for the cgroup's entry.
-            Some(p) => unsafe { *p = self.peak },
+            Some(p) => {
+                if self.sparse {
+                    // SAFETY: the cgroup's entry, one field.
+                    unsafe { (*p).t_sparse_ns = self.peak.t_sparse_ns };
+                }
+                if self.peak_moved {
+                    // SAFETY: as above.
+                    unsafe {
+                        (*p).share = self.peak.share;
+                        (*p).seen_ns = self.peak.seen_ns;
+                    }
+                }
+            }
             None => {
                 let _ = REIN_FLOW_PEAK.insert(&self.cgroup, &self.peak, 0);
             }
@@ -117,6 +133,7 @@ pub fn judge(
         flow: FlowState::default(),
         cgroup: id,
         peak: FlowPeak::default(),
+        peak_moved: false,
     };
     if rate == 0 {
         return j;
@@ -172,6 +189,7 @@ pub fn judge(
     if share >= peak.share || now.saturating_sub(peak.seen_ns) > SHARE_WINDOW_NS {
         j.peak.share = share;
         j.peak.seen_ns = now;
+        j.peak_moved = true;
     } else {
         j.heavy = share * 100 >= peak.share * HEAVY_PERCENT;
     }

@@ -329,6 +329,12 @@ pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
         // Congestion notification only for the flows that take the most of the cgroup.
         p.marked &= flow.heavy;
     }
+    // (Also when the level judged against keeps one FIFO while another level let the
+    // packet past its horizon: the FIFO bits of a node differ only while an agent restarted
+    // with another --egress-flows rewrites them.)
+    if p.beyond_horizon && !sparse {
+        return Verdict::Dropped;
+    }
     commit(&REIN_SHAPER_STATE, &p.chain, &p.next);
     if sparse || p.depart <= now {
         return Verdict::Pass;

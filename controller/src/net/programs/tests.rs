@@ -236,11 +236,11 @@ fn a_sparse_flow_departs_at_once_and_is_charged() {
 
 /// Beyond a container's horizon its bulk is dropped, but a sparse flow's packet still goes
 /// up to twice the horizon (and is charged); beyond that it is dropped too. At 150 kB/s each
-/// packet costs 10 ms; the horizon is 14 ms.
+/// packet costs 10 ms; the horizon is 11 ms.
 #[test]
 fn a_sparse_flow_passes_up_to_twice_the_horizon() {
     let (mut dp, id) = counted_datapath();
-    let fifo = slow(500, 14, 0, controller_common::FIFO);
+    let fifo = slow(500, 11, 0, controller_common::FIFO);
     dp.set_shaping(id, fifo).unwrap();
     // Waits of 0 and ~10 ms queue; ~20 ms is beyond the horizon.
     let bulk: Vec<u32> = (0..3).map(|_| run_egress(&mut dp).0).collect();
@@ -259,14 +259,29 @@ fn a_sparse_flow_passes_up_to_twice_the_horizon() {
 /// Sparse packets of one container together leave at once only within a joint allowance
 /// (a quarter of the rate, one burst deep): beyond it, new sockets each sending a little are
 /// paced like bulk. At 150 kB/s with no burst the allowance holds two frames' worth (20 ms)
-/// at four times the cost: two 1500-byte packets of new sockets go now, the third is paced.
+/// at four times the cost: two 1500-byte packets of new sockets go now, the third is paced
+/// (a wait of ~20 ms, under the 25 ms horizon), and the fourth, no longer sparse and beyond
+/// the horizon, is dropped without being charged: the next packet queued waits one cost
+/// behind the third, not two.
 #[test]
 fn many_small_senders_share_one_sparse_allowance() {
     let (mut dp, id) = counted_datapath();
-    dp.set_shaping(id, slow(500, 900, 0, 0)).unwrap();
-    let runs: Vec<(u32, u64, u32)> = (0..3).map(|_| run_egress(&mut dp)).collect();
+    dp.set_shaping(id, slow(500, 25, 0, 0)).unwrap();
+    let runs: Vec<(u32, u64, u32)> = (0..4).map(|_| run_egress(&mut dp)).collect();
     assert_eq!((runs[0].1, runs[1].1), (0, 0), "two leave now: {runs:?}");
-    assert!(runs[2].1 > 0, "the third is paced: {runs:?}");
+    assert!(
+        runs[2].0 == 1 && runs[2].1 > 0,
+        "the third is paced: {runs:?}"
+    );
+    assert_eq!(runs[3].0, 2, "the fourth is dropped: {runs:?}");
+    dp.set_shaping(id, slow(500, 900, 0, controller_common::FIFO))
+        .unwrap();
+    let behind = run_egress(&mut dp);
+    assert_eq!(
+        behind.1 - runs[2].1,
+        10_000_000,
+        "the dropped packet was not charged: {runs:?} {behind:?}"
+    );
 }
 
 /// A packet whose tail call to the next egress stage fails passes (rein fails open rather
