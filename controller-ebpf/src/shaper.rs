@@ -305,8 +305,8 @@ pub fn level(ctx: &SkBuffContext, p: &mut Progress) {
 /// gives the packet the latest departure they allow (pacing) or lets it go now (policing).
 /// A packet of a sparse flow (see `flows`) leaves now in either mode, without congestion
 /// notification: the clocks are charged for it all the same. Of the bulk flows, only the
-/// heaviest get congestion notification. A departure time the sender
-/// put on the packet itself is kept only when it is later.
+/// heaviest get congestion notification. A departure time the sender put on the packet
+/// itself is kept only when it is later.
 #[inline(always)]
 pub fn finish(ctx: &SkBuffContext, p: &mut Progress) -> Verdict {
     if p.verdict == Verdict::Dropped {
