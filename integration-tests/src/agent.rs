@@ -118,6 +118,11 @@ impl AgentGuard {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `rein stats NAME --json`, parsed.
+    pub fn stats(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.rein_ok(&["stats", name, "--json"])).unwrap()
+    }
+
     /// Starts `rein --socket <ours> ARGS` without waiting.
     pub fn rein_spawn(&self, args: &[&str]) -> Child {
         Command::new("rein")

@@ -120,6 +120,35 @@ pub fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
         .copied()
 }
 
+/// The received rate (bits/s) of each stream of an iperf3 JSON report.
+pub fn stream_rates(report: &serde_json::Value) -> Vec<f64> {
+    report["end"]["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["receiver"]["bits_per_second"].as_f64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Jain's fairness index of `rates`: 1 when all are equal, 1/n when one takes all; `None`
+/// when nothing moved.
+pub fn jain(rates: &[f64]) -> Option<f64> {
+    let sum: f64 = rates.iter().sum();
+    let squares: f64 = rates.iter().map(|x| x * x).sum();
+    (squares > 0.0).then(|| sum * sum / (rates.len() as f64 * squares))
+}
+
+/// The byte count in `rein-test-helper udp-sink`'s output (`received BYTES`).
+pub fn received_bytes(stdout: &[u8]) -> Option<f64> {
+    String::from_utf8_lossy(stdout)
+        .trim()
+        .strip_prefix("received ")?
+        .parse()
+        .ok()
+}
+
 /// An iperf3 server in a remote namespace, killed when the test ends, also by a panic: a
 /// server left running keeps the namespace, and its veth pair, alive for the next test.
 pub struct Server(Child);

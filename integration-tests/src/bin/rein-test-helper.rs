@@ -607,18 +607,8 @@ fn bench_summary(args: &[String]) {
     let rtts = integration_tests::ping_rtts(&std::fs::read_to_string(arg(5)).unwrap_or_default());
     let pct = |p: usize| integration_tests::percentile(&rtts, p);
     let limit: f64 = arg(2).parse().unwrap_or(0.0);
-    // Jain's fairness index of the streams' goodputs: 1 when equal, 1/n when one takes all.
-    let streams: Vec<f64> = end["streams"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|s| s["receiver"]["bits_per_second"].as_f64())
-                .collect()
-        })
-        .unwrap_or_default();
-    let sum: f64 = streams.iter().sum();
-    let squares: f64 = streams.iter().map(|x| x * x).sum();
-    let jain = (squares > 0.0).then(|| sum * sum / (streams.len() as f64 * squares));
+    let streams = integration_tests::stream_rates(&iperf);
+    let jain = integration_tests::jain(&streams);
     // The request/response flow's round trips (`RR {json}` of rr-client), when one ran.
     let rr: serde_json::Value = args
         .get(6)

@@ -258,8 +258,7 @@ fn what_is_removed_behind_the_agents_back_is_repaired() {
         "-c",
         "ping -c 2 -W 1 127.0.0.1 >/dev/null",
     ]);
-    let stats: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", "y", "--json"])).unwrap();
+    let stats = agent.stats("y");
     assert!(
         stats["usage"]["net_tx_packets"].as_u64().unwrap_or(0) >= 2,
         "packets of a container after the repair are counted: {stats}"

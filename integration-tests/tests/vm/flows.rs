@@ -9,9 +9,7 @@ fn pct(sorted: &[f64], p: usize) -> f64 {
 }
 
 fn tx_bytes(agent: &AgentGuard, name: &str) -> f64 {
-    let s: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", name, "--json"])).unwrap();
-    s["usage"]["net_tx_bytes"].as_f64().unwrap()
+    agent.stats(name)["usage"]["net_tx_bytes"].as_f64().unwrap()
 }
 
 /// What a sparse flow sees inside a container whose 8 bulk TCP streams saturate its
@@ -147,10 +145,7 @@ fn many_sockets_each_sending_little_stay_within_the_limit_together() {
         "6",
     ]);
     let got = sink.wait_with_output().unwrap();
-    let received: f64 = String::from_utf8_lossy(&got.stdout)
-        .trim()
-        .strip_prefix("received ")
-        .and_then(|n| n.parse().ok())
+    let received = integration_tests::received_bytes(&got.stdout)
         .unwrap_or_else(|| panic!("udp-sink said {got:?}"));
     // 1000-byte payloads are 1028-byte IP packets; the sink counts 4 s from the first.
     let ratio = received * 1028.0 / 1000.0 * 8.0 / 4.0 / 10e6;
@@ -176,14 +171,9 @@ fn bulk_streams_of_a_container_share_its_limit_evenly() {
         "-P", "8", "-t", "5", "-J",
     ]);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let rates: Vec<f64> = report["end"]["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["receiver"]["bits_per_second"].as_f64().unwrap())
-        .collect();
+    let rates = integration_tests::stream_rates(&report);
     let sum: f64 = rates.iter().sum();
-    let jain = sum * sum / (rates.len() as f64 * rates.iter().map(|r| r * r).sum::<f64>());
+    let jain = integration_tests::jain(&rates).unwrap_or(0.0);
     let mbit: Vec<String> = rates.iter().map(|r| format!("{:.1}", r / 1e6)).collect();
     eprintln!(
         "8 streams: {:.3} of 100mbit, Jain's index {jain:.3}, Mbit/s {mbit:?}",

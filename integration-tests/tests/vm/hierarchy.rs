@@ -8,18 +8,14 @@ use integration_tests::{
     AgentGuard, HOST_DEV, OciBundle, REMOTE_IP, RemoteNetns, shaper_keys, traffic_keys,
 };
 
-fn stats(agent: &AgentGuard, name: &str) -> serde_json::Value {
-    serde_json::from_str(&agent.rein_ok(&["stats", name, "--json"])).unwrap()
-}
-
 fn tx_bytes(agent: &AgentGuard, name: &str) -> f64 {
-    stats(agent, name)["usage"]["net_tx_bytes"]
+    agent.stats(name)["usage"]["net_tx_bytes"]
         .as_f64()
         .unwrap_or(0.0)
 }
 
 fn rx_bytes(agent: &AgentGuard, name: &str) -> f64 {
-    stats(agent, name)["usage"]["net_rx_bytes"]
+    agent.stats(name)["usage"]["net_rx_bytes"]
         .as_f64()
         .unwrap_or(0.0)
 }
@@ -239,7 +235,7 @@ fn a_two_level_group_caps_its_members_sum_and_each_keeps_its_own_limit() {
     );
     // Live change at the group level.
     agent.rein_ok(&["set", "team", "--egress", "30mbit"]);
-    assert_eq!(stats(&agent, "team")["limits"]["egress"], "30mbit");
+    assert_eq!(agent.stats("team")["limits"]["egress"], "30mbit");
     let busy = agent.rein(&["rm", "team"]);
     assert!(
         String::from_utf8_lossy(&busy.stderr).contains("still holds"),
@@ -290,11 +286,7 @@ fn a_self_stamping_udp_sender_is_held_in_both_modes() {
             "100000000",
         ]);
         let sink = sink.wait_with_output().unwrap();
-        let received: f64 = String::from_utf8_lossy(&sink.stdout)
-            .trim()
-            .strip_prefix("received ")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0.0);
+        let received = integration_tests::received_bytes(&sink.stdout).unwrap_or(0.0);
         let counted = tx_bytes(&agent, &name);
         eprintln!(
             "{mode}: sender {}, received {:.2} Mbit/s over 3 s, rein passed {:.2} Mbit/s \
@@ -342,12 +334,12 @@ fn a_thousand_nested_cgroups_leave_no_map_entry() {
     eprintln!(
         "after 1000 nested cgroups: traffic entries {traffic:?}, managed {managed:?}, \
          container {id}, its packets {}",
-        stats(&agent, "host")["usage"]["net_tx_packets"]
+        agent.stats("host")["usage"]["net_tx_packets"]
     );
     assert_eq!(traffic, vec![id], "only the container is counted");
     assert_eq!(managed, vec![id], "only the container is managed");
     assert!(
-        stats(&agent, "host")["usage"]["net_tx_packets"]
+        agent.stats("host")["usage"]["net_tx_packets"]
             .as_u64()
             .unwrap_or(0)
             >= 1000,

@@ -317,8 +317,7 @@ fn runqueue_latency_is_recorded_per_container() {
         "crowded tasks should wait far longer"
     );
     promtool_accepts(&text);
-    let stats: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", "crowd", "--json"])).unwrap();
+    let stats = agent.stats("crowd");
     assert!(
         stats["usage"]["runqueue_waits"].as_u64().unwrap() > 0,
         "{stats}"
@@ -386,8 +385,7 @@ fn tcp_round_trips_and_retransmissions_match_iperf3() {
     assert!(n > 100.0, "{n} RTT samples");
     assert!((0.010..0.2).contains(&mean_rtt), "mean RTT {mean_rtt}");
     // `rein stats` shows the same counters.
-    let stats: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", "tcp", "--json"])).unwrap();
+    let stats = agent.stats("tcp");
     assert_eq!(
         stats["usage"]["tcp_retransmitted_segments"].as_f64(),
         Some(retrans),

@@ -15,10 +15,6 @@ fn iperf3(agent: &AgentGuard, name: &str, limits: &[&str], extra: &[&str]) -> se
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {out}"))
 }
 
-fn stats(agent: &AgentGuard, name: &str) -> serde_json::Value {
-    serde_json::from_str(&agent.rein_ok(&["stats", name, "--json"])).unwrap()
-}
-
 #[test]
 fn tcp_egress_lands_within_five_percent_of_the_limit() {
     integration_tests::measures_throughput();
@@ -38,7 +34,7 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
         .as_f64()
         .unwrap();
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
-    let s = stats(&agent, "tcp");
+    let s = agent.stats("tcp");
     assert_eq!(
         s["egress_mode"], "edt-fq on rein-h0",
         "rein stats names the shaping mode"
@@ -149,11 +145,7 @@ fn report_of(child: std::process::Child) -> serde_json::Value {
 /// The container's transmitted bytes per second over `window`, from rein's own counters
 /// (what actually left through the shaper, unlike iperf3's sender-side intervals).
 fn tx_rate(agent: &AgentGuard, name: &str, window: std::time::Duration) -> f64 {
-    let tx = || {
-        stats(agent, name)["usage"]["net_tx_bytes"]
-            .as_f64()
-            .unwrap()
-    };
+    let tx = || agent.stats(name)["usage"]["net_tx_bytes"].as_f64().unwrap();
     let (b0, t0) = (tx(), std::time::Instant::now());
     std::thread::sleep(window);
     (tx() - b0) * 8.0 / t0.elapsed().as_secs_f64()
@@ -208,8 +200,7 @@ fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
         ls.contains("\"egress\": \"20mbit\""),
         "the restarted agent lost the limit: {ls}"
     );
-    let counted: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", "steady", "--json"])).unwrap();
+    let counted = agent.stats("steady");
     let tx = counted["usage"]["net_tx_bytes"].as_f64().unwrap();
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
     assert!(
@@ -220,7 +211,7 @@ fn shaping_survives_an_agent_crash_and_a_restart_adopts_it() {
     // container is shaped and counted through both.
     let report = report_of(spawn_iperf3(&agent, "after", &["--egress", "20mbit"], "4"));
     let after = interval_rate(&report, 1.0, 4.0);
-    let tx = stats(&agent, "after")["usage"]["net_tx_bytes"]
+    let tx = agent.stats("after")["usage"]["net_tx_bytes"]
         .as_f64()
         .unwrap_or(0.0);
     let sent = report["end"]["sum_sent"]["bytes"].as_f64().unwrap();
@@ -254,7 +245,7 @@ fn udp_egress_is_held_to_the_limit() {
         * (1.0 - report["end"]["sum"]["lost_percent"].as_f64().unwrap() / 100.0);
     // Each 1400-byte datagram is a 1428-byte IP packet.
     let ip_rate = received * 1428.0 / 1400.0;
-    let s = stats(&agent, "udp");
+    let s = agent.stats("udp");
     eprintln!(
         "udp: received {:.2} Mbit/s of payload, {:.2} Mbit/s as IP ({:.3} of the limit); dropped {}",
         received / 1e6,
@@ -313,7 +304,7 @@ fn ingress_policing_holds_a_tcp_download_near_the_limit() {
     let goodput = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap();
-    let s = stats(&agent, "down");
+    let s = agent.stats("down");
     eprintln!(
         "ingress: goodput {:.2} Mbit/s ({:.3} of the limit), policer dropped {}, retransmits {}",
         goodput / 1e6,
@@ -364,7 +355,7 @@ fn a_container_in_its_own_netns_is_paced_inside_it() {
     }
     std::thread::sleep(std::time::Duration::from_millis(700));
     let steady = tx_rate(&agent, "inns", std::time::Duration::from_millis(3000));
-    let s = stats(&agent, "inns");
+    let s = agent.stats("inns");
     let report = report_of(child);
     let ratio = steady / 20e6;
     eprintln!(
@@ -406,7 +397,7 @@ fn police_mode_holds_tcp_and_udp_near_the_limit() {
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let steady = tx_rate(&agent, "ptcp", std::time::Duration::from_millis(3000));
     let report = report_of(child);
-    let s = stats(&agent, "ptcp");
+    let s = agent.stats("ptcp");
     let tcp = steady / 20e6;
     eprintln!(
         "police tcp: steady {:.2} Mbit/s ({tcp:.3} of the limit), retransmits {}, delayed {}, \
@@ -515,7 +506,7 @@ fn a_mode_change_on_restart_switches_adopted_limits() {
         "the limit itself is kept"
     );
     assert_eq!(
-        stats(&agent, "m")["egress_mode"],
+        agent.stats("m")["egress_mode"],
         "police-cn (chosen with --egress-mode police)"
     );
     agent.restart_with(&["--egress-dev", "lo"]);

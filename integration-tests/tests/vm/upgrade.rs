@@ -45,8 +45,7 @@ fn an_agent_over_an_older_agents_pins_runs_its_own_programs_and_maps() {
         controller_common::HEALTH_MAP_ENTRIES.to_string(),
         "the map of the older layout was not made anew"
     );
-    let stats: serde_json::Value =
-        serde_json::from_str(&agent.rein_ok(&["stats", "box", "--json"])).unwrap();
+    let stats = agent.stats("box");
     assert_eq!(stats["limits"]["egress"], "10mbit", "{stats}");
     agent.rein_ok(&["rm", "box"]);
 }
