@@ -49,8 +49,9 @@ pub const HEALTH_MAP_ENTRIES: u32 = 2;
 /// Name of the per-CPU one-entry array through which the egress programs hand their work on
 /// a packet to the next stage (a tail call keeps only the context).
 pub const SCRATCH_MAP: &str = "REIN_SCRATCH";
-/// Name of the LRU map of runnable tasks of managed cgroups (scheduler programs).
-pub const RUNNABLE_MAP: &str = "REIN_RUNNABLE";
+/// Name of the LRU map of the watched tasks' `sched_info` as each last left a CPU
+/// (scheduler program).
+pub const RUN_DELAY_MAP: &str = "REIN_RUN_DELAY";
 /// Name of the program array holding [`PROG_EGRESS_STAGES`] by index. Pinned: the kernel
 /// empties a program array when its last user reference closes, which would stop shaping
 /// once the agent exits.
@@ -325,34 +326,21 @@ pub struct Chain {
 
 const _: () = assert!(core::mem::size_of::<Chain>() == 8 + 8 * MAX_CHAIN + 8);
 
-/// Byte offsets of the kernel struct members the scheduler programs read with
+/// Byte offsets of the kernel struct members the scheduler program reads with
 /// `bpf_probe_read_kernel`, resolved by the agent from the running kernel's BTF (Rust eBPF
-/// has no CO-RE relocations). `valid == 0` until the agent wrote them: the programs do
+/// has no CO-RE relocations). `valid == 0` until the agent wrote them: the program does
 /// nothing before.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `task_struct.pid` (i32).
-    pub task_pid: u32,
-    /// `task_struct.__state` (`state` before 5.14; 0 is TASK_RUNNING).
-    pub task_state: u32,
-    /// `task_struct.cgroups` (`struct css_set *`).
-    pub task_cgroups: u32,
-    /// `css_set.dfl_cgrp` (`struct cgroup *`, the task's cgroup v2).
-    pub css_set_dfl_cgrp: u32,
-    /// `cgroup.kn` (`struct kernfs_node *`).
-    pub cgroup_kn: u32,
-    /// `kernfs_node.id` (u64: the cgroup id, the inode number of its directory).
-    pub kernfs_node_id: u32,
-    /// `cgroup.level` (int: 0 for the root).
-    pub cgroup_level: u32,
-    /// `cgroup.ancestors` (`struct cgroup *[]`, indexed by level; since 6.0).
-    pub cgroup_ancestors: u32,
+    /// `task_struct.sched_info.pcount` (unsigned long, runs so far), from the task; the
+    /// agent checks that `sched_info.run_delay` (u64, nanoseconds waited runnable) follows
+    /// it, so the program reads both at once.
+    pub task_sched_pcount: u32,
     pub valid: u32,
-    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 8);
 
 /// Name of the LRU hash map from socket cookie to [`SockInfo`]: the egress program learns
 /// each socket's cgroup from its packets, so the sock_ops program (which has no cgroup

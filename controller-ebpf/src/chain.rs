@@ -4,8 +4,8 @@
 //! process inside does to its own cgroup (moving into a child, a grandchild, a cgroup
 //! namespace): a packet of `rein.slice/web/inner/deeper` is `web`'s, and also every managed
 //! group's above `web`. The kernel names a socket's ancestors with
-//! `bpf_skb_ancestor_cgroup_id(skb, level)` (since 4.19) and a task's through
-//! `cgroup->ancestors[]` (since 6.0); walking them costs one helper or two reads per level,
+//! `bpf_skb_ancestor_cgroup_id(skb, level)` (since 4.19) and the current task's with
+//! `bpf_get_current_ancestor_cgroup_id(level)` (since 5.7); walking them costs one helper per level,
 //! so the result is cached per cgroup in an LRU map (`REIN_CHAIN`) and recomputed only when
 //! the agent bumps the managed set's generation (`REIN_GENERATION`), after it adds or
 //! removes a managed cgroup. The hit path is two lookups.

@@ -315,19 +315,14 @@ pub fn rein_sock_ops(ctx: SockOpsContext) -> u32 {
     tcp::sock_ops(&ctx)
 }
 
-#[raw_tracepoint(tracepoint = "sched_wakeup")]
-pub fn rein_sched_wakeup(ctx: RawTracePointContext) -> u32 {
-    sched::wakeup(&ctx)
-}
-
-#[raw_tracepoint(tracepoint = "sched_wakeup_new")]
-pub fn rein_sched_wakeup_new(ctx: RawTracePointContext) -> u32 {
-    sched::wakeup(&ctx)
-}
-
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn rein_sched_switch(ctx: RawTracePointContext) -> u32 {
-    sched::switch(&ctx)
+pub fn rein_sched_switch(_ctx: RawTracePointContext) -> u32 {
+    sched::switch()
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn rein_sched_exit(_ctx: RawTracePointContext) -> u32 {
+    sched::exit()
 }
 
 #[cfg(not(test))]

@@ -1,22 +1,30 @@
-//! Run-queue latency per cgroup: how long a task of a rein container waited between becoming
-//! runnable (woken, or preempted while still runnable) and running, recorded for every
-//! managed cgroup above the task (its chain, see `chain`).
+//! Run-queue latency per cgroup: how long a task of a rein container waited runnable (woken,
+//! or preempted while still runnable) before it ran, recorded for every managed cgroup above
+//! the task (its chain, see `chain`).
 //!
-//! Raw tracepoints on `sched_wakeup`, `sched_wakeup_new` and `sched_switch` run for every task
-//! of the node, so they do as little as possible for tasks outside rein: one walk
-//! task -> css_set -> cgroup -> kernfs_node for the cgroup id (four `bpf_probe_read_kernel`s
-//! at offsets the agent resolved from BTF) and the chain cache's two lookups. Only a cgroup
-//! not seen under this generation of the managed set walks `cgroup->ancestors[]`.
+//! The kernel keeps this account itself (`task->sched_info`, CONFIG_SCHED_INFO): `run_delay`
+//! sums every wait of the task and `pcount` counts its runs, both updated as the task is
+//! switched in. So one program on `sched_switch` suffices: the task switched out is the
+//! current one, its cgroup comes from `bpf_get_current_cgroup_id()` (no walk of kernel
+//! structs) and the chain cache, and the growth of its `run_delay` since it last left a CPU
+//! is the wait before the run now ending. A task outside rein pays one program run with one
+//! helper and the chain cache's lookups per switch, and nothing at wake-ups (no programs
+//! there); a watched task adds one read of its `sched_info` and one map update.
+//!
+//! A wait is recorded when the run it preceded ends, not when it starts: the histogram's
+//! counts are the same, a run later. A task's first wait after the agent starts is not
+//! recorded (there is no earlier `run_delay` to subtract), except a new task's first run, nor
+//! one whose entry the LRU evicted (the map holds 32768 tasks).
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_probe_read_kernel,
+    },
     macros::map,
     maps::{Array, LruHashMap, PerCpuHashMap},
-    programs::RawTracePointContext,
 };
-use controller_common::{
-    Chain, DelayHistogram, KernelOffsets, MANAGED_MAP_MAX_ENTRIES, MAX_CHAIN, MAX_LEVEL,
-};
+use controller_common::{DelayHistogram, KernelOffsets, MANAGED_MAP_MAX_ENTRIES, MAX_CHAIN};
 
 #[map]
 static REIN_OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
@@ -25,118 +33,87 @@ static REIN_OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 static REIN_RUNQ: PerCpuHashMap<u64, DelayHistogram> =
     PerCpuHashMap::with_max_entries(MANAGED_MAP_MAX_ENTRIES, 0);
 
-/// A runnable task of a managed cgroup: when it started waiting, and its chain (so the
-/// switch does not walk the task's cgroup again).
+/// `sched_info.pcount` and `run_delay`, adjacent in the kernel's struct (the agent checks).
+#[repr(C)]
 #[derive(Clone, Copy)]
-struct Waiting {
-    since: u64,
-    chain: Chain,
+struct Seen {
+    /// Runs so far.
+    pcount: u64,
+    /// Nanoseconds waited runnable so far.
+    run_delay: u64,
 }
 
-/// Waiting tasks by pid. LRU: a task that exits while runnable never has its entry consumed.
+/// Each watched task's `sched_info` as it last left a CPU, by pid; removed as the task exits
+/// (`exit`). LRU all the same: an entry evicted costs that task one recorded wait.
 #[map]
-static REIN_RUNNABLE: LruHashMap<u32, Waiting> = LruHashMap::with_max_entries(32_768, 0);
-
-/// The `n`th raw tracepoint argument (a `task_struct` address for the ones used here).
-#[inline(always)]
-fn arg(ctx: &RawTracePointContext, n: usize) -> u64 {
-    ctx.arg::<u64>(n)
-}
-
-/// Reads a `T` at `base + off` in kernel memory.
-#[inline(always)]
-fn read<T>(base: u64, off: u32) -> Option<T> {
-    if base == 0 {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel copies safely from any address (faulting reads fail).
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T).ok() }
-}
-
-/// The id of the cgroup at `cgroup` (a `struct cgroup *`).
-#[inline(always)]
-fn cgroup_id(o: &KernelOffsets, cgroup: u64) -> Option<u64> {
-    let kn: u64 = read(cgroup, o.cgroup_kn)?;
-    read(kn, o.kernfs_node_id)
-}
-
-/// The managed cgroups above `task` (empty for a task outside rein).
-#[inline(always)]
-fn chain_of(o: &KernelOffsets, task: u64) -> Option<Chain> {
-    let css_set: u64 = read(task, o.task_cgroups)?;
-    let cgroup: u64 = read(css_set, o.css_set_dfl_cgrp)?;
-    let id = cgroup_id(o, cgroup)?;
-    Some(crate::chain::of_cgroup(id, |level| {
-        // Read on a cache miss only: the walk below runs once per cgroup and generation. A
-        // read that fails gives None, and the chain is then used once but not cached.
-        let own: i32 = read(cgroup, o.cgroup_level)?;
-        if level > own as u32 || level >= MAX_LEVEL {
-            return Some(0);
-        }
-        let at = u64::from(o.cgroup_ancestors) + 8 * u64::from(level);
-        read::<u64>(cgroup, at as u32).and_then(|a| cgroup_id(o, a))
-    }))
-}
+static REIN_RUN_DELAY: LruHashMap<u32, Seen> = LruHashMap::with_max_entries(32_768, 0);
 
 #[inline(always)]
 fn offsets() -> Option<&'static KernelOffsets> {
     REIN_OFFSETS.get(0).filter(|o| o.valid != 0)
 }
 
-/// Marks `task` runnable now, if it is below a managed cgroup.
+/// `sched_process_exit(p)`: the current task exits; its entry goes (a no-op for the tasks
+/// outside rein, which have none).
 #[inline(always)]
-fn runnable(o: &KernelOffsets, task: u64) {
-    let Some(chain) = chain_of(o, task).filter(|c| c.len > 0) else {
-        return;
-    };
-    let Some(pid) = read::<i32>(task, o.task_pid) else {
-        return;
-    };
-    // SAFETY: helper without arguments.
-    let since = unsafe { bpf_ktime_get_ns() };
-    let _ = REIN_RUNNABLE.insert(&(pid as u32), &Waiting { since, chain }, 0);
-}
-
-/// `sched_wakeup(p)` and `sched_wakeup_new(p)`.
-#[inline(always)]
-pub fn wakeup(ctx: &RawTracePointContext) -> u32 {
-    if let Some(o) = offsets() {
-        runnable(o, arg(ctx, 0));
-    }
+pub fn exit() -> u32 {
+    let _ = REIN_RUN_DELAY.remove(&(bpf_get_current_pid_tgid() as u32));
     0
 }
 
-/// `sched_switch(preempt, prev, next, ...)`: a preempted `prev` starts waiting again; `next`
-/// stops waiting, and its wait goes into its cgroup's histogram.
+/// `sched_switch(preempt, prev, next, ...)`: `prev`, the current task, leaves the CPU.
 #[inline(always)]
-pub fn switch(ctx: &RawTracePointContext) -> u32 {
+pub fn switch() -> u32 {
+    // SAFETY: helper without arguments; at sched_switch the current task is `prev`.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    let chain = crate::chain::of_cgroup(cgroup, |level| {
+        // SAFETY: helper with a plain integer argument; 0 past the task's own level.
+        Some(unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) })
+    });
+    if chain.len == 0 {
+        return 0;
+    }
     let Some(o) = offsets() else {
         return 0;
     };
-    let (prev, next) = (arg(ctx, 1), arg(ctx, 2));
-    if read::<u32>(prev, o.task_state) == Some(0) {
-        runnable(o, prev);
-    }
-    let Some(pid) = read::<i32>(next, o.task_pid) else {
-        return 0;
-    };
-    let pid = pid as u32;
-    // SAFETY: lookup; the value is copied out at once.
-    let Some(w) = (unsafe { REIN_RUNNABLE.get(&pid) }).copied() else {
-        return 0;
-    };
-    let _ = REIN_RUNNABLE.remove(&pid);
-    // A chain from before the managed set changed may name a forgotten cgroup.
-    if w.chain.generation != crate::chain::generation() {
-        return 0;
-    }
     // SAFETY: helper without arguments.
-    let waited = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.since);
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: bpf_probe_read_kernel copies safely from any address (faulting reads fail).
+    let Ok(now) =
+        (unsafe { bpf_probe_read_kernel((task + u64::from(o.task_sched_pcount)) as *const Seen) })
+    else {
+        return 0;
+    };
+    // The low half is the task's pid.
+    let pid = bpf_get_current_pid_tgid() as u32;
+    // A new task's first run: its whole run_delay is the wait after its fork (whatever an
+    // entry of an earlier task with this pid says).
+    let first = (now.pcount == 1).then_some(now.run_delay);
+    let waited = match REIN_RUN_DELAY.get_ptr_mut(&pid) {
+        Some(p) => {
+            // SAFETY: a valid map value; this task is on this CPU, so nothing else updates
+            // its entry now.
+            let before = unsafe { &mut *p };
+            // One run since the last switch-out: else the task ran while its cgroup was
+            // not watched, or its entry was evicted in between.
+            let one_run = now.pcount == before.pcount + 1 && now.run_delay >= before.run_delay;
+            let waited = first.or(one_run.then(|| now.run_delay - before.run_delay));
+            *before = now;
+            waited
+        }
+        None => {
+            let _ = REIN_RUN_DELAY.insert(&pid, &now, 0);
+            first
+        }
+    };
+    let Some(waited) = waited else {
+        return 0;
+    };
     let bucket = crate::percpu::opaque(DelayHistogram::bucket(waited) as u64);
     let mut i = 0;
     while i < MAX_CHAIN {
-        if i < w.chain.len as usize {
-            crate::percpu::update(&REIN_RUNQ, w.chain.ids[i], |h| {
+        if i < chain.len as usize {
+            crate::percpu::update(&REIN_RUNQ, chain.ids[i], |h| {
                 crate::percpu::record(h, bucket, waited);
             });
         }

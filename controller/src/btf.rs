@@ -25,6 +25,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("unexpected kernel struct layout: {0}")]
+    Layout(String),
 }
 
 /// Kinds whose records are followed by extra data (see the kernel's btf.rst).

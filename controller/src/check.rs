@@ -193,9 +193,9 @@ pub fn run() -> Report {
             "kernel BTF",
             true,
             format!(
-                "/sys/kernel/btf/vmlinux resolves the members the scheduler programs read \
-                 (task_struct.cgroups at {}, cgroup.kn at {})",
-                o.task_cgroups, o.cgroup_kn
+                "/sys/kernel/btf/vmlinux resolves the members the scheduler program reads \
+                 (task_struct.sched_info.pcount at {})",
+                o.task_sched_pcount
             ),
             "",
         ),
@@ -203,8 +203,10 @@ pub fn run() -> Report {
             "kernel BTF",
             false,
             e.to_string(),
-            "no run-queue latency histograms (the scheduler programs need the kernel's struct \
-             offsets); everything else works",
+            "no run-queue latency histograms (the scheduler program reads the kernel's own \
+             account of each task's waits, task_struct.sched_info: it needs the kernel's BTF \
+             and CONFIG_SCHED_INFO, which CONFIG_SCHEDSTATS or CONFIG_TASK_DELAY_ACCT select); \
+             everything else works",
         ),
     });
     caps.push(cap(

@@ -101,8 +101,20 @@ impl OciBundle {
     }
 
     /// Adds `rein --socket SOCKET hook createRuntime|poststop EXTRA..` as runc's config.json
-    /// snippet in docs/runtimes.md does.
+    /// snippet in docs/runtimes.md does with the optional poststop hook (the registration is
+    /// then forgotten as the runtime deletes the container).
     pub fn add_rein_hooks(&self, socket: &Path, extra: &[&str]) {
+        self.add_hooks_for(socket, extra, &["createRuntime", "poststop"]);
+    }
+
+    /// Adds only `rein --socket SOCKET hook createRuntime EXTRA..`, the recommended setup
+    /// (deploy/hooks.d/rein.json): one hook process per container start; the agent forgets
+    /// the container within a second of its cgroup's removal.
+    pub fn add_rein_create_hook(&self, socket: &Path, extra: &[&str]) {
+        self.add_hooks_for(socket, extra, &["createRuntime"]);
+    }
+
+    fn add_hooks_for(&self, socket: &Path, extra: &[&str], stages: &[&str]) {
         let hook = |stage: &str| {
             let mut args = vec![
                 "rein".to_owned(),
@@ -115,10 +127,7 @@ impl OciBundle {
             serde_json::json!([{"path": "/usr/local/bin/rein", "args": args, "timeout": 10}])
         };
         self.edit(|c| {
-            c["hooks"] = serde_json::json!({
-                "createRuntime": hook("createRuntime"),
-                "poststop": hook("poststop"),
-            });
+            c["hooks"] = stages.iter().map(|s| ((*s).to_owned(), hook(s))).collect();
         });
     }
 
@@ -143,13 +152,25 @@ impl OciBundle {
         c
     }
 
-    /// `RUNTIME run --bundle DIR ID`, started (foreground: it returns when the process exits
-    /// and the container is deleted), with stdout and stderr captured.
-    pub fn spawn_run(&self) -> Child {
-        self.command(&["run", "--bundle"])
+    /// `RUNTIME run [--detach] --bundle DIR ID` with no stdin and stdout to /dev/null
+    /// (stderr inherited): foreground, it returns when the process exits and the container
+    /// is deleted.
+    pub fn run_command(&self, detach: bool) -> Command {
+        let mut c = self.command(&["run"]);
+        if detach {
+            c.arg("--detach");
+        }
+        c.arg("--bundle")
             .arg(&self.dir)
             .arg(&self.id)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        c
+    }
+
+    /// [`OciBundle::run_command`] in the foreground, started, with stdout and stderr captured.
+    pub fn spawn_run(&self) -> Child {
+        self.run_command(false)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

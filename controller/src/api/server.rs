@@ -114,7 +114,7 @@ fn refusal_message(uid: Option<u32>) -> String {
 /// connections the uid may hold.
 fn admit(
     stream: &UnixStream,
-    serving: &Router,
+    serving: &Routers,
     access: &Access,
     warned: &std::sync::Mutex<std::collections::HashSet<Option<u32>>>,
 ) -> Admission {
@@ -127,7 +127,7 @@ fn admit(
             } else {
                 USER_CONNECTIONS
             },
-            router: with_peer(serving, uid),
+            router: serving.of(uid),
         },
         uid => {
             // Once per uid: a refused user who keeps connecting must not flood the log.
@@ -186,22 +186,29 @@ fn parse_name(name: &str) -> Result<ContainerName, ApiError> {
 }
 
 fn info(node: &Node, name: &ContainerName) -> Result<Container, NodeError> {
-    let entry = node.entry(name)?;
+    info_of(node, node.entry(name)?)
+}
+
+/// The answer about an entry found already.
+fn info_of(node: &Node, entry: crate::cgroup::Entry) -> Result<Container, NodeError> {
     Ok(Container {
-        name: name.to_string(),
+        limits: limits_to_map(&node.limits_of(&entry)?),
+        name: entry.name.to_string(),
         kind: entry.kind,
         group: entry.group.as_ref().map(ToString::to_string),
         path: entry.dir.display().to_string(),
-        limits: limits_to_map(&node.limits(name)?),
     })
 }
 
 async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiError> {
     let node = st.node.clone();
     let all = inline(move || {
+        // One whose cgroup went meanwhile (a runtime's, deleted before the agent's walk
+        // forgot it) is left out, as the metrics leave it out.
         node.entries()
-            .iter()
-            .map(|e| info(&node, &e.name))
+            .into_iter()
+            .map(|e| info_of(&node, e))
+            .filter(|c| !matches!(c, Err(NodeError::Cgroup(CgroupError::NotFound(_)))))
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
@@ -253,6 +260,16 @@ async fn create(
             Some(cgroup) => {
                 node.register(&name, Path::new(cgroup), req.labels, &limits, pod.as_ref())?;
                 tracing::info!(container = %name, %cgroup, limits = %limits, "registered");
+                // Where it is is known: answered without looking the name up again.
+                info_of(
+                    &node,
+                    crate::cgroup::Entry {
+                        group: pod.map(|p| p.name),
+                        kind: crate::cgroup::Kind::Container,
+                        dir: Path::new(cgroup).to_owned(),
+                        name,
+                    },
+                )
             }
             None => {
                 node.create(&name, req.kind, group.as_ref(), &limits)?;
@@ -260,9 +277,9 @@ async fn create(
                     container = %name, kind = %req.kind, group = ?group, limits = %limits,
                     "created"
                 );
+                info(&node, &name)
             }
         }
-        info(&node, &name)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(c)))
@@ -326,9 +343,9 @@ async fn set(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let node = st.node.clone();
     let c = blocking(move || {
-        node.set(&name, &limits, caller(&peer))?;
+        let entry = node.set(&name, &limits, caller(&peer))?;
         tracing::info!(container = %name, limits = %limits, "changed");
-        info(&node, &name)
+        info_of(&node, entry)
     })
     .await?;
     Ok(Json(c))
@@ -492,6 +509,26 @@ pub fn router_as(node: Arc<Node>, uid: u32) -> Router {
     with_peer(&router(node), uid)
 }
 
+/// The API's router, and per allowed uid a copy that knows the caller: made once per uid
+/// (layering a router builds every route's service anew), not per connection.
+struct Routers {
+    serving: Router,
+    /// Root and the allowed uids only: refused peers get no router of their own.
+    by_uid: std::sync::Mutex<std::collections::HashMap<u32, Router>>,
+}
+
+impl Routers {
+    fn of(&self, uid: u32) -> Router {
+        match self.by_uid.lock() {
+            Ok(mut m) => m
+                .entry(uid)
+                .or_insert_with(|| with_peer(&self.serving, uid))
+                .clone(),
+            Err(_) => with_peer(&self.serving, uid),
+        }
+    }
+}
+
 fn with_peer(serving: &Router, uid: u32) -> Router {
     serving
         .clone()
@@ -521,7 +558,10 @@ pub async fn serve(
     };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
     tracing::info!(socket = %socket.display(), "API listening");
-    let serving = router(node);
+    let serving = Routers {
+        serving: router(node),
+        by_uid: std::sync::Mutex::default(),
+    };
     let warned = std::sync::Mutex::default();
     crate::http::serve(
         listener,

@@ -27,8 +27,23 @@ pub fn plan(l: &Limits, plan: &mut Plan) {
 }
 
 /// Reads the cpu limits back; kernel defaults read as "not set".
-pub fn read(dir: &std::path::Path, l: &mut Limits) -> Result<(), files::FileError> {
-    let max = files::read(&dir.join(MAX))?;
+pub fn read(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    read_quota(dir, l)?;
+    // An idle group's weight is meaningless (the kernel reports its own value for it).
+    if l.priority.is_some_and(Priority::cpu_idle) {
+        return Ok(());
+    }
+    let weight: u16 = dir.read(WEIGHT)?.parse().unwrap_or(100);
+    let implied = l.priority.map_or(Weight::DEFAULT, Priority::cpu_weight);
+    if weight != implied.get() {
+        l.cpu_weight = Weight::new(weight).ok();
+    }
+    Ok(())
+}
+
+/// `cpu.max` alone (the limit the metrics export).
+pub fn read_quota(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    let max = dir.read(MAX)?;
     let mut words = max.split_whitespace();
     if let (Some(q), Some(p)) = (words.next(), words.next())
         && let (Ok(q), Ok(p)) = (q.parse::<u64>(), p.parse::<u64>())
@@ -37,15 +52,6 @@ pub fn read(dir: &std::path::Path, l: &mut Limits) -> Result<(), files::FileErro
         // cpu.max is "quota period" in microseconds; rein writes a 100 ms period but reads any.
         let millis = u32::try_from(q.saturating_mul(1000) / p).unwrap_or(u32::MAX);
         l.cpus = CpuQuota::from_millis(millis).ok().map(Max::Value);
-    }
-    // An idle group's weight is meaningless (the kernel reports its own value for it).
-    if l.priority.is_some_and(Priority::cpu_idle) {
-        return Ok(());
-    }
-    let weight: u16 = files::read(&dir.join(WEIGHT))?.parse().unwrap_or(100);
-    let implied = l.priority.map_or(Weight::DEFAULT, Priority::cpu_weight);
-    if weight != implied.get() {
-        l.cpu_weight = Weight::new(weight).ok();
     }
     Ok(())
 }

@@ -12,8 +12,8 @@ pub fn plan(l: &Limits, plan: &mut Plan) {
     }
 }
 
-pub fn read(dir: &std::path::Path, l: &mut Limits) -> Result<(), files::FileError> {
-    let text = files::read(&dir.join(CPUS))?;
+pub fn read(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    let text = dir.read(CPUS)?;
     l.cpuset = if text.is_empty() {
         None
     } else {

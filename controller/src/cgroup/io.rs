@@ -1,6 +1,6 @@
 //! The io controller: `io.weight` and `io.max` (per device, by number or by device path).
 
-use std::{os::unix::fs::FileTypeExt as _, path::Path};
+use std::os::unix::fs::FileTypeExt as _;
 
 use super::{Plan, files};
 use crate::limits::{Device, Flag, IoMax, LimitError, Limits, Max, Priority, Weight};
@@ -47,9 +47,9 @@ pub fn unlimited_line(device: &str) -> String {
     format!("{device} rbps=max wbps=max riops=max wiops=max")
 }
 
-pub fn read(dir: &Path, l: &mut Limits) -> Result<(), files::FileError> {
+pub fn read(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
     // io.weight reads "default 100" (and per-device overrides, which rein does not set).
-    let text = files::read(&dir.join(WEIGHT))?;
+    let text = dir.read(WEIGHT)?;
     let weight = text
         .lines()
         .find_map(|line| line.strip_prefix("default "))
@@ -59,7 +59,8 @@ pub fn read(dir: &Path, l: &mut Limits) -> Result<(), files::FileError> {
     if weight != implied.get() {
         l.io_weight = Weight::new(weight).ok();
     }
-    l.io_max = files::read(&dir.join(MAX))?
+    l.io_max = dir
+        .read(MAX)?
         .lines()
         .filter_map(|line| {
             let io: IoMax = line.parse().ok()?;

@@ -35,17 +35,22 @@ fn parse(text: &str) -> Option<Memory> {
 
 /// Reads the memory limits back; kernel defaults (`max` for limits, 0 for protections, 0 for
 /// oom.group) read as "not set".
-pub fn read(dir: &std::path::Path, l: &mut Limits) -> Result<(), files::FileError> {
-    let get = |f: &str| files::read(&dir.join(f)).map(|t| parse(&t));
-    l.memory = get(MAX)?.filter(|m| *m != Memory::Max);
-    l.memory_high = get(HIGH)?.filter(|m| *m != Memory::Max);
-    l.memory_low = get(LOW)?.filter(|m| *m != Memory::Bytes(0));
-    l.memory_min = get(MIN)?.filter(|m| *m != Memory::Bytes(0));
+pub fn read(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    read_limits(dir, l)?;
+    l.memory_low = parse(dir.read(LOW)?).filter(|m| *m != Memory::Bytes(0));
+    l.memory_min = parse(dir.read(MIN)?).filter(|m| *m != Memory::Bytes(0));
     // memory.swap.max is absent when the kernel has no swap accounting.
-    l.swap = match files::read(&dir.join(SWAP_MAX)) {
-        Ok(t) => parse(&t).filter(|m| *m != Memory::Max),
+    l.swap = match dir.read(SWAP_MAX) {
+        Ok(t) => parse(t).filter(|m| *m != Memory::Max),
         Err(_) => None,
     };
-    l.oom_group = (files::read(&dir.join(OOM_GROUP))? == "1").then_some(true);
+    l.oom_group = (dir.read(OOM_GROUP)? == "1").then_some(true);
+    Ok(())
+}
+
+/// `memory.max` and `memory.high` alone (the limits the metrics export).
+pub fn read_limits(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    l.memory = parse(dir.read(MAX)?).filter(|m| *m != Memory::Max);
+    l.memory_high = parse(dir.read(HIGH)?).filter(|m| *m != Memory::Max);
     Ok(())
 }

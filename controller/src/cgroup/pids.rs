@@ -11,10 +11,7 @@ pub fn plan(l: &Limits, plan: &mut Plan) {
     }
 }
 
-pub fn read(dir: &std::path::Path, l: &mut Limits) -> Result<(), files::FileError> {
-    l.pids = files::read(&dir.join(MAX))?
-        .parse()
-        .ok()
-        .filter(|p| *p != Pids::Max);
+pub fn read(dir: &mut files::Dir, l: &mut Limits) -> Result<(), files::FileError> {
+    l.pids = dir.read(MAX)?.parse().ok().filter(|p| *p != Pids::Max);
     Ok(())
 }

@@ -225,7 +225,9 @@ impl Tree {
     /// walk through the groups, else in the registry.
     pub fn find(&self, name: &ContainerName) -> Option<Entry> {
         let top = self.root.join(name.as_str());
-        if top.is_dir() && !intents(&self.root).contains(name) {
+        // One attribute asked for, not the whole list: this runs on every call naming a
+        // container.
+        if top.is_dir() && xattr::get(&self.root, &intent_key(name)).is_none() {
             return Some(Entry {
                 kind: kind_of(&top),
                 group: None,
@@ -430,9 +432,13 @@ impl Tree {
 
     /// Changes a running member's limits (only the ones given). All or nothing.
     pub fn set(&self, name: &ContainerName, limits: &Limits) -> Result<(), CgroupError> {
+        self.set_at(&self.existing(name)?, limits)
+    }
+
+    /// [`Tree::set`] of the member at `dir` (found already).
+    pub fn set_at(&self, dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
         let plan = Plan::for_limits(limits)?;
-        let path = self.existing(name)?;
-        self.apply_plan(&path, &plan, limits.priority)
+        self.apply_plan(dir, &plan, limits.priority)
     }
 
     /// Writes the plan in order; if a write fails, restores the files already written (in
@@ -488,8 +494,12 @@ impl Tree {
         name: &ContainerName,
         limits: &Limits,
     ) -> Result<Vec<(String, String)>, CgroupError> {
+        Self::undo_for_at(&self.existing(name)?, limits)
+    }
+
+    /// [`Tree::undo_for`] of the member at `dir` (found already).
+    pub fn undo_for_at(dir: &Path, limits: &Limits) -> Result<Vec<(String, String)>, CgroupError> {
         let plan = Plan::for_limits(limits)?;
-        let dir = self.existing(name)?;
         Ok(plan
             .steps
             .iter()
@@ -518,7 +528,7 @@ impl Tree {
 
     /// An xattr on a member's cgroup (rein's journal), if set.
     pub fn mark(&self, name: &ContainerName, key: &str) -> Option<String> {
-        xattr::get(&self.existing(name).ok()?, key)
+        Self::mark_at(&self.existing(name).ok()?, key)
     }
 
     pub fn set_mark(
@@ -527,36 +537,58 @@ impl Tree {
         key: &str,
         value: &str,
     ) -> Result<(), CgroupError> {
-        xattr::set(&self.existing(name)?, key, value)
+        Self::set_mark_at(&self.existing(name)?, key, value)
     }
 
     pub fn clear_mark(&self, name: &ContainerName, key: &str) -> Result<(), CgroupError> {
-        xattr::remove(&self.existing(name)?, key)
+        Self::clear_mark_at(&self.existing(name)?, key)
+    }
+
+    /// The marks of a member found already, at its directory.
+    pub fn mark_at(dir: &Path, key: &str) -> Option<String> {
+        xattr::get(dir, key)
+    }
+
+    pub fn set_mark_at(dir: &Path, key: &str, value: &str) -> Result<(), CgroupError> {
+        xattr::set(dir, key, value)
+    }
+
+    pub fn clear_mark_at(dir: &Path, key: &str) -> Result<(), CgroupError> {
+        xattr::remove(dir, key)
     }
 
     /// The member's limits as the kernel holds them; kernel defaults read as "not set".
     pub fn limits(&self, name: &ContainerName) -> Result<Limits, CgroupError> {
-        Self::limits_at(&self.existing(name)?)
+        Self::limits_at(&mut files::Dir::open(&self.existing(name)?)?)
     }
 
     /// The limits of the cgroup at `dir` (a member's, found already).
-    pub fn limits_at(dir: &Path) -> Result<Limits, CgroupError> {
-        let dir = dir.to_owned();
+    pub fn limits_at(dir: &mut files::Dir) -> Result<Limits, CgroupError> {
         let mut l = Limits {
-            priority: xattr::get(&dir, PRIORITY_XATTR).and_then(|p| p.parse().ok()),
+            priority: xattr::get(dir.path(), PRIORITY_XATTR).and_then(|p| p.parse().ok()),
             ..Limits::default()
         };
-        cpu::read(&dir, &mut l)?;
-        cpuset::read(&dir, &mut l)?;
-        memory::read(&dir, &mut l)?;
-        pids::read(&dir, &mut l)?;
-        io::read(&dir, &mut l)?;
+        cpu::read(dir, &mut l)?;
+        cpuset::read(dir, &mut l)?;
+        memory::read(dir, &mut l)?;
+        pids::read(dir, &mut l)?;
+        io::read(dir, &mut l)?;
+        Ok(l)
+    }
+
+    /// The limits the metrics export, alone: CPU quota, memory limit and threshold, pids
+    /// (four files instead of the twelve and an attribute of [`Tree::limits_at`]).
+    pub fn exported_limits_at(dir: &mut files::Dir) -> Result<Limits, CgroupError> {
+        let mut l = Limits::default();
+        cpu::read_quota(dir, &mut l)?;
+        memory::read_limits(dir, &mut l)?;
+        pids::read(dir, &mut l)?;
         Ok(l)
     }
 
     /// Current usage from the cgroup files (hierarchical: a group's covers its members).
     pub fn usage(&self, name: &ContainerName) -> Result<Usage, CgroupError> {
-        Ok(usage::read(&self.existing(name)?)?)
+        Ok(usage::read(&mut files::Dir::open(&self.existing(name)?)?)?)
     }
 
     /// The processes of a member, its child cgroups included.

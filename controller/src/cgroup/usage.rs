@@ -1,8 +1,6 @@
 //! Usage counters read from a cgroup's files: what `rein stats` shows and `/metrics` exports.
 //! Cumulative since the cgroup was created, in the kernel's units (microseconds, bytes).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::files::{self, FileError};
@@ -64,45 +62,56 @@ pub struct Pressure {
 
 /// Reads the usage of the cgroup at `dir`. cpu.stat, memory.events, memory.current,
 /// cgroup.procs and pids.current must exist (rein enables their controllers); io.stat,
-/// memory.stat and the pressure files are optional.
-pub fn read(dir: &Path) -> Result<Usage, FileError> {
-    let read = |f: &str| files::read(&dir.join(f));
-    let cpu = read("cpu.stat")?;
-    let events = read("memory.events")?;
-    let io = parse_io_stat(&read("io.stat").unwrap_or_default());
-    let mstat = read("memory.stat").unwrap_or_default();
-    let current: u64 = read("memory.current")?.parse().unwrap_or(0);
-    let psi = |f: &str| read(f).ok().and_then(|t| parse_pressure(&t));
-    Ok(Usage {
-        // Every process of the subtree: a container's processes may live in cgroups of
-        // their own below it.
-        processes: {
-            read("cgroup.procs")?;
-            let mut pids = Vec::new();
-            super::collect_pids(dir, &mut pids);
-            pids.len()
-        },
-        // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
-        memory_working_set_bytes: current
-            .saturating_sub(files::flat_key(&mstat, "inactive_file").unwrap_or(0)),
-        cpu_usage_usec: files::flat_key(&cpu, "usage_usec").unwrap_or(0),
-        cpu_nr_periods: files::flat_key(&cpu, "nr_periods").unwrap_or(0),
-        cpu_nr_throttled: files::flat_key(&cpu, "nr_throttled").unwrap_or(0),
-        cpu_throttled_usec: files::flat_key(&cpu, "throttled_usec").unwrap_or(0),
-        memory_current_bytes: current,
-        memory_oom_kills: files::flat_key(&events, "oom_kill").unwrap_or(0),
-        memory_high_events: files::flat_key(&events, "high").unwrap_or(0),
-        memory_max_events: files::flat_key(&events, "max").unwrap_or(0),
-        pids_current: read("pids.current")?.parse().unwrap_or(0),
-        io_read_bytes: io.iter().map(|d| d.read_bytes).sum(),
-        io_write_bytes: io.iter().map(|d| d.write_bytes).sum(),
-        io,
-        pressure: Pressure {
-            cpu: psi("cpu.pressure"),
-            memory: psi("memory.pressure"),
-            io: psi("io.pressure"),
-        },
-    })
+/// memory.stat, cgroup.stat and the pressure files are optional. Each file is parsed as it is
+/// read (one buffer serves them all).
+pub fn read(dir: &mut files::Dir) -> Result<Usage, FileError> {
+    let key = files::flat_key;
+    let mut u = Usage::default();
+    let cpu = dir.read("cpu.stat")?;
+    u.cpu_usage_usec = key(cpu, "usage_usec").unwrap_or(0);
+    u.cpu_nr_periods = key(cpu, "nr_periods").unwrap_or(0);
+    u.cpu_nr_throttled = key(cpu, "nr_throttled").unwrap_or(0);
+    u.cpu_throttled_usec = key(cpu, "throttled_usec").unwrap_or(0);
+    let events = dir.read("memory.events")?;
+    u.memory_oom_kills = key(events, "oom_kill").unwrap_or(0);
+    u.memory_high_events = key(events, "high").unwrap_or(0);
+    u.memory_max_events = key(events, "max").unwrap_or(0);
+    u.io = dir.read("io.stat").map(parse_io_stat).unwrap_or_default();
+    u.io_read_bytes = u.io.iter().map(|d| d.read_bytes).sum();
+    u.io_write_bytes = u.io.iter().map(|d| d.write_bytes).sum();
+    u.memory_current_bytes = dir.read("memory.current")?.parse().unwrap_or(0);
+    // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
+    let inactive = dir
+        .read("memory.stat")
+        .ok()
+        .and_then(|t| key(t, "inactive_file"));
+    u.memory_working_set_bytes = u.memory_current_bytes.saturating_sub(inactive.unwrap_or(0));
+    u.pids_current = dir.read("pids.current")?.parse().unwrap_or(0);
+    // Every process of the subtree: a container's processes may live in cgroups of their
+    // own below it, which cgroup.stat counts (a missing one is looked for).
+    u.processes = dir.read("cgroup.procs")?.lines().count();
+    let descendants = dir
+        .read("cgroup.stat")
+        .ok()
+        .and_then(|t| key(t, "nr_descendants"));
+    if descendants != Some(0)
+        && let Ok(children) = std::fs::read_dir(dir.path())
+    {
+        let mut pids = Vec::new();
+        for e in children.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                super::collect_pids(&e.path(), &mut pids);
+            }
+        }
+        u.processes += pids.len();
+    }
+    let mut psi = |f: &str| dir.read(f).ok().and_then(parse_pressure);
+    u.pressure = Pressure {
+        cpu: psi("cpu.pressure"),
+        memory: psi("memory.pressure"),
+        io: psi("io.pressure"),
+    };
+    Ok(u)
 }
 
 /// `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0` per line.

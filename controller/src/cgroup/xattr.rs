@@ -51,10 +51,24 @@ pub fn list(dir: &Path) -> Vec<String> {
     let Ok(p) = CString::new(dir.as_os_str().as_bytes()) else {
         return Vec::new();
     };
-    // Names are NUL-separated; 64 KiB is the kernel's limit for the whole list.
-    let mut buf = vec![0u8; 64 << 10];
+    // Names are NUL-separated. Sized by asking first (most directories have none or a
+    // few); a list that grew in between is read whole at the kernel's 64 KiB limit.
+    // SAFETY: p is NUL-terminated; a NULL buffer of size 0 asks for the size.
+    let size = unsafe { libc::listxattr(p.as_ptr(), std::ptr::null_mut(), 0) };
+    let Ok(size) = usize::try_from(size) else {
+        return Vec::new();
+    };
+    if size == 0 {
+        return Vec::new();
+    }
+    let mut buf = vec![0u8; size];
     // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
-    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let mut n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) {
+        buf = vec![0u8; 64 << 10];
+        // SAFETY: as above.
+        n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
     let Ok(n) = usize::try_from(n) else {
         return Vec::new();
     };

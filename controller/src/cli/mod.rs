@@ -142,8 +142,9 @@ pub enum Command {
     },
     /// OCI runtime hook, run by runc, crun, Podman or CRI-O with the container's state on
     /// stdin: createRuntime registers the container with the agent (limits from its
-    /// `rein/<flag>` and `kubernetes.io/*-bandwidth` annotations), poststop unregisters it.
-    /// See deploy/hooks.d/rein.json and docs/runtimes.md.
+    /// `rein/<flag>` and `kubernetes.io/*-bandwidth` annotations); the optional poststop
+    /// unregisters it at once (without it the agent forgets a deleted container within a
+    /// second). See deploy/hooks.d/rein.json and docs/runtimes.md.
     Hook {
         /// The OCI lifecycle stage: createRuntime (or prestart) or poststop.
         #[arg(value_enum)]
@@ -159,7 +160,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = "/sys/fs/cgroup")]
         cgroup_root: PathBuf,
     },
-    /// A runc wrapper for Docker: adds rein's hooks to the bundle of `create`/`run`, then
+    /// A runc wrapper for Docker: adds rein's createRuntime hook to the bundle of `create`/`run`, then
     /// execs the runtime (REIN_RUNTIME, default runc) with the same arguments. Installed as
     /// the symlink rein-runtime: `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
     Runtime {

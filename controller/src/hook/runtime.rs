@@ -1,7 +1,8 @@
 //! `rein runtime` (also reached as `rein-runtime`, a symlink to rein): a runc wrapper in the
-//! nvidia-container-runtime pattern. For `create` and `run` it adds rein's createRuntime and
-//! poststop hooks to the bundle's config.json, then it execs the real runtime with the same
-//! arguments, so Docker can use rein without a hooks directory:
+//! nvidia-container-runtime pattern. For `create` and `run` it adds rein's createRuntime hook
+//! to the bundle's config.json, then it execs the real runtime with the same arguments, so
+//! Docker can use rein without a hooks directory (no poststop: the agent forgets a deleted
+//! container by itself within a second, and a container start then runs one hook process):
 //! `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
 //!
 //! Environment: `REIN_RUNTIME` (the runtime to exec, default `runc` from PATH),
@@ -87,7 +88,8 @@ fn hook_entry(exe: &Path, stage: Stage, socket: Option<&str>, fail_open: bool) -
     json!({ "path": exe, "args": args, "timeout": HOOK_TIMEOUT_SECS })
 }
 
-/// Adds rein's hooks to a config.json document unless a rein hook for the stage is there.
+/// Adds rein's createRuntime hook to a config.json document unless a rein hook for that stage
+/// is there.
 /// Returns whether it changed anything.
 pub fn add_hooks(config: &mut Value, exe: &Path, socket: Option<&str>, fail_open: bool) -> bool {
     let Some(obj) = config.as_object_mut() else {
@@ -98,7 +100,7 @@ pub fn add_hooks(config: &mut Value, exe: &Path, socket: Option<&str>, fail_open
         *hooks = json!({});
     }
     let mut changed = false;
-    for stage in [Stage::CreateRuntime, Stage::Poststop] {
+    for stage in [Stage::CreateRuntime] {
         let Some(list) = hooks
             .as_object_mut()
             .map(|h| h.entry(stage.name()).or_insert_with(|| json!([])))
@@ -280,7 +282,8 @@ mod tests {
         assert!(add_hooks(&mut c, exe, Some("/run/r.sock"), true));
         assert!(!add_hooks(&mut c, exe, None, false));
         assert_eq!(c["future-field"]["kept"], true);
-        assert_eq!(c["hooks"]["poststop"].as_array().unwrap().len(), 2);
+        // Others' hooks are kept; rein adds no poststop (the agent forgets deleted cgroups).
+        assert_eq!(c["hooks"]["poststop"].as_array().unwrap().len(), 1);
         let create = &c["hooks"]["createRuntime"][0];
         assert_eq!(create["path"], "/usr/local/bin/rein");
         assert_eq!(

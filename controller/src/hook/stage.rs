@@ -5,8 +5,11 @@
 //!   and put the container's init process in it, before the user's program starts. The hook
 //!   registers the container with the agent, which attaches rein's programs to the cgroup and
 //!   applies the annotations' limits, so nothing of the program runs unshaped.
-//! - `poststop`: after the runtime deleted the container (and its cgroup); the agent forgets
-//!   it (links, map entries, record).
+//! - `poststop` (optional): after the runtime deleted the container (and its cgroup); the
+//!   agent forgets it (links, map entries, record) at once. Without it the agent forgets the
+//!   container within a second (its walk of registrations whose cgroup is gone), and a new
+//!   container under the same name replaces the dead registration: the recommended setup
+//!   (`deploy/hooks.d/rein.json`) runs one hook process per container start.
 //!
 //! Neither startContainer nor poststart is needed: startContainer runs inside the container's
 //! namespaces (rein's binary and socket would have to be in its rootfs), and by poststart the

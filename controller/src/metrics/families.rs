@@ -2,8 +2,8 @@
 //! samples come from its snapshot. cAdvisor's names where cAdvisor exports the quantity,
 //! `rein_` otherwise (base units, `_total` on counters).
 
-use controller_common::{DELAY_BUCKETS, DelayHistogram};
-use prometheus::proto::{Bucket, Histogram, MetricType};
+use controller_common::DelayHistogram;
+use prometheus::proto::MetricType;
 
 use crate::{
     cgroup::DeviceIo,
@@ -280,57 +280,3 @@ pub const HISTOGRAMS: &[(&str, &str, HistogramOf)] = &[
         |s| s.network.runq,
     ),
 ];
-
-/// The kernel-side histogram as a Prometheus one: bucket `i` holds delays below `2^i` us, so
-/// the cumulative count at `le = 2^i us` sums buckets `0..=i`; the last bucket is `+Inf`.
-pub fn delay_histogram(h: &DelayHistogram) -> Histogram {
-    let mut out = Histogram::default();
-    let mut cumulative = 0;
-    let mut buckets = Vec::with_capacity(DELAY_BUCKETS);
-    for (i, n) in h.buckets.iter().enumerate().take(DELAY_BUCKETS - 1) {
-        cumulative += n;
-        let mut b = Bucket::default();
-        b.set_upper_bound(f64::from(1u32 << i) / 1e6);
-        b.set_cumulative_count(cumulative);
-        buckets.push(b);
-    }
-    out.set_bucket(buckets);
-    out.set_sample_count(h.buckets.iter().sum());
-    out.set_sample_sum(h.sum_ns as f64 / 1e9);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delay_buckets_become_cumulative_prometheus_buckets() {
-        let mut h = DelayHistogram {
-            sum_ns: 3_000_000,
-            ..DelayHistogram::default()
-        };
-        h.buckets[0] = 1; // < 1 us
-        h.buckets[11] = 2; // 1.024-2.048 ms
-        h.buckets[15] = 4; // >= 16.384 ms: only in +Inf
-        let p = delay_histogram(&h);
-        assert_eq!(p.get_sample_count(), 7);
-        assert!((p.get_sample_sum() - 0.003).abs() < 1e-12);
-        let b = p.get_bucket();
-        assert_eq!(b.len(), 15);
-        assert_eq!((b[0].upper_bound(), b[0].cumulative_count()), (1e-6, 1));
-        assert_eq!(
-            (b[10].upper_bound(), b[10].cumulative_count()),
-            (1.024e-3, 1)
-        );
-        assert_eq!(
-            (b[11].upper_bound(), b[11].cumulative_count()),
-            (2.048e-3, 3)
-        );
-        assert_eq!(
-            b[14].cumulative_count(),
-            3,
-            "the last bucket is counted only in +Inf"
-        );
-    }
-}

@@ -7,36 +7,46 @@
 //! [`Scrapes`]), so a crowd of scrapers costs one collection at a time. Every series
 //! also carries `node` (see [`identity`]), and `rein_node_info` names the node once.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
+mod exposition;
 mod families;
 pub mod identity;
-mod openmetrics;
 
 pub use identity::NodeName;
 
 use prometheus::{
-    Encoder as _, Registry, TextEncoder,
+    Registry,
     core::{Collector, Desc},
     proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-use self::families::{FAMILIES, HISTOGRAMS, Sample, Values, delay_histogram};
+use self::{
+    exposition::{Body, LabelSet},
+    families::{FAMILIES, HISTOGRAMS, Sample, Values},
+};
 
 use crate::node::{Node, Snapshot};
 
-/// Collects [`FAMILIES`] for every container of the tree at scrape time.
+/// Writes [`FAMILIES`] of every container of the tree at scrape time (see [`exposition`]).
 pub struct ContainerCollector {
     node: Arc<Node>,
     /// The `node` label of every series.
     node_name: NodeName,
-    /// Kernel release, for `rein_node_info` (read once: it cannot change while we run).
-    kernel: String,
-    descs: Vec<Desc>,
     /// The previous scrape's snapshots, for `rein_limiting_factor` over the interval
     /// between scrapes (derived figures only: the truth stays in the kernel).
     previous: std::sync::Mutex<(std::time::Instant, HashMap<u64, Sample>)>,
+    /// What the newest collection took, for the node's families.
+    last: Arc<std::sync::Mutex<Breakdown>>,
+    /// The newest body's size: the next one is written into a buffer of about that size
+    /// (growing one by doubling would hold up to twice the body at the end).
+    last_size: std::sync::atomic::AtomicUsize,
 }
 
 /// `rein_limiting_factor`: `rein why`'s shares as a gauge per factor.
@@ -56,6 +66,16 @@ const FAILED: &str = "rein_datapath_failed_packets_total";
 const FAILED_HELP: &str = "Packets the eBPF programs could not handle in full, node-wide, by \
      reason: traffic_map_full (not counted: the traffic map, one entry per managed cgroup, \
      was full), tail_call_failed (egress passed unshaped and uncounted). Alert on any increase.";
+
+/// `rein_metrics_collection_seconds{phase}` and `rein_metrics_collection_read{unit}`: where
+/// the newest scrape's time went (see [`Breakdown`]).
+const COLLECTION_SECONDS: &str = "rein_metrics_collection_seconds";
+const COLLECTION_SECONDS_HELP: &str = "Time the newest collection of the metrics took, by \
+     phase: files (walking the tree and reading the cgroup files), maps (the eBPF map \
+     lookups), derive (rein_limiting_factor), encode (writing the containers' series).";
+const COLLECTION_READ: &str = "rein_metrics_collection_read";
+const COLLECTION_READ_HELP: &str = "What the newest collection of the metrics read: \
+     containers, files (cgroup files) and bytes (of those files).";
 
 /// `rein_datapath_map_entries{map}` and `_capacity`: how full the maps with an entry per
 /// managed cgroup are (counted by the agent's per-second walk of them).
@@ -102,55 +122,70 @@ fn device_name(number: &str) -> String {
 }
 
 impl ContainerCollector {
-    pub fn new(node: Arc<Node>, node_name: NodeName) -> prometheus::Result<Self> {
-        let labels = || vec!["id".into(), "name".into(), "node".into()];
-        let mut descs = FAMILIES
-            .iter()
-            .map(|f| {
-                let mut l = labels();
-                if matches!(f.value, Values::PerDevice(_)) {
-                    l.push("device".into());
-                }
-                Desc::new(f.name.into(), f.help.into(), l, Default::default())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for (name, help, _) in HISTOGRAMS {
-            descs.push(Desc::new(
-                (*name).into(),
-                (*help).into(),
-                labels(),
-                Default::default(),
-            )?);
+    pub fn new(node: Arc<Node>, node_name: NodeName) -> Self {
+        Self {
+            node,
+            node_name,
+            previous: std::sync::Mutex::new((std::time::Instant::now(), HashMap::new())),
+            last: Arc::default(),
+            last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         }
-        let mut factor = labels();
-        factor.push("factor".into());
-        descs.push(Desc::new(
-            LIMITING.into(),
-            LIMITING_HELP.into(),
-            factor,
-            Default::default(),
-        )?);
-        descs.push(Desc::new(
-            NODE_INFO.into(),
-            NODE_INFO_HELP.into(),
-            vec!["node".into(), "kernel".into(), "version".into()],
-            Default::default(),
-        )?);
-        descs.push(Desc::new(
-            FAILED.into(),
-            FAILED_HELP.into(),
-            vec!["node".into(), "reason".into()],
-            Default::default(),
-        )?);
-        for (name, help) in [
-            (MAP_ENTRIES, MAP_ENTRIES_HELP),
-            (MAP_CAPACITY, MAP_CAPACITY_HELP),
+    }
+
+    /// A buffer size for the next body: the newest one's and an eighth.
+    fn size_hint(&self) -> usize {
+        let last = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
+        last + last / 8
+    }
+
+    fn note_size(&self, bytes: usize) {
+        self.last_size
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// cAdvisor's `id` and `name`, and for a runtime's container the Kubernetes `pod`,
+    /// `namespace` and `container` its annotations named (kubelet's cAdvisor labels).
+    fn labels(&self, s: &Snapshot, node: &str) -> LabelSet {
+        LabelSet::new(
+            [
+                ("id", s.cgroup.as_str()),
+                ("name", s.name.as_str()),
+                ("node", node),
+            ]
+            .into_iter()
+            .chain(s.labels.pairs()),
+        )
+    }
+}
+
+impl NodeCollector {
+    fn new(
+        node: Arc<Node>,
+        node_name: NodeName,
+        last: Arc<std::sync::Mutex<Breakdown>>,
+    ) -> prometheus::Result<Self> {
+        let mut descs = Vec::new();
+        for (name, help, labels) in [
+            (
+                NODE_INFO,
+                NODE_INFO_HELP,
+                &["node", "kernel", "version"][..],
+            ),
+            (FAILED, FAILED_HELP, &["node", "reason"]),
+            (MAP_ENTRIES, MAP_ENTRIES_HELP, &["node", "map"]),
+            (MAP_CAPACITY, MAP_CAPACITY_HELP, &["node", "map"]),
+            (
+                COLLECTION_SECONDS,
+                COLLECTION_SECONDS_HELP,
+                &["node", "phase"],
+            ),
+            (COLLECTION_READ, COLLECTION_READ_HELP, &["node", "unit"]),
         ] {
             descs.push(Desc::new(
                 name.into(),
                 help.into(),
-                vec!["node".into(), "map".into()],
-                Default::default(),
+                labels.iter().map(|l| (*l).to_owned()).collect(),
+                HashMap::new(),
             )?);
         }
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -160,9 +195,49 @@ impl ContainerCollector {
             node,
             node_name,
             kernel,
+            last,
             descs,
-            previous: std::sync::Mutex::new((std::time::Instant::now(), HashMap::new())),
         })
+    }
+
+    /// The newest collection's breakdown: seconds by phase, files and bytes read.
+    fn collection(&self) -> [MetricFamily; 2] {
+        let b = self.last.lock().map(|b| *b).unwrap_or_default();
+        let family = |name: &str, help: &str, values: &[(&str, &str, f64)]| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.into());
+            mf.set_help(help.into());
+            mf.set_field_type(MetricType::GAUGE);
+            for (key, value, v) in values {
+                let labels = vec![
+                    label("node", self.node_name.to_string()),
+                    label(key, (*value).to_owned()),
+                ];
+                mf.mut_metric().push(metric(labels, MetricType::GAUGE, *v));
+            }
+            mf
+        };
+        [
+            family(
+                COLLECTION_SECONDS,
+                COLLECTION_SECONDS_HELP,
+                &[
+                    ("phase", "files", b.files_time.as_secs_f64()),
+                    ("phase", "maps", b.maps_time.as_secs_f64()),
+                    ("phase", "derive", b.derive_time.as_secs_f64()),
+                    ("phase", "encode", b.encode_time.as_secs_f64()),
+                ],
+            ),
+            family(
+                COLLECTION_READ,
+                COLLECTION_READ_HELP,
+                &[
+                    ("unit", "containers", b.containers as f64),
+                    ("unit", "files", b.files as f64),
+                    ("unit", "bytes", b.bytes as f64),
+                ],
+            ),
+        ]
     }
 
     fn node_info(&self) -> MetricFamily {
@@ -228,152 +303,183 @@ impl ContainerCollector {
             mf
         })
     }
-
-    /// cAdvisor's `id` and `name`, and for a runtime's container the Kubernetes `pod`,
-    /// `namespace` and `container` its annotations named (kubelet's cAdvisor labels).
-    fn labels(&self, s: &Snapshot) -> Vec<LabelPair> {
-        let mut l = vec![
-            label("id", s.cgroup.clone()),
-            label("name", s.name.to_string()),
-            label("node", self.node_name.to_string()),
-        ];
-        l.extend(
-            s.labels
-                .pairs()
-                .into_iter()
-                .map(|(k, v)| label(k, v.to_owned())),
-        );
-        l
-    }
 }
 
-impl Collector for ContainerCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut out: Vec<MetricFamily> = FAMILIES
-            .iter()
-            .map(|f| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(f.name.into());
-                mf.set_help(f.help.into());
-                mf.set_field_type(f.kind);
-                mf
-            })
-            .collect();
-        let samples: Vec<(Vec<LabelPair>, Sample)> = self
-            .node
-            .snapshots()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| (self.labels(&s), s))
-            .collect();
-        for (labels, sample) in &samples {
-            // Device names are looked up once per container and scrape, not per family.
-            let devices: Vec<Vec<LabelPair>> = sample
-                .usage
-                .io
-                .iter()
-                .map(|d| {
-                    let mut l = labels.clone();
-                    l.push(label("device", device_name(&d.device)));
-                    l
-                })
-                .collect();
-            for (f, mf) in FAMILIES.iter().zip(out.iter_mut()) {
+impl ContainerCollector {
+    /// Writes every container's families into `body` and notes what each phase took.
+    fn write(&self, body: &mut Body) {
+        let t = Instant::now();
+        let (samples, read) = self.node.exported_snapshots();
+        let read_time = t.elapsed();
+        let t = Instant::now();
+        let shares = self.limiting(&samples);
+        let derive = t.elapsed();
+        let t = Instant::now();
+        let node = self.node_name.to_string();
+        let labels: Vec<LabelSet> = samples.iter().map(|s| self.labels(s, &node)).collect();
+        // Device names are looked up once per device and scrape.
+        let mut devices: HashMap<&str, String> = HashMap::new();
+        for s in &samples {
+            for d in &s.usage.io {
+                devices
+                    .entry(d.device.as_str())
+                    .or_insert_with(|| device_name(&d.device));
+            }
+        }
+        for f in FAMILIES {
+            let mut opened = false;
+            let mut open = |body: &mut Body| {
+                if !std::mem::replace(&mut opened, true) {
+                    body.family(f.name, f.help, f.kind);
+                }
+            };
+            for (s, l) in samples.iter().zip(&labels) {
                 match f.value {
                     Values::One(value) => {
-                        if let Some(v) = value(sample) {
-                            mf.mut_metric().push(metric(labels.clone(), f.kind, v));
+                        if let Some(v) = value(s) {
+                            open(body);
+                            body.sample(f.name, l, None, v);
                         }
                     }
                     Values::PerDevice(value) => {
-                        for (d, l) in sample.usage.io.iter().zip(&devices) {
-                            mf.mut_metric()
-                                .push(metric(l.clone(), f.kind, value(d) as f64));
+                        for d in &s.usage.io {
+                            open(body);
+                            let dev = devices.get(d.device.as_str()).map_or("", String::as_str);
+                            body.sample(f.name, l, Some(("device", dev)), value(d) as f64);
                         }
                     }
                 }
             }
         }
         for (name, help, histogram) in HISTOGRAMS {
-            let mut mf = MetricFamily::default();
-            mf.set_name((*name).into());
-            mf.set_help((*help).into());
-            mf.set_field_type(MetricType::HISTOGRAM);
-            for (labels, sample) in &samples {
-                if let Some(h) = histogram(sample) {
-                    let mut m = Metric::default();
-                    m.set_label(labels.clone());
-                    m.set_histogram(delay_histogram(&h));
-                    mf.mut_metric().push(m);
+            let mut opened = false;
+            for (s, l) in samples.iter().zip(&labels) {
+                if let Some(h) = histogram(s) {
+                    if !std::mem::replace(&mut opened, true) {
+                        body.family(name, help, MetricType::HISTOGRAM);
+                    }
+                    body.histogram(name, l, &h);
                 }
             }
-            out.push(mf);
         }
-        out.push(self.limiting(&samples));
-        out.push(self.node_info());
-        out.push(self.datapath_failures());
-        out.extend(self.datapath_fill());
-        out.retain(|mf| !mf.get_metric().is_empty());
-        out
+        if !samples.is_empty() {
+            body.family(LIMITING, LIMITING_HELP, MetricType::GAUGE);
+        }
+        for (share, l) in shares.iter().zip(&labels) {
+            for (i, factor) in crate::why::Factor::ALL.into_iter().enumerate() {
+                let v = share.map_or(0.0, |s| s[i]);
+                body.sample(LIMITING, l, Some(("factor", factor.name())), v);
+            }
+        }
+        if let Ok(mut last) = self.last.lock() {
+            *last = Breakdown {
+                containers: samples.len(),
+                files: read.files,
+                bytes: read.bytes,
+                files_time: read_time.saturating_sub(read.maps),
+                maps_time: read.maps,
+                derive_time: derive,
+                encode_time: t.elapsed(),
+            };
+        }
     }
-}
 
-impl ContainerCollector {
     /// `rein_limiting_factor` of every container over the interval since the previous
-    /// scrape (0 for every factor at a container's first scrape).
-    fn limiting(&self, samples: &[(Vec<LabelPair>, Sample)]) -> MetricFamily {
-        let mut mf = MetricFamily::default();
-        mf.set_name(LIMITING.into());
-        mf.set_help(LIMITING_HELP.into());
-        mf.set_field_type(MetricType::GAUGE);
+    /// scrape (none at a container's first scrape: every factor is then 0).
+    fn limiting(&self, samples: &[Sample]) -> Vec<Option<Shares>> {
         let Ok(mut previous) = self.previous.lock() else {
-            return mf;
+            return vec![None; samples.len()];
         };
         let secs = previous.0.elapsed().as_secs_f64();
         // By cgroup id: a container made again under its old name is a new one.
         let now_by_name: HashMap<&crate::cgroup::ContainerName, &Sample> =
-            samples.iter().map(|(_, s)| (&s.name, s)).collect();
+            samples.iter().map(|s| (&s.name, s)).collect();
         let before = |s: &Sample| previous.1.get(&s.id);
         let now_of = |name: &crate::cgroup::ContainerName| now_by_name.get(name).copied();
-        for (labels, now) in samples {
-            let shares = before(now).filter(|_| secs > 0.5).map(|b| {
-                // The groups above, each over the same interval.
-                let mut groups = Vec::new();
-                let mut at = now.group.clone();
-                while let Some(g) = at.filter(|_| groups.len() < crate::cgroup::MAX_DEPTH) {
-                    match now_of(&g).and_then(|after| Some((before(after)?, after))) {
-                        Some((before, after)) => {
-                            groups.push(crate::why::Pair { before, after });
-                            at = after.group.clone();
+        let shares = samples
+            .iter()
+            .map(|now| {
+                before(now).filter(|_| secs > 0.5).map(|b| {
+                    // The groups above, each over the same interval.
+                    let mut groups = Vec::new();
+                    let mut at = now.group.clone();
+                    while let Some(g) = at.filter(|_| groups.len() < crate::cgroup::MAX_DEPTH) {
+                        match now_of(&g).and_then(|after| Some((before(after)?, after))) {
+                            Some((before, after)) => {
+                                groups.push(crate::why::Pair { before, after });
+                                at = after.group.clone();
+                            }
+                            None => break,
                         }
-                        None => break,
                     }
-                }
-                crate::why::assess(&crate::why::Window {
-                    container: crate::why::Pair {
-                        before: b,
-                        after: now,
-                    },
-                    groups,
-                    secs,
+                    let assessed = crate::why::assess(&crate::why::Window {
+                        container: crate::why::Pair {
+                            before: b,
+                            after: now,
+                        },
+                        groups,
+                        secs,
+                    });
+                    // In the order of Factor::ALL (`assess` keeps it).
+                    let mut shares = [0.0; crate::why::Factor::ALL.len()];
+                    for (share, (_, s, _)) in shares.iter_mut().zip(assessed) {
+                        *share = s;
+                    }
+                    shares
                 })
-            });
-            for (i, factor) in crate::why::Factor::ALL.into_iter().enumerate() {
-                let share = shares.as_ref().map_or(0.0, |s| s[i].1);
-                let mut l = labels.clone();
-                l.push(label("factor", factor.name().to_owned()));
-                mf.mut_metric().push(metric(l, MetricType::GAUGE, share));
-            }
-        }
+            })
+            .collect();
         *previous = (
             std::time::Instant::now(),
-            samples.iter().map(|(_, s)| (s.id, s.clone())).collect(),
+            samples.iter().map(|s| (s.id, s.clone())).collect(),
         );
-        mf
+        shares
+    }
+}
+
+/// Each factor's share of `rein_limiting_factor`, in the order of `why::Factor::ALL`.
+type Shares = [f64; crate::why::Factor::ALL.len()];
+
+/// What the newest collection took, by phase: `rein_metrics_collection_*`, so operators
+/// (and `cargo xtask bench metrics`) see where a scrape's time goes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Breakdown {
+    containers: usize,
+    /// Cgroup files read, and their bytes.
+    files: u64,
+    bytes: u64,
+    /// Opening and reading the files (the tree walk included).
+    files_time: Duration,
+    /// Looking up each container's entries in the eBPF maps.
+    maps_time: Duration,
+    /// `rein_limiting_factor` from this and the previous collection.
+    derive_time: Duration,
+    /// Writing the containers' families into the body.
+    encode_time: Duration,
+}
+
+/// The node's own families, through the `prometheus` crate's registry: a handful of series.
+struct NodeCollector {
+    node: Arc<Node>,
+    node_name: NodeName,
+    /// Kernel release, for `rein_node_info` (read once: it cannot change while we run).
+    kernel: String,
+    /// The breakdown the container writer left.
+    last: Arc<std::sync::Mutex<Breakdown>>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for NodeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut out = vec![self.node_info(), self.datapath_failures()];
+        out.extend(self.datapath_fill());
+        out.extend(self.collection());
+        out.retain(|mf| !mf.get_metric().is_empty());
+        out
     }
 }
 
@@ -395,23 +501,27 @@ impl Format {
     }
 }
 
-/// One scrape: gathers and encodes. Runs on a blocking thread so that reading the cgroup
-/// files of many containers never stalls the API served by the same runtime.
-fn scrape(registry: &Registry, format: Format) -> Result<(&'static str, Vec<u8>), String> {
-    let families = registry.gather();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    match format {
-        Format::Text => {
-            TextEncoder::new()
-                .encode(&families, &mut buf)
-                .map_err(|e| e.to_string())?;
-            Ok(("text/plain; version=0.0.4; charset=utf-8", buf))
-        }
-        Format::OpenMetrics => {
-            openmetrics::encode(&families, &mut buf);
-            Ok((openmetrics::CONTENT_TYPE, buf))
-        }
-    }
+/// A collection: every container's families, then the node's, in `format`.
+type Collect = dyn Fn(Format) -> Result<(&'static str, Vec<u8>), String> + Send + Sync;
+
+/// One scrape: the containers' families written straight into the body, then the node's
+/// through the registry. Runs on a blocking thread so that reading the cgroup files of many
+/// containers never stalls the API served by the same runtime.
+fn scrape(
+    containers: &ContainerCollector,
+    registry: &Registry,
+    format: Format,
+) -> Result<(&'static str, Vec<u8>), String> {
+    let mut body = Body::new(format, containers.size_hint());
+    containers.write(&mut body);
+    body.families(&registry.gather());
+    let content_type = match format {
+        Format::Text => exposition::TEXT,
+        Format::OpenMetrics => exposition::OPENMETRICS,
+    };
+    let body = body.finish();
+    containers.note_size(body.len());
+    Ok((content_type, body))
 }
 
 /// Connections to the metrics endpoint open at once, all clients together; one more is
@@ -433,7 +543,7 @@ struct Collected {
 /// or runs one itself. A thousand scrapers cost the agent as much as one scraping
 /// back-to-back.
 struct Scrapes {
-    registry: Registry,
+    collect: Box<Collect>,
     /// The newest collection per format; the lock is held while a collection runs.
     newest: Arc<tokio::sync::Mutex<[Option<Collected>; 2]>>,
 }
@@ -457,10 +567,9 @@ impl Scrapes {
         let me = self.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
-            let (content_type, body) =
-                tokio::task::spawn_blocking(move || scrape(&me.registry, format))
-                    .await
-                    .map_err(|e| e.to_string())??;
+            let (content_type, body) = tokio::task::spawn_blocking(move || (me.collect)(format))
+                .await
+                .map_err(|e| e.to_string())??;
             let body = axum::body::Bytes::from(body);
             newest[format as usize] = Some(Collected {
                 started,
@@ -481,10 +590,15 @@ pub async fn serve(
     node_name: NodeName,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let containers = ContainerCollector::new(node.clone(), node_name.clone());
     let registry = Registry::new();
-    registry.register(Box::new(ContainerCollector::new(node, node_name)?))?;
+    registry.register(Box::new(NodeCollector::new(
+        node,
+        node_name,
+        containers.last.clone(),
+    )?))?;
     let scrapes = Arc::new(Scrapes {
-        registry,
+        collect: Box::new(move |format| scrape(&containers, &registry, format)),
         newest: Arc::new(tokio::sync::Mutex::new([None, None])),
     });
     let app = Router::new().route(
@@ -533,31 +647,17 @@ mod tests {
 
     use super::*;
 
-    /// A collector that counts its collections, each taking 50 ms.
-    struct Slow(Arc<AtomicUsize>, Desc);
-
-    impl Collector for Slow {
-        fn desc(&self) -> Vec<&Desc> {
-            vec![&self.1]
-        }
-
-        fn collect(&self) -> Vec<MetricFamily> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            Vec::new()
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_scrapes_share_collections_and_none_gets_an_older_one() {
         let count = Arc::new(AtomicUsize::new(0));
-        let registry = Registry::new();
-        let desc = Desc::new("slow".into(), "h".into(), vec![], HashMap::new()).unwrap();
-        registry
-            .register(Box::new(Slow(count.clone(), desc)))
-            .unwrap();
+        // A collection that counts itself and takes 50 ms.
+        let counted = count.clone();
         let scrapes = Arc::new(Scrapes {
-            registry,
+            collect: Box::new(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                Ok(("text/plain", Vec::new()))
+            }),
             newest: Arc::new(tokio::sync::Mutex::new([None, None])),
         });
         let answers: Vec<_> = (0..50)

@@ -15,7 +15,7 @@ use controller_common::{
     CHAIN_MAP, DELAY_MAP, DelayHistogram, FLOW_MAP, FLOW_PEAK_MAP, FlowPeak, GENERATION_MAP,
     HEALTH_MAP, HEALTH_TAIL_CALL_FAILED, HEALTH_TRAFFIC_FULL, MANAGED_MAP, OFFSETS_MAP, OPAQUE_MAP,
     POLICER_MAP, POLICER_STATE_MAP, PROG_COUNT_EGRESS, PROG_COUNT_INGRESS, PROG_EGRESS_STAGES,
-    PolicerConfig, RUNNABLE_MAP, RUNQ_MAP, SCRATCH_MAP, SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP,
+    PolicerConfig, RUN_DELAY_MAP, RUNQ_MAP, SCRATCH_MAP, SHAPER_MAP, SHAPER_STATE_MAP, SOCK_MAP,
     STAGES_MAP, ShaperConfig, ShaperState, TCP_MAP, TRAFFIC_MAP, TcpStats, Traffic,
 };
 
@@ -107,11 +107,19 @@ const PINNED_MAPS: [&str; 20] = [
     SOCK_MAP,
     FLOW_MAP,
     FLOW_PEAK_MAP,
-    RUNNABLE_MAP,
+    RUN_DELAY_MAP,
     HEALTH_MAP,
     OPAQUE_MAP,
     OFFSETS_MAP,
     TCP_MAP,
+];
+
+/// Pins older versions made that this one does not use: the scheduler's map of runnable
+/// tasks and its programs at wake-ups, from before it read the kernel's own `sched_info`.
+const RETIRED_PINS: [&str; 3] = [
+    "REIN_RUNNABLE",
+    "links/rein_sched_wakeup",
+    "links/rein_sched_wakeup_new",
 ];
 
 fn pin_err(path: &Path, e: &dyn std::fmt::Display) -> ProgramError {
@@ -170,6 +178,11 @@ impl Datapath {
             path: pin_dir.to_owned(),
             problem: e.to_string(),
         })?;
+        // Maps and links an older rein pinned that this one no longer has: nothing would
+        // remove them, and a link's program would run on (unpinning detaches it).
+        for retired in RETIRED_PINS {
+            let _ = std::fs::remove_file(pin_dir.join(retired));
+        }
         let paths: Vec<(&'static str, PathBuf)> =
             PINNED_MAPS.iter().map(|m| (*m, pin_dir.join(m))).collect();
         let mut loader = aya::EbpfLoader::new();

@@ -4,7 +4,7 @@
 
 use super::{Caller, Node, NodeError, egress::NetState, journal::Journal, journal::PENDING_XATTR};
 use crate::{
-    cgroup::{ContainerName, Kind, PRIORITY_XATTR},
+    cgroup::{ContainerName, Entry, Kind, PRIORITY_XATTR, Tree},
     limits::Limits,
 };
 
@@ -46,38 +46,46 @@ impl Node {
     /// container's cgroup as a journal (xattr `trusted.rein.pending`), and removed once the
     /// change is complete. The next agent finds a journal left behind and puts it back
     /// ([`Node::undo_interrupted`]), so the container has its last acknowledged limits.
-    pub fn set(&self, name: &ContainerName, l: &Limits, caller: Caller) -> Result<(), NodeError> {
+    ///
+    /// The container is looked up once; its entry is returned for the answer.
+    pub fn set(
+        &self,
+        name: &ContainerName,
+        l: &Limits,
+        caller: Caller,
+    ) -> Result<Entry, NodeError> {
         self.check_enforceable(l)?;
         let lock = self.name_lock(name)?;
         let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
         self.check_reach(name, caller)?;
-        let id = self.cgroup_id(name)?;
+        let entry = self.entry(name)?;
+        let dir = entry.dir.as_path();
+        let id = Self::id_at(name, dir)?;
         let before = self.net_state(id)?;
         let after = self.planned(l, before);
         let journal = Journal::new(
-            self.tree.undo_for(name, l)?,
-            self.tree.mark(name, PRIORITY_XATTR),
+            Tree::undo_for_at(dir, l)?,
+            Tree::mark_at(dir, PRIORITY_XATTR),
             before,
         );
-        self.tree
-            .set_mark(name, PENDING_XATTR, &journal.encode()?)?;
+        Tree::set_mark_at(dir, PENDING_XATTR, &journal.encode()?)?;
         if after != before
             && let Err(e) = self.write_net(id, after)
         {
-            let _ = self.tree.clear_mark(name, PENDING_XATTR);
+            let _ = Tree::clear_mark_at(dir, PENDING_XATTR);
             return Err(e);
         }
         crate::failpoint::hit("set:after-maps");
-        if let Err(e) = self.tree.set(name, l) {
+        if let Err(e) = self.tree.set_at(dir, l) {
             if after != before {
                 let _ = self.write_net(id, before);
             }
-            let _ = self.tree.clear_mark(name, PENDING_XATTR);
+            let _ = Tree::clear_mark_at(dir, PENDING_XATTR);
             return Err(e.into());
         }
         crate::failpoint::hit("set:after-files");
-        self.tree.clear_mark(name, PENDING_XATTR)?;
-        Ok(())
+        Tree::clear_mark_at(dir, PENDING_XATTR)?;
+        Ok(entry)
     }
 
     /// Removes a container or a group (a runtime's container: unregisters it, see

@@ -225,9 +225,13 @@ impl Node {
 
     /// The container's cgroup id (the inode of its directory), which keys the maps.
     fn cgroup_id(&self, name: &ContainerName) -> Result<u64, NodeError> {
+        Self::id_at(name, &self.tree.path(name))
+    }
+
+    /// The id of `name`'s cgroup at `dir` (found already).
+    fn id_at(name: &ContainerName, dir: &Path) -> Result<u64, NodeError> {
         use std::os::unix::fs::MetadataExt as _;
-        let path = self.tree.path(name);
-        std::fs::metadata(&path)
+        std::fs::metadata(dir)
             .map(|m| m.ino())
             .map_err(|_| NodeError::Cgroup(CgroupError::NotFound(name.clone())))
     }

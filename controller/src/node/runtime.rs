@@ -125,10 +125,24 @@ impl Node {
         // Checked under the lock: two registrations of one name (two replicas with the same
         // `rein/name`) must not both pass, or the loser's cleanup would remove the winner's.
         let _registering = self.registrations.lock().map_err(|_| NodeError::Poisoned)?;
-        if let Some(ext) = self.tree.external(name)
-            && self.same_registration(&ext, cgroup, pod)
-        {
-            return self.register_again(&ext, l, pod, &labels);
+        if let Some(ext) = self.tree.external(name) {
+            if self.same_registration(&ext, cgroup, pod) {
+                return self.register_again(&ext, l, pod, &labels);
+            }
+            // Its runtime deleted its cgroup: the name is free again. Without a poststop hook
+            // (one hook process per container start is the recommended setup) the
+            // agent's second-by-second walk would forget it soon; a container made again
+            // under the same name must not wait for that.
+            if !ext.is_live() {
+                tracing::info!(container = %name, "replacing the registration of a deleted cgroup");
+                if ext.group.is_some() && ext.group.as_ref() == pod.map(|p| &p.name) {
+                    // Into the same pod: the pod's group (its limits and counters) stays.
+                    registry.remove(name)?;
+                    self.with_datapath(|dp| dp.forget(ext.id))?;
+                } else {
+                    self.unregister(&ext)?;
+                }
+            }
         }
         if self.tree.find(name).is_some() {
             return Err(CgroupError::Exists(name.clone()).into());
@@ -218,7 +232,8 @@ impl Node {
             self.write_net(ext.id, net)?;
         }
         self.with_datapath(|dp| dp.manage(ext.id))?;
-        self.tree.set(&ext.name, l)?;
+        // Its cgroup is known: no lookup of the name again.
+        self.tree.set_at(&ext.cgroup, l)?;
         Ok(())
     }
 

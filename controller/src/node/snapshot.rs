@@ -3,15 +3,39 @@
 //! metrics, the API's answers and through them `rein ls`, `rein stats` and `rein top`.
 //! Nothing here reads the agent's own memory as truth.
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use controller_common::{DelayHistogram, TcpStats, Traffic};
 
 use super::{Node, NodeError, egress::NetState};
 use crate::{
-    cgroup::{CgroupError, ContainerName, Entry, Kind, Labels, Tree, Usage},
+    cgroup::{CgroupError, ContainerName, Entry, Kind, Labels, Tree, Usage, files::Dir},
     limits::{Bandwidth, Burst, Limits},
 };
+
+/// How much of a container's limits a snapshot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every limit (what the API answers, `rein ls` and `rein why` show).
+    All,
+    /// Only the limits the metrics export: CPU quota, memory limit and threshold, pids, and
+    /// the network limits (the others are left unset). A scrape reads these four files
+    /// instead of twelve and an attribute per container.
+    Exported,
+}
+
+/// What reading a set of snapshots cost: the breakdown of a scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadCost {
+    /// Cgroup files read, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Time spent looking up the eBPF maps.
+    pub maps: Duration,
+}
 
 /// A container now: limits, usage and what the eBPF programs saw.
 #[derive(Debug, Clone)]
@@ -62,11 +86,23 @@ impl Node {
 
     /// The snapshot of an entry found already: everything is read at its directory.
     fn snapshot_of(&self, entry: Entry) -> Result<Snapshot, NodeError> {
-        use std::os::unix::fs::MetadataExt as _;
+        let mut dir =
+            Dir::open(&entry.dir).map_err(|_| CgroupError::NotFound(entry.name.clone()))?;
+        let mut maps_time = Duration::ZERO;
+        self.read_snapshot(entry, &mut dir, Detail::All, &mut maps_time)
+    }
+
+    /// The snapshot of `entry` read through `dir` (opened at its directory).
+    fn read_snapshot(
+        &self,
+        entry: Entry,
+        dir: &mut Dir,
+        detail: Detail,
+        maps_time: &mut Duration,
+    ) -> Result<Snapshot, NodeError> {
         let name = &entry.name;
-        let id = std::fs::metadata(&entry.dir)
-            .map(|m| m.ino())
-            .map_err(|_| CgroupError::NotFound(name.clone()))?;
+        let id = dir.ino().map_err(|_| CgroupError::NotFound(name.clone()))?;
+        let maps_start = Instant::now();
         let (net, network) = self
             .with_datapath(|dp| {
                 Ok((
@@ -83,6 +119,7 @@ impl Node {
                 ))
             })?
             .unwrap_or_default();
+        *maps_time += maps_start.elapsed();
         let labels = if entry.dir.starts_with(self.tree.root()) {
             Labels::default()
         } else {
@@ -95,8 +132,14 @@ impl Node {
             id,
             cgroup: self.tree.kernel_path(&entry.dir),
             labels,
-            limits: self.with_network_limits(Tree::limits_at(&entry.dir)?, net)?,
-            usage: crate::cgroup::read_usage(&entry.dir).map_err(CgroupError::from)?,
+            limits: self.with_network_limits(
+                match detail {
+                    Detail::All => Tree::limits_at(dir)?,
+                    Detail::Exported => Tree::exported_limits_at(dir)?,
+                },
+                net,
+            )?,
+            usage: crate::cgroup::read_usage(dir).map_err(CgroupError::from)?,
             network,
             kind: entry.kind,
             group: entry.group,
@@ -120,19 +163,51 @@ impl Node {
     /// Every container and group now, in one walk of the tree; one removed while it is read
     /// is left out.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>, NodeError> {
-        Ok(self
-            .tree
-            .entries()
-            .into_iter()
-            .filter_map(|e| self.snapshot_of(e).ok())
-            .collect())
+        Ok(self.all_snapshots(Detail::All).0)
+    }
+
+    /// Every container and group now, with only the limits the metrics export (see
+    /// [`Detail::Exported`]): what a scrape reads.
+    pub fn exported_snapshots(&self) -> (Vec<Snapshot>, ReadCost) {
+        self.all_snapshots(Detail::Exported)
+    }
+
+    fn all_snapshots(&self, detail: Detail) -> (Vec<Snapshot>, ReadCost) {
+        // One reader, so one buffer, for every file of every container.
+        let mut dir: Option<Dir> = None;
+        let mut cost = ReadCost::default();
+        let mut snapshots = Vec::new();
+        for e in self.tree.entries() {
+            let d = match &mut dir {
+                Some(d) => match d.reopen(&e.dir) {
+                    Ok(()) => d,
+                    Err(_) => continue,
+                },
+                None => match Dir::open(&e.dir) {
+                    Ok(d) => dir.insert(d),
+                    Err(_) => continue,
+                },
+            };
+            if let Ok(s) = self.read_snapshot(e, d, detail, &mut cost.maps) {
+                snapshots.push(s);
+            }
+        }
+        (cost.files, cost.bytes) = dir.as_ref().map_or((0, 0), Dir::counted);
+        (snapshots, cost)
     }
 
     /// The container's limits as the kernel holds them: cgroup files and the maps.
     pub fn limits(&self, name: &ContainerName) -> Result<Limits, NodeError> {
-        let id = self.cgroup_id(name)?;
+        self.limits_of(&self.entry(name)?)
+    }
+
+    /// [`Node::limits`] of an entry found already: its files read through one directory.
+    pub fn limits_of(&self, entry: &Entry) -> Result<Limits, NodeError> {
+        let not_found = || CgroupError::NotFound(entry.name.clone());
+        let mut dir = Dir::open(&entry.dir).map_err(|_| not_found())?;
+        let id = dir.ino().map_err(|_| not_found())?;
         let net = self.net_state(id)?;
-        self.with_network_limits(self.tree.limits(name)?, net)
+        self.with_network_limits(Tree::limits_at(&mut dir)?, net)
     }
 
     /// Where `name` is: its kind, group and cgroup directory.

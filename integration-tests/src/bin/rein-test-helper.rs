@@ -10,14 +10,20 @@
 //!   ping (and rr-client) round trip p50/p99 of a shaping run.
 //! - `bench-scrape SOCKET ADDR AGENT_PID CONTAINERS SCRAPES`: grows the agent's tree to
 //!   CONTAINERS containers (with CPU and memory limits), then times SCRAPES scrapes of
-//!   `http://ADDR/metrics` next to reading the same cgroup files directly; prints one
-//!   `BENCH {json}` line with latencies, the agent's CPU per scrape and its RSS.
+//!   `http://ADDR/metrics` next to reading the files whose figures it exports directly;
+//!   prints one `BENCH {json}` line with latencies, the agent's CPU per scrape, its RSS and
+//!   its breakdown of the newest collection (`rein_metrics_collection_*`).
 //! - `bench-sched LABEL N`: N pipe round trips between two threads pinned to CPU 0 (two
-//!   context switches each); prints one `BENCH {json}` line with the time per round trip and,
-//!   with BPF statistics switched on, the runs and mean run time of rein's scheduler programs.
+//!   context switches each) in ten batches, BPF statistics off; then N/4 with them on;
+//!   prints one `BENCH {json}` line with the median batch's time per round trip (and the
+//!   fastest and slowest) and the runs (per N round trips) and mean run time of rein's
+//!   scheduler programs.
 //! - `bench-hook SOCKET N`: for runc and crun, N starts (`RUNTIME run` of `true`, to exit and
-//!   delete) of a bundle without hooks and of one with rein's hooks and limit annotations,
-//!   alternating; prints one `BENCH {json}` line per runtime with median and p99 of each.
+//!   delete) of each of five bundles in turn: without hooks, with a createRuntime hook that
+//!   runs `true` (what any hook costs the runtime), one that runs `rein --version` (rein's
+//!   process start), rein's createRuntime hook with limit annotations (the recommended
+//!   setup), and that with the poststop hook too; prints one `BENCH {json}` line per runtime
+//!   with median and p99 of each.
 //! - `churn SOCKET N THREADS`: creates and removes N containers (CPU, memory and egress
 //!   limits) through the API from THREADS threads, each creating a batch and removing it;
 //!   prints one `BENCH {json}` line with the rates and the count of failed calls.
@@ -189,6 +195,14 @@ fn main() {
             let n = num(3);
             let cpu_max = format!("/sys/fs/cgroup/rein.slice/{name}/cpu.max");
             let api = timed(n, |i| api_set(socket, name, i));
+            // The pieces: a request the router answers 404 (connection, HTTP, routing), and
+            // reading the container back (what the answer to a change costs).
+            let floor = timed(n, |_| {
+                api_call(socket, "GET", "/v1/nothing", "", "404");
+            });
+            let get = timed(n, |_| {
+                api_call(socket, "GET", &format!("/v1/containers/{name}"), "", "200");
+            });
             let file = timed(n, |i| {
                 std::fs::write(&cpu_max, format!("{} 100000", quota(i))).unwrap();
             });
@@ -217,6 +231,8 @@ fn main() {
             assert!(ok);
             let shell = t.elapsed().as_micros() / n as u128;
             println!("bench api_set_us median={} p99={}", api.0, api.1);
+            println!("bench api_404_us median={} p99={}", floor.0, floor.1);
+            println!("bench api_get_us median={} p99={}", get.0, get.1);
             println!("bench cli_set_us median={} p99={}", cli.0, cli.1);
             println!("bench file_write_us median={} p99={}", file.0, file.1);
             println!("bench shell_write_us mean={shell}");
@@ -674,11 +690,30 @@ fn bench_scrape(args: &[String]) {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    let mut bytes = scrape(addr).len();
+    let mut body = scrape(addr);
     let ticks0 = cpu_ticks();
-    let scrape_us = timed(scrapes, |_| bytes = scrape(addr).len());
+    let scrape_us = timed(scrapes, |_| body = scrape(addr));
     let ticks = cpu_ticks() - ticks0;
-    // The floor: reading the files a scrape reads, directly, without any formatting.
+    // The agent's own account of the newest collection: seconds by phase, files and bytes.
+    let collection: serde_json::Map<String, serde_json::Value> = body
+        .lines()
+        .filter_map(|l| {
+            // `seconds_files` (a phase) and `read_files` (a count) apart.
+            let (family, rest) = l
+                .strip_prefix("rein_metrics_collection_seconds{")
+                .map(|r| ("seconds", r))
+                .or_else(|| Some(("read", l.strip_prefix("rein_metrics_collection_read{")?)))?;
+            let (labels, value) = rest.split_once("} ")?;
+            let key = labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                matches!(k, "phase" | "unit").then(|| format!("{family}_{}", v.trim_matches('"')))
+            })?;
+            Some((key, serde_json::json!(value.parse::<f64>().ok()?)))
+        })
+        .collect();
+    // The floor: one process reading exactly the files whose figures the scrape exports
+    // (cgroup.procs for container_processes, memory.stat for the working set, ...), directly,
+    // without parsing or encoding.
     let files = [
         "cpu.stat",
         "memory.events",
@@ -687,11 +722,13 @@ fn bench_scrape(args: &[String]) {
         "memory.current",
         "cgroup.procs",
         "pids.current",
+        "pids.max",
         "cpu.pressure",
         "memory.pressure",
         "io.pressure",
         "cpu.max",
         "memory.max",
+        "memory.high",
     ];
     let read_us = timed(scrapes, |_| {
         for i in 0..containers {
@@ -707,7 +744,9 @@ fn bench_scrape(args: &[String]) {
         "scrape_us_median": scrape_us.0,
         "scrape_us_p99": scrape_us.1,
         "bare_reads_us_median": read_us.0,
-        "body_bytes": bytes,
+        "bare_files_per_container": files.len(),
+        "body_bytes": body.len(),
+        "collection": collection,
         // USER_HZ is 100 on every Linux architecture rein supports.
         "agent_cpu_ms_per_scrape": ticks as f64 * 10.0 / scrapes as f64,
         "agent_rss_kib": status_kib("VmRSS:"),
@@ -718,7 +757,6 @@ fn bench_scrape(args: &[String]) {
 
 /// See the module docs.
 fn bench_sched(label: &str, n: usize) {
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     // (runs, run time) of rein's scheduler programs, summed.
     let stats = || -> (u64, u128) {
         aya::programs::loaded_programs()
@@ -728,6 +766,39 @@ fn bench_sched(label: &str, n: usize) {
                 (c + p.run_count(), t + p.run_time().as_nanos())
             })
     };
+    // Timed with BPF statistics off, as on a node (they add two clock reads to every program
+    // run): ten batches, the median batch.
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    let mut batches: Vec<f64> = (0..10)
+        .map(|_| {
+            let per = (n / 10).max(1);
+            ping_pong_cpu0(per).as_nanos() as f64 / per as f64
+        })
+        .collect();
+    batches.sort_by(f64::total_cmp);
+    // Then a quarter as many with statistics on, to count the programs' runs and time them.
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let (runs0, time0) = stats();
+    let counted = (n / 4).max(1);
+    ping_pong_cpu0(counted);
+    let (runs1, time1) = stats();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    let runs = runs1 - runs0;
+    let out = serde_json::json!({
+        "label": label,
+        "roundtrips": n,
+        "ns_per_roundtrip": batches[batches.len() / 2],
+        "ns_per_roundtrip_min": batches[0],
+        "ns_per_roundtrip_max": batches[batches.len() - 1],
+        "sched_program_runs": runs as f64 / counted as f64 * n as f64,
+        "sched_ns_per_run": if runs > 0 { (time1 - time0) as f64 / runs as f64 } else { 0.0 },
+    });
+    println!("BENCH {out}");
+}
+
+/// `n` pipe round trips between this thread and another, both pinned to CPU 0 (two context
+/// switches each); returns the time they took.
+fn ping_pong_cpu0(n: usize) -> std::time::Duration {
     let pin_cpu0 = || {
         // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -738,7 +809,6 @@ fn bench_sched(label: &str, n: usize) {
     };
     let (mut a_rx, mut a_tx) = std::io::pipe().unwrap();
     let (mut b_rx, mut b_tx) = std::io::pipe().unwrap();
-    let (runs0, time0) = stats();
     pin_cpu0();
     let echo = std::thread::spawn(move || {
         use std::io::Read as _;
@@ -758,16 +828,7 @@ fn bench_sched(label: &str, n: usize) {
     }
     let elapsed = t.elapsed();
     echo.join().unwrap();
-    let (runs1, time1) = stats();
-    let runs = runs1 - runs0;
-    let out = serde_json::json!({
-        "label": label,
-        "roundtrips": n,
-        "ns_per_roundtrip": elapsed.as_nanos() as f64 / n as f64,
-        "sched_program_runs": runs,
-        "sched_ns_per_run": if runs > 0 { (time1 - time0) as f64 / runs as f64 } else { 0.0 },
-    });
-    println!("BENCH {out}");
+    elapsed
 }
 
 /// One GET of /metrics over loopback; returns the body.
@@ -1097,51 +1158,74 @@ fn quota(i: usize) -> u32 {
     if i.is_multiple_of(2) { 50_000 } else { 60_000 }
 }
 
-/// Median and p99 in microseconds of `n` runs of `f`.
 /// See the module docs.
 fn bench_hook(socket: &str, n: usize) {
     use integration_tests::OciBundle;
+    let socket = std::path::Path::new(socket);
+    let true_bin = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    // One createRuntime hook that is not rein's: `path` with `args`.
+    let one_hook = |b: &OciBundle, path: &str, args: &[&str]| {
+        b.edit(|c| {
+            c["hooks"] = serde_json::json!({
+                "createRuntime": [{"path": path, "args": args, "timeout": 10}]
+            });
+        });
+    };
     for runtime in ["runc", "crun"] {
-        let plain = OciBundle::new(runtime, &format!("{runtime}-plain"), &["true"]);
-        let hooked = OciBundle::new(runtime, &format!("{runtime}-hooked"), &["true"]);
-        hooked.annotate(&[("rein/memory", "64M"), ("rein/egress", "10mbit")]);
-        hooked.add_rein_hooks(std::path::Path::new(socket), &[]);
+        let bundle =
+            |variant: &str| OciBundle::new(runtime, &format!("{runtime}-{variant}"), &["true"]);
+        let limits = [("rein/memory", "64M"), ("rein/egress", "10mbit")];
+        // The pieces of a hooked start, each a bundle of its own, started in turn.
+        let plain = bundle("plain");
+        let null = bundle("null");
+        one_hook(&null, true_bin, &["true"]);
+        let exec = bundle("exec");
+        one_hook(&exec, "/usr/local/bin/rein", &["rein", "--version"]);
+        let hook = bundle("hook");
+        hook.annotate(&limits);
+        hook.add_rein_create_hook(socket, &[]);
+        let both = bundle("both");
+        both.annotate(&limits);
+        both.add_rein_hooks(socket, &[]);
+        let variants = [
+            ("plain", &plain),
+            ("null_hook", &null),
+            ("rein_exec", &exec),
+            ("hook", &hook),
+            ("hook_and_poststop", &both),
+        ];
         let start = |b: &OciBundle| {
             let t = Instant::now();
-            let status = b
-                .command(&["run", "--bundle"])
-                .arg(&b.dir)
-                .arg(&b.id)
-                .stdin(std::process::Stdio::null())
-                .status()
-                .unwrap();
+            let status = b.run_command(false).status().unwrap();
             assert!(status.success(), "{runtime} run {}: {status}", b.id);
             t.elapsed().as_micros()
         };
         // One of each first, untimed: page cache and the agent's first connection.
-        start(&plain);
-        start(&hooked);
-        let (mut a, mut b): (Vec<u128>, Vec<u128>) =
-            (0..n).map(|_| (start(&plain), start(&hooked))).unzip();
-        let q = |v: &mut Vec<u128>| {
+        for (_, b) in variants {
+            start(b);
+        }
+        let mut times: Vec<Vec<u128>> = vec![Vec::new(); variants.len()];
+        for _ in 0..n {
+            for (i, (_, b)) in variants.iter().enumerate() {
+                times[i].push(start(b));
+            }
+        }
+        let mut out = serde_json::json!({ "runtime": runtime, "starts": n });
+        for ((name, _), mut v) in variants.iter().zip(times) {
             v.sort_unstable();
-            (v[n / 2], v[(n * 99 / 100).min(n - 1)])
-        };
-        let (pa, pb) = (q(&mut a), q(&mut b));
-        println!(
-            "BENCH {}",
-            serde_json::json!({
-                "runtime": runtime,
-                "starts": n,
-                "plain_us_median": pa.0,
-                "plain_us_p99": pa.1,
-                "hook_us_median": pb.0,
-                "hook_us_p99": pb.1,
-            })
-        );
+            out[*name] = serde_json::json!({
+                "median_us": v[n / 2],
+                "p99_us": v[(n * 99 / 100).min(n - 1)],
+            });
+        }
+        println!("BENCH {out}");
     }
 }
 
+/// Median and p99 in microseconds of `n` runs of `f`.
 fn timed(n: usize, mut f: impl FnMut(usize)) -> (u128, u128) {
     let mut us: Vec<u128> = (0..n)
         .map(|i| {

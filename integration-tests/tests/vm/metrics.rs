@@ -289,9 +289,10 @@ fn runq(text: &str, name: &str) -> (f64, f64) {
     (get("count"), get("sum"))
 }
 
-/// The scheduler programs (offsets from the kernel's BTF) record how long each container's
+/// The scheduler program (an offset from the kernel's BTF) records how long each container's
 /// tasks wait for a CPU: three loops crowded on one CPU wait a time slice at a time, a
-/// sleeper alone on the other CPU hardly waits.
+/// sleeper alone on the other CPU hardly waits; and the crowd's recorded waits add up to the
+/// kernel's own account of them (`/proc/PID/schedstat`).
 #[test]
 fn runqueue_latency_is_recorded_per_container() {
     let agent = AgentGuard::start_with("rein-runq", &["--metrics-addr", METRICS]);
@@ -302,8 +303,23 @@ fn runqueue_latency_is_recorded_per_container() {
     );
     let alone = agent.run_sh("alone", &["--cpuset", "1"], "while :; do usleep 5000; done");
     std::thread::sleep(Duration::from_secs(4));
+    // The kernel's total wait of the crowd's tasks (the second field of schedstat, ns), read
+    // just before the scrape: the recorded sum lags it by each task's current wait (recorded
+    // as that run ends) and leads it by what the moment between the reads adds.
+    let kernel_wait: f64 = agent
+        .cgroup_file("crowd", "cgroup.procs")
+        .lines()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e9;
     let text = http_get(METRICS, "/metrics");
     let (crowd_n, crowd_sum) = runq(&text, "crowd");
+    eprintln!("runq: crowd recorded {crowd_sum:.3} s of waits, the kernel {kernel_wait:.3} s");
+    assert!(
+        (0.9..=1.1).contains(&(crowd_sum / kernel_wait)),
+        "recorded {crowd_sum} s vs the kernel's {kernel_wait} s"
+    );
     let (alone_n, alone_sum) = runq(&text, "alone");
     let mean = |n: f64, sum: f64| if n > 0.0 { sum / n } else { f64::NAN };
     eprintln!(

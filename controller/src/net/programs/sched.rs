@@ -1,5 +1,5 @@
-//! The scheduler programs (run-queue latency per container): offsets from BTF, attach through
-//! pinned links like the cgroup programs.
+//! The scheduler programs (run-queue latency per container): an offset from BTF, attached
+//! through pinned links like the cgroup programs.
 
 use std::path::Path;
 
@@ -10,26 +10,26 @@ use super::{Datapath, ProgramError, pin_err, pin_link};
 use crate::btf::Offsets;
 
 /// The programs and the tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 3] = [
-    ("rein_sched_wakeup", "sched_wakeup"),
-    ("rein_sched_wakeup_new", "sched_wakeup_new"),
+const PROGRAMS: [(&str, &str); 2] = [
     ("rein_sched_switch", "sched_switch"),
+    ("rein_sched_exit", "sched_process_exit"),
 ];
 
-/// The members the programs read, resolved for the running kernel.
+/// The members the switch program reads, resolved for the running kernel. A kernel without
+/// `sched_info` (CONFIG_SCHED_INFO off) has no run-queue latency.
 pub fn kernel_offsets() -> Result<KernelOffsets, crate::btf::BtfError> {
-    let o = Offsets::from_kernel(&["task_struct", "css_set", "cgroup", "kernfs_node"])?;
+    let o = Offsets::from_kernel(&["task_struct", "sched_info"])?;
+    let info = o.of("task_struct", "sched_info")?;
+    let pcount = o.of("sched_info", "pcount")?;
+    // The program reads both in one 16-byte copy.
+    if o.of("sched_info", "run_delay")? != pcount + 8 {
+        return Err(crate::btf::BtfError::Layout(
+            "sched_info.run_delay does not follow pcount".into(),
+        ));
+    }
     Ok(KernelOffsets {
-        task_pid: o.of("task_struct", "pid")?,
-        task_state: o.of_any("task_struct", &["__state", "state"])?,
-        task_cgroups: o.of("task_struct", "cgroups")?,
-        css_set_dfl_cgrp: o.of("css_set", "dfl_cgrp")?,
-        cgroup_kn: o.of("cgroup", "kn")?,
-        cgroup_level: o.of("cgroup", "level")?,
-        cgroup_ancestors: o.of("cgroup", "ancestors")?,
-        kernfs_node_id: o.of("kernfs_node", "id")?,
+        task_sched_pcount: info + pcount,
         valid: 1,
-        _pad: 0,
     })
 }
 
