@@ -316,13 +316,8 @@ pub fn rein_sock_ops(ctx: SockOpsContext) -> u32 {
 }
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn rein_sched_switch(_ctx: RawTracePointContext) -> u32 {
-    sched::switch()
-}
-
-#[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn rein_sched_exit(_ctx: RawTracePointContext) -> u32 {
-    sched::exit()
+pub fn rein_sched_switch(ctx: RawTracePointContext) -> u32 {
+    sched::switch(&ctx)
 }
 
 #[cfg(not(test))]

@@ -23,6 +23,7 @@ use aya_ebpf::{
     },
     macros::map,
     maps::{Array, LruHashMap, PerCpuHashMap},
+    programs::RawTracePointContext,
 };
 use controller_common::{DelayHistogram, KernelOffsets, MANAGED_MAP_MAX_ENTRIES, MAX_CHAIN};
 
@@ -43,8 +44,8 @@ struct Seen {
     run_delay: u64,
 }
 
-/// Each watched task's `sched_info` as it last left a CPU, by pid; removed as the task exits
-/// (`exit`). LRU all the same: an entry evicted costs that task one recorded wait.
+/// Each watched task's `sched_info` as it last left a CPU, by pid; removed at the task's last
+/// switch. LRU all the same: an entry evicted costs that task one recorded wait.
 #[map]
 static REIN_RUN_DELAY: LruHashMap<u32, Seen> = LruHashMap::with_max_entries(32_768, 0);
 
@@ -53,17 +54,13 @@ fn offsets() -> Option<&'static KernelOffsets> {
     REIN_OFFSETS.get(0).filter(|o| o.valid != 0)
 }
 
-/// `sched_process_exit(p)`: the current task exits; its entry goes (a no-op for the tasks
-/// outside rein, which have none).
-#[inline(always)]
-pub fn exit() -> u32 {
-    let _ = REIN_RUN_DELAY.remove(&(bpf_get_current_pid_tgid() as u32));
-    0
-}
+/// `task_struct.__state` of a task leaving the CPU for the last time (include/linux/sched.h).
+const TASK_DEAD: u32 = 0x80;
 
-/// `sched_switch(preempt, prev, next, ...)`: `prev`, the current task, leaves the CPU.
+/// `sched_switch(preempt, prev, next, prev_state)`: `prev`, the current task, leaves the CPU
+/// (`prev_state`, the fourth argument since 5.18, says whether for good).
 #[inline(always)]
-pub fn switch() -> u32 {
+pub fn switch(ctx: &RawTracePointContext) -> u32 {
     // SAFETY: helper without arguments; at sched_switch the current task is `prev`.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     let chain = crate::chain::of_cgroup(cgroup, |level| {
@@ -89,6 +86,8 @@ pub fn switch() -> u32 {
     // A new task's first run: its whole run_delay is the wait after its fork (whatever an
     // entry of an earlier task with this pid says).
     let first = (now.pcount == 1).then_some(now.run_delay);
+    // An exiting task's last switch: its wait is recorded and its entry goes.
+    let dead = ctx.arg::<u64>(3) as u32 & TASK_DEAD != 0;
     let waited = match REIN_RUN_DELAY.get_ptr_mut(&pid) {
         Some(p) => {
             // SAFETY: a valid map value; this task is on this CPU, so nothing else updates
@@ -102,10 +101,15 @@ pub fn switch() -> u32 {
             waited
         }
         None => {
-            let _ = REIN_RUN_DELAY.insert(&pid, &now, 0);
+            if !dead {
+                let _ = REIN_RUN_DELAY.insert(&pid, &now, 0);
+            }
             first
         }
     };
+    if dead {
+        let _ = REIN_RUN_DELAY.remove(&pid);
+    }
     let Some(waited) = waited else {
         return 0;
     };

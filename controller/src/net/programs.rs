@@ -115,11 +115,13 @@ const PINNED_MAPS: [&str; 20] = [
 ];
 
 /// Pins older versions made that this one does not use: the scheduler's map of runnable
-/// tasks and its programs at wake-ups, from before it read the kernel's own `sched_info`.
-const RETIRED_PINS: [&str; 3] = [
+/// tasks and its programs at wake-ups, from before it read the kernel's own `sched_info`,
+/// and a program at task exit that the switch program's last run made needless.
+const RETIRED_PINS: [&str; 4] = [
     "REIN_RUNNABLE",
     "links/rein_sched_wakeup",
     "links/rein_sched_wakeup_new",
+    "links/rein_sched_exit",
 ];
 
 fn pin_err(path: &Path, e: &dyn std::fmt::Display) -> ProgramError {

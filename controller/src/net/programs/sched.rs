@@ -1,5 +1,5 @@
-//! The scheduler programs (run-queue latency per container): an offset from BTF, attached
-//! through pinned links like the cgroup programs.
+//! The scheduler program (run-queue latency per container): an offset from BTF, attached
+//! through a pinned link like the cgroup programs.
 
 use std::path::Path;
 
@@ -10,10 +10,7 @@ use super::{Datapath, ProgramError, pin_err, pin_link};
 use crate::btf::Offsets;
 
 /// The programs and the tracepoints they attach to.
-const PROGRAMS: [(&str, &str); 2] = [
-    ("rein_sched_switch", "sched_switch"),
-    ("rein_sched_exit", "sched_process_exit"),
-];
+const PROGRAMS: [(&str, &str); 1] = [("rein_sched_switch", "sched_switch")];
 
 /// The members the switch program reads, resolved for the running kernel. A kernel without
 /// `sched_info` (CONFIG_SCHED_INFO off) has no run-queue latency.
