@@ -95,23 +95,6 @@ pub struct Dir {
 impl Dir {
     /// Opens the directory at `path` (`O_PATH`: nothing is read from the directory itself).
     pub fn open(path: &Path) -> Result<Self, FileError> {
-        Self::open_with(path, Vec::new())
-    }
-
-    /// Moves to another directory, keeping the buffer and the counts; on failure this one
-    /// stays as it was.
-    pub fn reopen(&mut self, path: &Path) -> Result<(), FileError> {
-        let next = Self::open_with(path, Vec::new())?;
-        (self.fd, self.path) = (next.fd, next.path);
-        Ok(())
-    }
-
-    /// Files and bytes read so far (through this reader and those it was reopened from).
-    pub fn counted(&self) -> (u64, u64) {
-        (self.files, self.bytes)
-    }
-
-    fn open_with(path: &Path, buf: Vec<u8>) -> Result<Self, FileError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let dir = std::fs::OpenOptions::new()
             .read(true)
@@ -124,10 +107,23 @@ impl Dir {
         Ok(Self {
             fd: dir.into(),
             path: path.to_owned(),
-            buf,
+            buf: Vec::new(),
             files: 0,
             bytes: 0,
         })
+    }
+
+    /// Moves to another directory, keeping the buffer and the counts; on failure this one
+    /// stays as it was.
+    pub fn reopen(&mut self, path: &Path) -> Result<(), FileError> {
+        let next = Self::open(path)?;
+        (self.fd, self.path) = (next.fd, next.path);
+        Ok(())
+    }
+
+    /// Files and bytes read so far (through this reader and those it was reopened from).
+    pub fn counted(&self) -> (u64, u64) {
+        (self.files, self.bytes)
     }
 
     /// The directory's path.

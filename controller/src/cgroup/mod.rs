@@ -284,6 +284,11 @@ fn collect_pids(dir: &Path, out: &mut Vec<u32>) {
     if let Ok(t) = files::read(&dir.join("cgroup.procs")) {
         out.extend(t.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
     }
+    collect_child_pids(dir, out);
+}
+
+/// The processes of the cgroups below `dir` (not of `dir` itself).
+fn collect_child_pids(dir: &Path, out: &mut Vec<u32>) {
     if let Ok(it) = std::fs::read_dir(dir) {
         for e in it.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -94,15 +94,9 @@ pub fn read(dir: &mut files::Dir) -> Result<Usage, FileError> {
         .read("cgroup.stat")
         .ok()
         .and_then(|t| key(t, "nr_descendants"));
-    if descendants != Some(0)
-        && let Ok(children) = std::fs::read_dir(dir.path())
-    {
+    if descendants != Some(0) {
         let mut pids = Vec::new();
-        for e in children.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                super::collect_pids(&e.path(), &mut pids);
-            }
-        }
+        super::collect_child_pids(dir.path(), &mut pids);
         u.processes += pids.len();
     }
     let mut psi = |f: &str| dir.read(f).ok().and_then(parse_pressure);
