@@ -1,6 +1,7 @@
 //! Helpers for rein's VM tests, one module per subject: `cgroup` (guards that undo what a
 //! test did), `agent` (an agent per test and the CLI against it), `net` (namespaces and veth
-//! pairs), `prometheus` (HTTP, Prometheus, promtool) and `oci` (bundles for runc and crun).
+//! pairs), `prometheus` (HTTP, Prometheus, promtool), `oci` (bundles for runc and crun) and
+//! `engines` (Podman, dockerd and containerd from the engines' disk).
 //! Everything here assumes it runs as root inside the test VM, where `/init` mounted cgroup2
 //! at `/sys/fs/cgroup` with cpu, memory, io, pids and cpuset enabled.
 
@@ -11,12 +12,14 @@
 
 mod agent;
 mod cgroup;
+mod engines;
 mod net;
 mod oci;
 mod prometheus;
 
 pub use agent::*;
 pub use cgroup::*;
+pub use engines::*;
 pub use net::*;
 pub use oci::*;
 pub use prometheus::*;

@@ -48,13 +48,17 @@ type Step = fn() -> anyhow::Result<String>;
 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("userspace toolchain", stable_toolchain),
         ("eBPF nightly toolchain", ebpf_toolchain),
         ("bpf-linker", bpf_linker),
         ("apt source for bookworm-backports", backports_source),
         ("Debian packages", debian_packages),
         ("test VM kernels", vm_kernels),
+        (
+            "container engines for the VM tests (Podman, Docker, containerd)",
+            crate::vm::engines::setup,
+        ),
         (
             "npm packages for the dashboard and manifest checks",
             npm_packages,

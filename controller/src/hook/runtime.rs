@@ -5,6 +5,12 @@
 //! container by itself within a second, and a container start then runs one hook process):
 //! `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
 //!
+//! Docker before 24 has no `docker run --annotation`, but the container's environment reaches
+//! the spec: the wrapper copies every `rein/` entry of `process.env` into the annotations
+//! (`docker run -e rein/egress=20mbit -e rein/name=web`), the way nvidia-container-runtime
+//! reads `NVIDIA_VISIBLE_DEVICES`. An image's `ENV` reaches the spec the same way, so the
+//! operator's `[hook_ceiling]` bounds both.
+//!
 //! Environment: `REIN_RUNTIME` (the runtime to exec, default `runc` from PATH),
 //! `REIN_SOCKET` (passed on to the hook), `REIN_HOOK_FAIL_OPEN=1` (the hook gets
 //! `--fail-open`).
@@ -126,6 +132,46 @@ pub fn add_hooks(config: &mut Value, exe: &Path, socket: Option<&str>, fail_open
     changed
 }
 
+/// Copies the `rein/KEY=VALUE` entries of the spec's `process.env` into its annotations (see
+/// the module doc). An annotation already there with another value is an error: the limit
+/// must be given once. Returns whether it changed anything.
+pub fn env_annotations(config: &mut Value) -> anyhow::Result<bool> {
+    let pairs: Vec<(String, String)> = config["process"]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|e| e.starts_with(super::annotations::PREFIX))
+        .filter_map(|e| e.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(false);
+    }
+    let Some(obj) = config.as_object_mut() else {
+        return Ok(false);
+    };
+    let annotations = obj.entry("annotations").or_insert_with(|| json!({}));
+    if !annotations.is_object() {
+        *annotations = json!({});
+    }
+    let mut changed = false;
+    for (key, value) in pairs {
+        match annotations.get(&key).and_then(Value::as_str) {
+            Some(v) if v == value => {}
+            Some(v) => bail!(
+                "the environment's {key}={value} and the annotation {key}={v} differ: give the \
+                 limit once, with `-e` or with `--annotation`"
+            ),
+            None => {
+                annotations[key.as_str()] = Value::from(value);
+                changed = true;
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Edits the bundle's config.json in place (through a temporary file and a rename, so the
 /// runtime never reads half a file).
 fn prepare_bundle(dir: &Path) -> anyhow::Result<()> {
@@ -136,7 +182,8 @@ fn prepare_bundle(dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding rein's own binary")?;
     let socket = std::env::var("REIN_SOCKET").ok();
     let fail_open = std::env::var("REIN_HOOK_FAIL_OPEN").is_ok_and(|v| v == "1");
-    if !add_hooks(&mut config, &exe, socket.as_deref(), fail_open) {
+    let from_env = env_annotations(&mut config)?;
+    if !add_hooks(&mut config, &exe, socket.as_deref(), fail_open) && !from_env {
         return Ok(());
     }
     replace_file(&path, &serde_json::to_vec_pretty(&config)?)
@@ -299,5 +346,45 @@ mod tests {
         );
         let mut not_object = json!([1]);
         assert!(!add_hooks(&mut not_object, exe, None, false));
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use serde_json::json;
+
+    use super::env_annotations;
+
+    #[test]
+    fn rein_entries_of_the_environment_become_annotations_once() {
+        let mut c = json!({
+            "process": {"env": ["PATH=/bin", "rein/egress=20mbit", "rein/name=web", "REIN_X=1"]},
+            "annotations": {"rein/name": "web", "other": "kept"}
+        });
+        assert!(env_annotations(&mut c).unwrap());
+        assert_eq!(
+            c["annotations"],
+            json!({"rein/name": "web", "rein/egress": "20mbit", "other": "kept"})
+        );
+        // Idempotent: a second pass (a runtime retried) changes nothing.
+        assert!(!env_annotations(&mut c).unwrap());
+        // No rein/ entry: nothing to do, no annotations object made.
+        let mut plain = json!({"process": {"env": ["PATH=/bin"]}});
+        assert!(!env_annotations(&mut plain).unwrap());
+        assert!(plain.get("annotations").is_none());
+    }
+
+    #[test]
+    fn an_environment_entry_that_contradicts_an_annotation_is_refused() {
+        let mut c = json!({
+            "process": {"env": ["rein/egress=20mbit"]},
+            "annotations": {"rein/egress": "10mbit"}
+        });
+        let e = env_annotations(&mut c).unwrap_err().to_string();
+        assert!(
+            e.contains("rein/egress=20mbit") && e.contains("rein/egress=10mbit"),
+            "{e}"
+        );
+        assert_eq!(c["annotations"]["rein/egress"], "10mbit");
     }
 }

@@ -9,6 +9,7 @@ mod churn;
 mod dashboards;
 mod ebpf;
 mod endpoints;
+mod engines;
 mod faults;
 mod flows;
 mod hierarchy;

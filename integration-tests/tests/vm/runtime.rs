@@ -36,7 +36,7 @@ fn read(dir: &Path, file: &str) -> String {
 /// Asserts that nothing of a registered container is left: record, links, map entries.
 /// `Promptly` right after a poststop hook ran; `Soon` (within 3 s) where the agent's
 /// once-a-second walk forgets it (no poststop hook, or a cgroup deleted while it was down).
-fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64, when: Forgotten) {
+pub(crate) fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64, when: Forgotten) {
     let record = agent
         .bpf_dir()
         .join("external")
@@ -72,7 +72,7 @@ fn assert_forgotten(agent: &AgentGuard, name: &str, id: u64, when: Forgotten) {
 }
 
 #[derive(Clone, Copy)]
-enum Forgotten {
+pub(crate) enum Forgotten {
     Promptly,
     Soon,
 }

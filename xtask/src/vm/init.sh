@@ -34,6 +34,16 @@ ip link set lo up
 for m in $(cat /lib/modules/rein/load-order); do
     insmod "/lib/modules/rein/$m" || echo "REIN-VM: insmod $m failed"
 done
+# The container engines' disk (xtask/src/vm/engines.rs), laid under /usr and /etc.
+if [ -b /dev/vdc ]; then
+    mkdir -p /opt/engines && mount -o ro /dev/vdc /opt/engines
+    for d in usr etc; do
+        mkdir -p /run/overlay/$d/up /run/overlay/$d/work
+        mount -t overlay overlay \
+            -o lowerdir=/$d:/opt/engines/$d,upperdir=/run/overlay/$d/up,workdir=/run/overlay/$d/work \
+            /$d || echo "REIN-VM: overlaying the engines' /$d failed"
+    done
+fi
 echo "+cpu +memory +io +pids +cpuset" > /sys/fs/cgroup/cgroup.subtree_control \
     || echo "REIN-VM: enabling cgroup controllers failed"
 

@@ -87,7 +87,7 @@ impl Initramfs {
     /// library `ldd` names, each at its host path (so the host's loader paths work as-is).
     pub fn executable_with_libs(&mut self, path: &str, host: &Path) -> anyhow::Result<()> {
         self.file(path, host, 0o755)?;
-        for lib in shared_libs(host)? {
+        for lib in shared_libs(host, None)? {
             let guest = lib
                 .to_str()
                 .ok_or_else(|| anyhow!("non-UTF-8 path {}", lib.display()))?;
@@ -124,9 +124,15 @@ impl Initramfs {
     }
 }
 
-/// The shared libraries (and the dynamic loader) a host executable needs, from `ldd`.
-fn shared_libs(exe: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let text = match output(Command::new("ldd").arg(exe)) {
+/// The shared libraries (and the dynamic loader) a host executable needs, from `ldd`;
+/// `search_first` is searched before the machine's own directories (`LD_LIBRARY_PATH`).
+pub(super) fn shared_libs(exe: &Path, search_first: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut ldd = Command::new("ldd");
+    ldd.arg(exe);
+    if let Some(dir) = search_first {
+        ldd.env("LD_LIBRARY_PATH", dir);
+    }
+    let text = match output(&mut ldd) {
         Ok(t) => t,
         // ldd fails on static executables ("not a dynamic executable").
         Err(_) => return Ok(Vec::new()),

@@ -4,6 +4,7 @@
 //! `kernel` fetches and caches the kernels, `initramfs` packs the guest, `qemu` boots it and
 //! reads the verdict, `init.sh` is the guest's PID 1. See docs/testing.md, "Writing a VM test".
 
+pub mod engines;
 mod initramfs;
 pub mod kernel;
 pub mod qemu;
@@ -32,6 +33,8 @@ const MODULES: &[&str] = &[
     "sch_tbf",
     "sch_netem",
     "sch_prio",
+    // Podman's and Docker's image layers, and the engines' disk laid over /usr and /etc.
+    "overlay",
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
@@ -305,6 +308,14 @@ fn boot_with(
         let f = std::fs::File::create(d)?;
         f.set_len(DISK_BYTES)?;
     }
+    // The container engines' disk (/dev/vdc); without it only their tests fail, saying why.
+    let engines = engines::image();
+    if engines.is_none() {
+        eprintln!(
+            "[{label}] no container engines image: the Podman, Docker and containerd tests \
+             will fail (`cargo xtask setup` builds it)"
+        );
+    }
     let record = work.join("kernel.txt");
     std::fs::write(&record, format!("{}\n{}\n", kernel.package, kernel.release))?;
     qemu::boot(&qemu::Boot {
@@ -312,6 +323,7 @@ fn boot_with(
         kernel: &kernel.vmlinuz,
         initrd: &initrd,
         disks: disks.iter().map(PathBuf::as_path).collect(),
+        readonly_disks: engines.iter().map(PathBuf::as_path).collect(),
         timeout: Duration::from_secs(args.timeout),
         memory_mib: args.memory,
         forward_port: args.forward_port,

@@ -33,6 +33,8 @@ pub struct Boot<'a> {
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub disks: Vec<&'a Path>,
+    /// Read-only disks after those (the container engines' image).
+    pub readonly_disks: Vec<&'a Path>,
     pub timeout: Duration,
     pub memory_mib: u32,
     /// Forward this TCP port from 127.0.0.1 on the host to the guest (qemu user networking,
@@ -120,6 +122,12 @@ fn boot_once(b: &Boot<'_>) -> anyhow::Result<Outcome> {
     for disk in &b.disks {
         cmd.arg("-drive").arg(format!(
             "file={},format=raw,if=virtio,cache=unsafe",
+            disk.display()
+        ));
+    }
+    for disk in &b.readonly_disks {
+        cmd.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
             disk.display()
         ));
     }
