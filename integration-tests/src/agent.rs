@@ -192,17 +192,22 @@ impl AgentGuard {
 impl Drop for AgentGuard {
     fn drop(&mut self) {
         self.stop(libc::SIGTERM);
-        // Unlinking the pins detaches the programs and frees the maps.
-        let _ = std::fs::remove_dir_all(self.bpf_dir());
-        if let Ok(entries) = std::fs::read_dir(&self.root) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    remove_cgroup(&e.path());
-                }
+        remove_agent_state(&self.root, &self.bpf_dir());
+    }
+}
+
+/// Removes what a stopped agent left in the kernel: its pins (unlinking them detaches the
+/// programs and frees the maps) and its managed cgroups.
+pub fn remove_agent_state(root: &Path, bpf_dir: &Path) {
+    let _ = std::fs::remove_dir_all(bpf_dir);
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
             }
         }
-        remove_cgroup(&self.root);
     }
+    remove_cgroup(root);
 }
 
 /// Stops a `rein run` child with SIGTERM (it forwards the signal to the workload) and reaps

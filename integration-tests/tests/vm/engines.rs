@@ -375,3 +375,230 @@ fn containerd_ctr_with_the_rein_runtime_is_limited_and_shaped() {
     assert_eq!(memory, "67108864");
     drop(containerd);
 }
+
+/// The lines of the folded block (`- >-`) that follows `marker` in `yaml`, joined: the shell
+/// command of a container in deploy/kubernetes/rein.yaml.
+fn folded_command_after(yaml: &str, marker: &str) -> String {
+    let rest = &yaml[yaml.find(marker).unwrap()..];
+    let mut lines = rest.lines().skip_while(|l| l.trim() != "- >-").skip(1);
+    let first = lines.next().unwrap();
+    let indent = first.len() - first.trim_start().len();
+    std::iter::once(first)
+        .chain(
+            lines.take_while(|l| l.len() - l.trim_start().len() >= indent && !l.trim().is_empty()),
+        )
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The capabilities the DaemonSet's agent container adds (the `- NAME` lines after `add:`).
+fn agent_capabilities(yaml: &str) -> Vec<String> {
+    let rest = &yaml[yaml.find("- name: agent").unwrap()..];
+    rest.lines()
+        .skip_while(|l| l.trim() != "add:")
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].to_owned())
+        .collect()
+}
+
+/// deploy/kubernetes/Containerfile built for real with Podman (on the busybox test image as
+/// BASE: the VM has no registry), then run as deploy/kubernetes/rein.yaml runs it: its
+/// install-hook command puts the binary and the hooks file on the "node" (here into Podman's
+/// hooks directory), the agent runs in a container with the DaemonSet's capabilities, host
+/// namespaces and mounts, and a second container's annotations reach it through the
+/// installed hook.
+#[test]
+fn the_image_built_from_the_containerfile_runs_the_agent_for_a_second_container() {
+    const YAML: &str = include_str!("../../../deploy/kubernetes/rein.yaml");
+    podman_ready();
+    let _cleanup = ImageTestCleanup;
+    let ctx = Path::new("/tmp/rein-image-context");
+    let _ = std::fs::remove_dir_all(ctx);
+    for (path, data) in [
+        (
+            "deploy/kubernetes/Containerfile",
+            include_bytes!("../../../deploy/kubernetes/Containerfile").as_slice(),
+        ),
+        (
+            "deploy/hooks.d/rein.json",
+            integration_tests::HOOKS_FILE.as_bytes(),
+        ),
+        (
+            "target/x86_64-unknown-linux-musl/release/rein",
+            &std::fs::read("/usr/local/bin/rein").unwrap(),
+        ),
+    ] {
+        std::fs::create_dir_all(ctx.join(path).parent().unwrap()).unwrap();
+        std::fs::write(ctx.join(path), data).unwrap();
+    }
+    // As cargo leaves it: COPY keeps the mode.
+    std::fs::set_permissions(
+        ctx.join("target/x86_64-unknown-linux-musl/release/rein"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let ctx = ctx.to_str().unwrap();
+    run_ok(
+        "podman",
+        &[
+            "build",
+            "--quiet",
+            "--build-arg",
+            "BASE=localhost/rein-test",
+            "-f",
+            "deploy/kubernetes/Containerfile",
+            "-t",
+            "localhost/rein:test",
+            ctx,
+        ],
+    );
+
+    // The init container: the node's /opt/rein and hooks directory mounted as in rein.yaml.
+    let install = folded_command_after(YAML, "- name: install-hook");
+    std::fs::create_dir_all("/opt/rein").unwrap();
+    run_ok(
+        "podman",
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-drop",
+            "ALL",
+            "--read-only",
+            "-v",
+            "/opt/rein:/host/opt/rein",
+            "-v",
+            &format!(
+                "{}:/host/etc/containers/oci/hooks.d",
+                integration_tests::PODMAN_HOOKS_DIR
+            ),
+            // The DaemonSet's `command:` replaces the image's ENTRYPOINT.
+            "--entrypoint",
+            "/bin/sh",
+            "localhost/rein:test",
+            "-c",
+            &install,
+        ],
+    );
+    let hooks =
+        std::fs::read_to_string(Path::new(integration_tests::PODMAN_HOOKS_DIR).join("rein.json"))
+            .unwrap();
+    assert!(hooks.contains("\"/opt/rein/bin/rein\""), "{hooks}");
+
+    // The agent container: hostNetwork, hostPID, the DaemonSet's capabilities and mounts.
+    let caps = agent_capabilities(YAML);
+    assert!(caps.contains(&"BPF".to_owned()), "{caps:?}");
+    std::fs::create_dir_all("/run/rein").unwrap();
+    std::fs::create_dir_all("/etc/rein").unwrap();
+    run_ok(
+        "podman",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "rein-agent",
+            "--network",
+            "host",
+            "--pid",
+            "host",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            &caps.join(","),
+            "--security-opt",
+            "seccomp=unconfined",
+            "--read-only",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup",
+            "-v",
+            "/sys/fs/bpf:/sys/fs/bpf:rslave",
+            "-v",
+            "/run/rein:/run/rein",
+            "-v",
+            "/etc/rein:/etc/rein:ro",
+            "localhost/rein:test",
+            "agent",
+            "--metrics-addr",
+            "127.0.0.1:9798",
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !http_get_ok("127.0.0.1:9798") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's container did not serve metrics: {}",
+            String::from_utf8_lossy(&run("podman", &["logs", "rein-agent"]).stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    run_ok(
+        "podman",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pm-second",
+            "--network",
+            "none",
+            "--annotation",
+            "rein/name=pm-second",
+            "--annotation",
+            "rein/memory=48M",
+            IMAGE,
+            "sleep",
+            "120",
+        ],
+    );
+    let cgroup = run_ok(
+        "podman",
+        &["inspect", "--format", "{{.State.CgroupPath}}", "pm-second"],
+    );
+    assert_eq!(cgroup_read(cgroup.trim(), "memory.max"), "50331648");
+    let ls = run_ok("rein", &["ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("pm-second ") && l.contains("memory=48M")),
+        "{ls}"
+    );
+    let metrics = http_get("127.0.0.1:9798", "/metrics");
+    assert!(
+        metrics.contains("name=\"pm-second\""),
+        "no series named pm-second"
+    );
+
+    run_ok("podman", &["rm", "--force", "--time", "0", "pm-second"]);
+    run_ok("podman", &["rm", "--force", "--time", "5", "rein-agent"]);
+}
+
+/// Undoes what the image test did to the guest, also when it fails half-way: the agent's
+/// container must not keep the default socket from the next test's agent.
+struct ImageTestCleanup;
+
+impl Drop for ImageTestCleanup {
+    fn drop(&mut self) {
+        let _ = run(
+            "podman",
+            &["rm", "--force", "--time", "0", "pm-second", "rein-agent"],
+        );
+        let _ = std::fs::remove_dir_all("/opt/rein");
+        let _ = std::fs::write(
+            Path::new(integration_tests::PODMAN_HOOKS_DIR).join("rein.json"),
+            integration_tests::HOOKS_FILE,
+        );
+        integration_tests::remove_agent_state(
+            Path::new("/sys/fs/cgroup/rein.slice"),
+            Path::new("/sys/fs/bpf/rein"),
+        );
+    }
+}
+
+/// Whether something listens at `addr` (connections are refused while the agent starts).
+fn http_get_ok(addr: &str) -> bool {
+    std::net::TcpStream::connect(addr).is_ok()
+}

@@ -84,7 +84,7 @@ graphroot = \"/var/lib/containers/storage\"
 const IMAGE_BYTES: u64 = 512 << 20;
 
 /// Bumped when what goes into the image changes, so cached images are rebuilt.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 fn dir() -> PathBuf {
     cache_dir().join("engines")
@@ -219,7 +219,8 @@ fn write(root: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
 }
 
 /// The rootfs the tests import as an image (`podman import`, `docker import`, or `ctr run
-/// --rootfs` unpacked): static busybox with its applets, and iperf3 with its libraries, at
+/// --rootfs` unpacked): static busybox with its applets, iperf3 and install with their
+/// libraries, at
 /// /usr/share/rein-tests/rootfs.tar.
 fn test_image(root: &Path) -> anyhow::Result<()> {
     let fs = dir().join("rootfs");
@@ -235,13 +236,18 @@ fn test_image(root: &Path) -> anyhow::Result<()> {
     for a in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
         std::os::unix::fs::symlink("busybox", fs.join("bin").join(a))?;
     }
-    std::fs::copy("/usr/bin/iperf3", fs.join("usr/bin/iperf3")).context("copying iperf3")?;
-    for lib in host_libs(Path::new("/usr/bin/iperf3"), Path::new("/nonexistent"))? {
-        let canonical = std::fs::canonicalize(&lib)?;
-        // Keep the name the loader asks for (lib paths are usr-merged on the machine).
-        let to = fs.join(lib.strip_prefix("/")?);
-        std::fs::create_dir_all(to.parent().unwrap_or(&fs))?;
-        std::fs::copy(&canonical, &to)?;
+    // coreutils' install: the DaemonSet's init container runs `install -D`, which Debian's
+    // busybox lacks.
+    for exe in ["/usr/bin/iperf3", "/usr/bin/install"] {
+        let exe = Path::new(exe);
+        let rel = exe.strip_prefix("/")?;
+        std::fs::copy(exe, fs.join(rel)).with_context(|| format!("copying {}", exe.display()))?;
+        for lib in super::initramfs::shared_libs(exe, None)? {
+            // Under the name the loader asks for (a symlink's target may be versioned).
+            let to = fs.join(lib.strip_prefix("/")?);
+            std::fs::create_dir_all(to.parent().unwrap_or(&fs))?;
+            std::fs::copy(&lib, &to)?;
+        }
     }
     std::fs::write(fs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     std::fs::write(fs.join("etc/group"), "root:x:0:\n")?;
