@@ -23,15 +23,24 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Logs go to stderr so that stdout stays clean for `--json` and completions.
-    // REIN_LOG takes a tracing filter such as `debug` or `rein::ebpf=debug`.
-    tracing_subscriber::fmt()
+    // REIN_LOG takes a tracing filter such as `debug` or `rein::ebpf=debug`. The agent says
+    // at `info` what it adopted, attached and enforces; the other commands only warn.
+    let default = match cli.command {
+        cli::Command::Agent(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REIN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        cli::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object per line, for journald's and Kubernetes' log collectors.
+        cli::LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -45,6 +45,11 @@ impl AgentGuard {
     pub fn restart(&mut self) {
         self.stop(libc::SIGTERM);
         let mut cmd = Command::new("rein");
+        // The agent logs at info by default; its lines go to the guest's serial console,
+        // which costs the emulated guest time per line: warnings only, unless asked.
+        if std::env::var_os("REIN_LOG").is_none() {
+            cmd.env("REIN_LOG", "warn");
+        }
         match &self.failpoint {
             Some(f) => cmd.env("REIN_FAILPOINT", f),
             None => cmd.env_remove("REIN_FAILPOINT"),
@@ -121,6 +126,15 @@ impl AgentGuard {
     /// `rein stats NAME --json`, parsed.
     pub fn stats(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.rein_ok(&["stats", name, "--json"])).unwrap()
+    }
+
+    /// A container's transmitted bits per second over `window`, from rein's own counters
+    /// (what left through the shaper).
+    pub fn tx_rate(&self, name: &str, window: std::time::Duration) -> f64 {
+        let tx = || self.stats(name)["usage"]["net_tx_bytes"].as_f64().unwrap();
+        let (b0, t0) = (tx(), std::time::Instant::now());
+        std::thread::sleep(window);
+        (tx() - b0) * 8.0 / t0.elapsed().as_secs_f64()
     }
 
     /// Starts `rein --socket <ours> ARGS` without waiting.

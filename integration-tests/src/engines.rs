@@ -80,6 +80,38 @@ pub fn unpacked_rootfs() -> &'static str {
     DIR
 }
 
+/// Podman containers removed (forcibly, missing ones ignored) when dropped, also when the
+/// test fails half-way: the next tests share the guest.
+pub struct PodmanContainers(pub &'static [&'static str]);
+
+impl Drop for PodmanContainers {
+    fn drop(&mut self) {
+        let mut args = vec!["rm", "--force", "--ignore", "--time", "0"];
+        args.extend(self.0);
+        let _ = run("podman", &args);
+    }
+}
+
+/// A child process (an engine's client running a container) killed and reaped when dropped,
+/// so a failed assertion leaves no container running behind it.
+pub struct KillOnDrop(pub Option<Child>);
+
+impl KillOnDrop {
+    /// Waits for the child to end; returns its output.
+    pub fn wait(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A daemon started for one test (dockerd, containerd), stopped with SIGTERM (then SIGKILL
 /// after 20 s) and waited for when dropped.
 pub struct Daemon {
@@ -88,13 +120,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `program` with `args`, its output to `/tmp/<program>.log`, and waits (up to
-    /// 60 s) until `ready` returns true.
-    pub fn start(program: &str, args: &[&str], ready: impl Fn() -> bool) -> Self {
+    /// Starts `program` with `args` and `env`, its output to `/tmp/<program>.log`, and waits
+    /// (up to 60 s) until `ready` returns true.
+    pub fn start(
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: impl Fn() -> bool,
+    ) -> Self {
         require_engines();
         let log = std::fs::File::create(format!("/tmp/{program}.log")).unwrap();
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

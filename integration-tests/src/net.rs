@@ -221,6 +221,16 @@ impl ContainerNetns {
         }
     }
 
+    /// Waits up to `within` until `eth0` is paced by `fq` (the agent looks for new
+    /// namespaces every second); returns whether it is.
+    pub fn wait_paced(&self, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while !self.paced_by_fq() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        self.paced_by_fq()
+    }
+
     /// Whether `eth0` inside the namespace is paced by `fq` (at the root, or per queue under
     /// `mq` on a multiqueue veth).
     pub fn paced_by_fq(&self) -> bool {

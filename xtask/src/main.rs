@@ -7,6 +7,7 @@ mod fleet;
 mod fuzz;
 mod guest;
 mod manifests;
+mod package;
 mod paths;
 mod run;
 mod screenshot;
@@ -67,6 +68,14 @@ enum Command {
         #[command(flatten)]
         vm: vm::VmArgs,
     },
+    /// Build the Debian package (target/debian/rein_VERSION_amd64.deb) from the static
+    /// release binary: rein, rein-runtime, the systemd unit, the hooks file (not enabled),
+    /// the default config, man pages and completions. Prints the .deb's path.
+    Package {
+        /// Write the .deb into this directory instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write dashboards/*.json from the panel definitions in xtask/src/dashboards.rs, and
     /// type-check them against Grafana's published dashboard types.
     Dashboards,
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(&b),
         Command::Screenshot { vm } => screenshot::run(&vm),
         Command::Fuzz { seconds, target } => fuzz::run(seconds, target.as_deref()),
+        Command::Package { out } => package::run(out).map(|()| 0),
         Command::Dashboards => dashboards::write()
             .and_then(|()| dashboards::check_schema(&setup::node_dir()))
             .map(|()| 0),

@@ -6,8 +6,11 @@
 // Every document is validated by the JSON-schema validator kubernetes-models generated from
 // Kubernetes' OpenAPI (required fields, types, enums, formats), and written to OUT.ts as a
 // literal of the kind's TypeScript type, so that tsc --strict then refuses any field the
-// API does not have (a typo the schema validators let through). Exit status 1 on any error.
+// API does not have (a typo the schema validators let through). The spec of each
+// PrometheusRule is written beside OUT.ts as NAME-rules.json, a Prometheus rule file for
+// promtool. Exit status 1 on any error.
 import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { parseAllDocuments } from "yaml";
 
 /// Where the model of each API group lives.
@@ -54,6 +57,9 @@ for (const file of files) {
     } catch (e) {
       console.error(`${where}: ${e.message}`);
       errors++;
+    }
+    if (obj.kind === "PrometheusRule") {
+      writeFileSync(join(dirname(out), `${obj.metadata.name}-rules.json`), JSON.stringify(obj.spec, null, 2));
     }
     ts.push(`import type { I${obj.kind} as T${n} } from "${path}";`);
     ts.push(`// ${where}`);

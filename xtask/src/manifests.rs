@@ -49,17 +49,73 @@ pub fn check(node_dir: &Path, promtool: &Path) -> anyhow::Result<()> {
 
     let config = dir().join("prometheus.yml");
     ensure!(
-        promtool_ok(promtool, &config, true)?,
+        promtool_run(promtool, &["check", "config"], &config, true)?,
         "promtool check config refuses {}",
         config.display()
     );
     let broken = with_typo(&config, &work, "honor_labels:", "honour_labels:")?;
     ensure!(
-        !promtool_ok(promtool, &broken, false)?,
+        !promtool_run(promtool, &["check", "config"], &broken, false)?,
         "promtool accepted a scrape config with a misspelt key (honour_labels)"
     );
     eprintln!("   prometheus.yml valid (promtool); a misspelt key is refused");
+
+    // The alerts: rules.yaml's spec (written out by the manifest check) through promtool,
+    // then rules.test.yml's synthetic series; a copy with a threshold moved must fail them.
+    let rules = work.join("rein-rules.json");
+    ensure!(
+        rules.is_file(),
+        "the manifest check wrote no {}",
+        rules.display()
+    );
+    let tests = dir().join("rules.test.yml");
+    std::fs::copy(&tests, work.join("rules.test.yml"))?;
+    ensure!(
+        promtool_run(promtool, &["check", "rules"], &rules, true)?
+            && promtool_run(
+                promtool,
+                &["test", "rules"],
+                &work.join("rules.test.yml"),
+                true
+            )?,
+        "promtool refuses deploy/kubernetes/rules.yaml or its tests (see above)"
+    );
+    let broken = work.join("broken-rules");
+    std::fs::create_dir_all(&broken)?;
+    let text = std::fs::read_to_string(&rules)?;
+    ensure!(
+        text.contains("> 0.25"),
+        "rules.yaml lost its 25% throttling threshold"
+    );
+    std::fs::write(
+        broken.join("rein-rules.json"),
+        text.replace("> 0.25", "> 0.95"),
+    )?;
+    std::fs::copy(&tests, broken.join("rules.test.yml"))?;
+    ensure!(
+        !promtool_run(
+            promtool,
+            &["test", "rules"],
+            &broken.join("rules.test.yml"),
+            false
+        )?,
+        "promtool test rules passed with the throttling alert's threshold moved to 95%"
+    );
+    eprintln!("   rules.yaml valid and its tests pass (promtool); a moved threshold fails them");
     Ok(())
+}
+
+/// `promtool ARGS FILE`; false when it refuses. Quiet unless `loud`.
+fn promtool_run(promtool: &Path, args: &[&str], file: &Path, loud: bool) -> anyhow::Result<bool> {
+    let mut cmd = Command::new(promtool);
+    cmd.args(args).arg(file);
+    if !loud {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    Ok(cmd
+        .status()
+        .with_context(|| format!("running {}", promtool.display()))?
+        .success())
 }
 
 /// A copy of `file` in `work` with `from` misspelt as `to`, for a check that must refuse it.
@@ -95,15 +151,4 @@ fn kubernetes_ok(node_dir: &Path, files: &[PathBuf], loud: bool) -> anyhow::Resu
     let mut tsc = crate::dashboards::tsc(node_dir, &[ts]);
     quiet(&mut tsc);
     Ok(tsc.status()?.success())
-}
-
-fn promtool_ok(promtool: &Path, config: &Path, loud: bool) -> anyhow::Result<bool> {
-    let mut c = Command::new(promtool);
-    c.args(["check", "config"]).arg(config);
-    if !loud {
-        c.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    Ok(c.status()
-        .with_context(|| format!("cannot run {}: run `cargo xtask setup`", promtool.display()))?
-        .success())
 }

@@ -36,6 +36,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "binutils",
         "strip: drops debug info from the binaries packed into the test VM",
     ),
+    (
+        "systemd",
+        "systemd-socket-activate, copied into the test VM: the agent under rein.socket",
+    ),
 ];
 /// qemu comes from bookworm-backports: bookworm's own qemu-system-x86 conflicts with the
 /// qemu-utils from backports that machines of this kind have preinstalled.

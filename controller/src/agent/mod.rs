@@ -6,6 +6,7 @@
 //! `settings` resolves its flags, config file and defaults.
 
 pub mod settings;
+mod systemd;
 
 pub use settings::{AgentArgs, Config, Defaults, ModeChoice, Settings};
 
@@ -298,8 +299,16 @@ fn raise_fd_limit() {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
+    // First: it changes the environment, which only a process without threads may.
+    let activated = systemd::activated_listener()?;
     refuse_a_private_bpffs()?;
     let _lock = InstanceLock::acquire(&settings.socket)?;
+    let described: Vec<String> = settings
+        .describe()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    tracing::info!("starting with {}", described.join(" "));
     raise_fd_limit();
     let tree = Tree::open(&settings.root)
         .with_context(|| {
@@ -350,6 +359,22 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     let node = Arc::new(node);
+    let access = Access {
+        allowed_uids: settings.allowed_uids.clone(),
+    };
+    // The listeners exist before the agent says it is ready; a socket systemd holds
+    // (rein.socket) is systemd's to keep, mode and file alike.
+    let from_systemd = activated.is_some();
+    let api_listener = match activated {
+        Some(l) => {
+            tracing::info!(socket = %settings.socket.display(), "API listening on the socket systemd passed");
+            l
+        }
+        None => api::server::listen(&settings.socket, &access)
+            .with_context(|| format!("listening on {}", settings.socket.display()))?,
+    };
+    let metrics_listener = crate::metrics::bind(settings.metrics_addr)?;
+    systemd::notify("READY=1");
     rt.block_on(async {
         // One stop signal for both servers.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -366,33 +391,29 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 } => {}
             }
             tracing::info!("stopping; limits stay in the kernel");
+            systemd::notify("STOPPING=1");
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let api = async {
-            api::server::serve(
-                &settings.socket,
-                node.clone(),
-                Access {
-                    allowed_uids: settings.allowed_uids.clone(),
-                },
-                stopped(stop_rx.clone()),
-            )
-            .await
-            .with_context(|| format!("serving the API on {}", settings.socket.display()))
+            api::server::serve(api_listener, node.clone(), access, stopped(stop_rx.clone()))
+                .await
+                .with_context(|| format!("serving the API on {}", settings.socket.display()))
         };
         let netns = pace_netns_periodically(node.clone(), stopped(stop_rx.clone()));
         let metrics = crate::metrics::serve(
-            settings.metrics_addr,
+            metrics_listener,
             node.clone(),
             settings.node_name.clone(),
             stopped(stop_rx.clone()),
         );
         tokio::try_join!(api, metrics, netns).map(|_| ())
     })?;
-    let _ = std::fs::remove_file(&settings.socket);
+    if !from_systemd {
+        let _ = std::fs::remove_file(&settings.socket);
+    }
     Ok(())
 }
 

@@ -263,6 +263,39 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The settings as (key, value) text, in the config file's keys: what `rein config
+    /// check` prints and the agent logs at start.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Path| p.display().to_string();
+        let list = |v: &[String]| v.join(",");
+        vec![
+            ("socket", path(&self.socket)),
+            ("root", path(&self.root)),
+            ("bpf_dir", path(&self.bpf_dir)),
+            (
+                "allowed_uids",
+                list(
+                    &self
+                        .allowed_uids
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            ("metrics_addr", self.metrics_addr.to_string()),
+            ("node_name", self.node_name.to_string()),
+            ("egress_devs", list(&self.egress_devs)),
+            (
+                "egress_mode",
+                format!("{:?}", self.egress_mode).to_lowercase(),
+            ),
+            ("runqueue_latency", self.runqueue_latency.to_string()),
+            ("hook_ceiling", self.hook_ceiling.to_string()),
+        ]
+    }
+}
+
 /// A Linux interface name: 1 to 15 bytes (IFNAMSIZ - 1), no '/', ':' or whitespace.
 fn valid_device_name(name: &str) -> bool {
     (1..16).contains(&name.len())
@@ -274,6 +307,45 @@ fn valid_device_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// deploy/rein.toml (installed as /etc/rein/rein.toml) names every key, commented out:
+    /// uncommented, it parses, and every key has its value.
+    #[test]
+    fn the_shipped_config_names_every_key_and_parses_uncommented() {
+        let shipped = include_str!("../../../deploy/rein.toml");
+        let c: Config = toml::from_str(shipped).unwrap();
+        assert_eq!(c, Config::default(), "every line is commented out");
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|ch: char| ch.is_ascii_lowercase() || ch == '[') => {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c: Config = toml::from_str(&uncommented).unwrap();
+        assert!(
+            c.socket.is_some()
+                && c.root.is_some()
+                && c.metrics_addr.is_some()
+                && c.node_name.is_some()
+                && c.egress_devs.is_some()
+                && c.bpf_dir.is_some()
+                && c.egress_mode.is_some()
+                && c.egress_flows.is_some()
+                && !c.hook_ceiling.is_empty(),
+            "a key is missing from deploy/rein.toml: {c:?}"
+        );
+        // allowed_uids defaults to empty: it must be present as a key.
+        assert!(uncommented.contains("\nallowed_uids = "));
+        // The defaults it shows are the agent's.
+        assert_eq!(c.socket.as_deref(), Some(Path::new(Defaults::SOCKET)));
+        assert_eq!(c.root.as_deref(), Some(Path::new(Defaults::ROOT)));
+        assert_eq!(c.bpf_dir.as_deref(), Some(Path::new(Defaults::BPF_DIR)));
+        assert_eq!(c.metrics_addr, Some(Defaults::METRICS_ADDR));
+    }
 
     #[test]
     fn config_parses_and_rejects_unknown_keys() {

@@ -535,20 +535,15 @@ fn with_peer(serving: &Router, uid: u32) -> Router {
         .layer(axum::Extension(ConnectInfo(Peer { uid: Some(uid) })))
 }
 
-/// Binds the socket (mode 0600, parent directory created) and serves until `shutdown`.
-pub async fn serve(
-    socket: &Path,
-    node: Arc<Node>,
-    access: Access,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Binds the socket (mode 0600, parent directory created).
+pub fn listen(socket: &Path, access: &Access) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
     // The caller holds the agent lock, so a socket file here is a stale one.
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)?;
+    let listener = std::os::unix::net::UnixListener::bind(socket)?;
     // Root only by default. When other uids are allowed, anyone may connect and the peer
     // credentials of each connection decide (see admit).
     let mode = if access.allowed_uids.is_empty() {
@@ -558,6 +553,19 @@ pub async fn serve(
     };
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))?;
     tracing::info!(socket = %socket.display(), "API listening");
+    Ok(listener)
+}
+
+/// Serves the API on `listener` (from [`listen`], or the socket systemd passed) until
+/// `shutdown`.
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    node: Arc<Node>,
+    access: Access,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
     let serving = Routers {
         serving: router(node),
         by_uid: std::sync::Mutex::default(),

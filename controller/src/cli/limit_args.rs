@@ -13,13 +13,32 @@ use crate::{
 #[derive(Debug, Default, Clone)]
 pub struct LimitArgs(pub Limits);
 
+/// `docker run`'s names for the flags whose meaning is the same, accepted beside rein's own
+/// (and shown in `--help`): long aliases and a short flag. Docker's `--memory-swap` (memory
+/// plus swap) and `--cpu-shares` (another scale) mean something else, so they are not here.
+fn docker_names(flag: Flag) -> (&'static [&'static str], Option<char>) {
+    match flag {
+        Flag::Memory => (&[], Some('m')),
+        // runc writes --memory-reservation to memory.low on cgroup v2.
+        Flag::MemoryLow => (&["memory-reservation"], None),
+        Flag::Cpuset => (&["cpuset-cpus"], None),
+        Flag::Pids => (&["pids-limit"], None),
+        _ => (&[], None),
+    }
+}
+
 impl clap::Args for LimitArgs {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         Flag::ALL.into_iter().fold(cmd, |cmd, flag| {
-            let arg = clap::Arg::new(flag.name())
+            let (aliases, short) = docker_names(flag);
+            let mut arg = clap::Arg::new(flag.name())
                 .long(flag.name())
+                .visible_aliases(aliases)
                 .help(flag.help())
                 .help_heading("Limits");
+            if let Some(c) = short {
+                arg = arg.short(c);
+            }
             cmd.arg(if flag.switch() {
                 arg.action(clap::ArgAction::SetTrue)
             } else {

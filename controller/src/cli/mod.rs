@@ -31,8 +31,26 @@ pub struct Cli {
     /// The agent's API socket.
     #[arg(long, global = true, env = "REIN_SOCKET", default_value = api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// How log lines on stderr look: `text`, or `json` (one object per line, for log
+    /// collectors). The level comes from REIN_LOG (default: info for the agent, warn else).
+    #[arg(
+        long,
+        global = true,
+        env = "REIN_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +70,10 @@ pub enum Command {
         /// cap the sum of its members.
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
+        /// Print one JSON object on stdout after the command exits: the container's name,
+        /// the command's exit code (or signal) and whether the container was kept.
+        #[arg(long)]
+        json: bool,
         /// Keep the container (and its limits) after the command exits.
         #[arg(long)]
         keep: bool,
@@ -72,13 +94,19 @@ pub enum Command {
         name: String,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Print the container's description (as `rein stats --json` without usage) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a container. Refuses while processes run in it, unless --force.
     Rm {
         name: String,
         /// Kill every process in the container (cgroup.kill), then remove it.
-        #[arg(long)]
+        #[arg(long, short = 'f')]
         force: bool,
+        /// Print `{"removed": NAME}` as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List containers and their limits.
     Ls {
@@ -172,11 +200,38 @@ pub enum Command {
         )]
         args: Vec<std::ffi::OsString>,
     },
+    /// The agent's config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Write man pages (rein.1 and rein-SUBCOMMAND.1) into DIR, from this command line's
+    /// definition (`cargo xtask package` puts them in the Debian package).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+    },
     /// Print a shell completion script, e.g. `rein completions bash > /etc/bash_completion.d/rein`.
     Completions {
         /// The shell to generate for.
         #[arg(value_enum)]
         shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the agent's config file without starting anything: print the settings the
+    /// agent would run with (flags aside), or what is wrong and which keys and values are
+    /// accepted, and exit 1. A missing default file is no error: the defaults apply.
+    Check {
+        /// The file to check (default: /etc/rein/rein.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the settings as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -238,22 +293,49 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             agent::run(agent::Settings::resolve(args, cli.socket)?)?;
             Ok(0)
         }
+        Command::Config {
+            command: ConfigCommand::Check { config, json },
+        } => {
+            let args = agent::AgentArgs {
+                config,
+                ..Default::default()
+            };
+            let settings = agent::Settings::resolve(args, cli.socket)?;
+            let pairs = settings.describe();
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.into()))
+                    .collect();
+                print_json(&map)?;
+            } else {
+                for (k, v) in pairs {
+                    println!("{k} = {v}");
+                }
+            }
+            Ok(0)
+        }
         Command::Run {
             limits,
             name,
             group,
+            json,
             keep,
             command,
         } => {
             let name = name.unwrap_or_else(|| format!("run-{}", std::process::id()));
-            runtime()?.block_on(run_cmd::run_command(
+            let ended = runtime()?.block_on(run_cmd::run_command(
                 &client,
                 name,
                 group,
                 limits.to_map(),
                 keep,
                 command,
-            ))
+            ))?;
+            if json {
+                print_json(&ended)?;
+            }
+            Ok(ended.exit_code)
         }
         Command::Group {
             command:
@@ -281,7 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Set { name, limits } => {
+        Command::Set { name, limits, json } => {
             let map = limits.to_map();
             if map.is_empty() {
                 bail!("no limit given; e.g. `rein set {name} --memory 512M` (see rein set --help)");
@@ -292,18 +374,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 &path,
                 Some(&LimitsBody { limits: map }),
             ))?;
-            if let Some(c) = c {
-                println!("{}: {}", c.name, limits_line(&c.limits));
+            match c {
+                Some(c) if json => print_json(&c)?,
+                Some(c) => println!("{}: {}", c.name, limits_line(&c.limits)),
+                None => {}
             }
             Ok(0)
         }
-        Command::Rm { name, force } => {
+        Command::Rm { name, force, json } => {
             let path = format!("/v1/containers/{name}?force={force}");
             runtime()?.block_on(client.call::<serde_json::Value>(
                 Method::DELETE,
                 &path,
                 None::<&()>,
             ))?;
+            if json {
+                print_json(&serde_json::json!({ "removed": name }))?;
+            }
             Ok(0)
         }
         Command::Ls { json } => {
@@ -395,11 +482,37 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             crate::hook::runtime::check_args(&args)?;
             Err(crate::hook::runtime::exec(args))
         }
+        Command::Man { dir } => {
+            write_man_pages(&dir)?;
+            Ok(0)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rein", &mut std::io::stdout());
             Ok(0)
         }
     }
+}
+
+/// rein.1 and one page per subcommand (rein-run.1, rein-group-create.1, ...), as
+/// clap_mangen renders them; hidden subcommands get none.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    fn pages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+        let cmd = cmd.clone().name(name.to_owned());
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() != "help" {
+                pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+            }
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cli = Cli::command();
+    cli.build();
+    pages(&cli, "rein", dir)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub async fn run_command(
     limits: LimitMap,
     keep: bool,
     command: Vec<String>,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<Ended> {
     use std::os::unix::process::ExitStatusExt as _;
 
     // Checked before anything is made: the command joins its cgroup by writing
@@ -97,5 +97,23 @@ pub async fn run_command(
         .code()
         .or(status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    Ok(u8::try_from(code).unwrap_or(1))
+    Ok(Ended {
+        name,
+        exit_code: u8::try_from(code).unwrap_or(1),
+        signal: status.signal(),
+        kept: keep,
+    })
+}
+
+/// How `rein run` ended (`rein run --json` prints it).
+#[derive(Debug, serde::Serialize)]
+pub struct Ended {
+    pub name: String,
+    /// The command's exit status, or 128 + the signal that ended it (as a shell reports it);
+    /// `rein run` exits with it.
+    pub exit_code: u8,
+    /// The signal that ended the command, if one did.
+    pub signal: Option<i32>,
+    /// Whether the container (and its limits) was kept (`--keep`).
+    pub kept: bool,
 }

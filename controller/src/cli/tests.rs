@@ -117,3 +117,62 @@ fn why_help_states_the_thresholds_the_diagnosis_uses() {
     let err = parse_window("301s").unwrap_err();
     assert!(err.contains("1s to 300s"), "{err}");
 }
+
+#[test]
+fn dockers_names_for_the_same_limits_are_accepted() {
+    let cli = Cli::try_parse_from([
+        "rein",
+        "run",
+        "-m",
+        "256M",
+        "--cpuset-cpus",
+        "0-1",
+        "--pids-limit",
+        "100",
+        "--memory-reservation",
+        "64M",
+        "--",
+        "true",
+    ])
+    .unwrap();
+    let Command::Run { limits, .. } = cli.command else {
+        panic!("not run")
+    };
+    let map = limits.to_map();
+    let get = |k: &str| match map.get(k) {
+        Some(LimitText::One(s)) => s.clone(),
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(get("memory"), "256M");
+    assert_eq!(get("cpuset"), "0-1");
+    assert_eq!(get("pids"), "100");
+    assert_eq!(get("memory-low"), "64M");
+    // The same limit under both names is one flag given twice: refused.
+    assert!(Cli::try_parse_from(["rein", "set", "w", "-m", "1G", "--memory", "2G"]).is_err());
+    // Docker's --memory-swap means memory plus swap, not rein's --swap: not an alias.
+    assert!(Cli::try_parse_from(["rein", "set", "w", "--memory-swap", "1G"]).is_err());
+    let help = Cli::command()
+        .find_subcommand_mut("set")
+        .unwrap()
+        .render_long_help()
+        .to_string();
+    assert!(
+        help.contains("cpuset-cpus") && help.contains("-m,"),
+        "{help}"
+    );
+}
+
+#[test]
+fn rm_takes_dockers_short_force_and_json_answers_are_flags() {
+    let cli = Cli::try_parse_from(["rein", "rm", "-f", "web", "--json"]).unwrap();
+    let Command::Rm { force, json, .. } = cli.command else {
+        panic!("not rm")
+    };
+    assert!(force && json);
+    for args in [
+        &["rein", "set", "web", "--cpus", "1", "--json"][..],
+        &["rein", "run", "--json", "--", "true"][..],
+    ] {
+        Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+}

@@ -6,12 +6,15 @@
 //! `dockerd --add-runtime rein=/usr/local/bin/rein-runtime`.
 //!
 //! Docker before 24 has no `docker run --annotation`, but the container's environment reaches
-//! the spec: the wrapper copies every `rein/` entry of `process.env` into the annotations
-//! (`docker run -e rein/egress=20mbit -e rein/name=web`), the way nvidia-container-runtime
-//! reads `NVIDIA_VISIBLE_DEVICES`. An image's `ENV` reaches the spec the same way, so the
-//! operator's `[hook_ceiling]` bounds both.
+//! the spec: with `REIN_LIMITS_FROM_ENV=1` in the engine's environment, the wrapper copies
+//! every `rein/` entry of `process.env` into the annotations (`docker run -e
+//! rein/egress=20mbit -e rein/name=web`), the way nvidia-container-runtime reads
+//! `NVIDIA_VISIBLE_DEVICES`. It is opt-in because an image's `ENV` reaches the spec the same
+//! way (the operator's `[hook_ceiling]` bounds both, as it bounds annotations), and never
+//! applies to Kubernetes' containers (see [`env_annotations`]).
 //!
 //! Environment: `REIN_RUNTIME` (the runtime to exec, default `runc` from PATH),
+//! `REIN_LIMITS_FROM_ENV=1` (the environment's `rein/` entries count as annotations),
 //! `REIN_SOCKET` (passed on to the hook), `REIN_HOOK_FAIL_OPEN=1` (the hook gets
 //! `--fail-open`).
 //!
@@ -133,18 +136,36 @@ pub fn add_hooks(config: &mut Value, exe: &Path, socket: Option<&str>, fail_open
 }
 
 /// Copies the `rein/KEY=VALUE` entries of the spec's `process.env` into its annotations (see
-/// the module doc). An annotation already there with another value is an error: the limit
-/// must be given once. Returns whether it changed anything.
+/// the module doc), unless the container is Kubernetes' (its annotations name a pod: there
+/// the orchestrator's annotations are the only source, and pod authors must not reach rein
+/// around containerd's `pod_annotations` list). An annotation already there with another
+/// value, or one key twice in the environment with two values, is an error: the limit must
+/// be given once. Returns whether it changed anything.
 pub fn env_annotations(config: &mut Value) -> anyhow::Result<bool> {
-    let pairs: Vec<(String, String)> = config["process"]["env"]
+    let in_kubernetes = config["annotations"].as_object().is_some_and(|a| {
+        a.keys()
+            .any(|k| k.starts_with("io.kubernetes.cri.") || k.starts_with("io.kubernetes.cri-o."))
+    });
+    if in_kubernetes {
+        return Ok(false);
+    }
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (k, v) in config["process"]["env"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
         .filter(|e| e.starts_with(super::annotations::PREFIX))
         .filter_map(|e| e.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    {
+        match pairs.iter().find(|(key, _)| key == k) {
+            Some((_, was)) if was != v => {
+                bail!("the environment gives {k} twice, {k}={was} and {k}={v}: give the limit once")
+            }
+            Some(_) => {}
+            None => pairs.push((k.to_owned(), v.to_owned())),
+        }
+    }
     if pairs.is_empty() {
         return Ok(false);
     }
@@ -182,7 +203,20 @@ fn prepare_bundle(dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding rein's own binary")?;
     let socket = std::env::var("REIN_SOCKET").ok();
     let fail_open = std::env::var("REIN_HOOK_FAIL_OPEN").is_ok_and(|v| v == "1");
-    let from_env = env_annotations(&mut config)?;
+    // Opt-in (REIN_LIMITS_FROM_ENV=1 in the engine's environment): an image's ENV reaches
+    // the spec as the container's creator's `-e` does.
+    let from_env = std::env::var("REIN_LIMITS_FROM_ENV").is_ok_and(|v| v == "1")
+        && match env_annotations(&mut config) {
+            Ok(changed) => changed,
+            // The hook would start the container without rein's limits: so does this.
+            Err(e) if fail_open => {
+                eprintln!(
+                    "rein runtime: warning: {e:#}; starting without the environment's limits"
+                );
+                false
+            }
+            Err(e) => return Err(e),
+        };
     if !add_hooks(&mut config, &exe, socket.as_deref(), fail_open) && !from_env {
         return Ok(());
     }
@@ -368,6 +402,19 @@ mod env_tests {
         );
         // Idempotent: a second pass (a runtime retried) changes nothing.
         assert!(!env_annotations(&mut c).unwrap());
+        // A Kubernetes container's environment is never read: pod authors set it.
+        let mut pod = json!({
+            "process": {"env": ["rein/egress=1gbit"]},
+            "annotations": {"io.kubernetes.cri.sandbox-name": "p"}
+        });
+        assert!(!env_annotations(&mut pod).unwrap());
+        assert!(pod["annotations"].get("rein/egress").is_none());
+        // One key twice with two values: refused; twice alike: fine.
+        let mut twice = json!({"process": {"env": ["rein/egress=1M", "rein/egress=2M"]}});
+        let e = env_annotations(&mut twice).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+        let mut alike = json!({"process": {"env": ["rein/egress=1M", "rein/egress=1M"]}});
+        assert!(env_annotations(&mut alike).unwrap());
         // No rein/ entry: nothing to do, no annotations object made.
         let mut plain = json!({"process": {"env": ["PATH=/bin"]}});
         assert!(!env_annotations(&mut plain).unwrap());

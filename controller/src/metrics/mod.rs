@@ -583,9 +583,20 @@ impl Scrapes {
     }
 }
 
-/// Serves `/metrics` on `addr` until `shutdown`.
+/// Binds the metrics address (before the agent says it is ready).
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    tracing::info!(%addr, "metrics listening on http://{addr}/metrics (probes: /healthz)");
+    Ok(listener)
+}
+
+/// Serves `/metrics` on `listener` (from [`bind`]) until `shutdown`, and `/healthz`: a probe for liveness and
+/// readiness that costs no collection (the server starts once the agent has adopted the
+/// node's containers and loaded its programs, so an answer means both are done).
 pub async fn serve(
-    addr: SocketAddr,
+    listener: std::net::TcpListener,
     node: Arc<Node>,
     node_name: NodeName,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -601,26 +612,28 @@ pub async fn serve(
         collect: Box::new(move |format| scrape(&containers, &registry, format)),
         newest: Arc::new(tokio::sync::Mutex::new([None, None])),
     });
-    let app = Router::new().route(
-        "/metrics",
-        get(move |headers: axum::http::HeaderMap| {
-            let scrapes = scrapes.clone();
-            async move {
-                let format =
-                    Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-                match scrapes.answer(format).await {
-                    Ok((content_type, body)) => {
-                        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| {
+                let scrapes = scrapes.clone();
+                async move {
+                    let format = Format::negotiate(
+                        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+                    );
+                    match scrapes.answer(format).await {
+                        Ok((content_type, body)) => {
+                            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                        }
+                        Err(e) => {
+                            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+                        }
                     }
-                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
                 }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding the metrics address {addr}: {e}"))?;
-    tracing::info!(%addr, "metrics listening on http://{addr}/metrics");
+            }),
+        );
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     crate::http::serve(
         listener,
         TOTAL_CONNECTIONS,

@@ -69,6 +69,10 @@ pub struct Node {
     /// One lock per name: a change, creation, registration or removal of one container
     /// runs alone (its journal is one at a time), while other containers' go on.
     names: Mutex<HashMap<ContainerName, std::sync::Arc<Mutex<()>>>>,
+    /// Whether the sock_ops and scheduler programs run: then a container without an entry
+    /// in their maps has zeros (see `snapshot::Network`), not no data.
+    tcp_recorded: std::sync::atomic::AtomicBool,
+    runq_recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -100,6 +104,8 @@ impl Node {
             pin_dir: None,
             registrations: Mutex::new(()),
             names: Mutex::new(HashMap::new()),
+            tcp_recorded: false.into(),
+            runq_recorded: false.into(),
         };
         if let Err(e) = node.align_mode() {
             tracing::warn!("cannot switch adopted shaping entries to this mode: {e}");
@@ -149,13 +155,19 @@ impl Node {
     /// Attaches the sock_ops program (TCP statistics) to the managed root.
     pub fn start_tcp_stats(&self, pin_dir: &Path) -> Result<(), NodeError> {
         let root = self.tree.root().to_owned();
-        self.datapath(|dp| dp.ensure_sock_ops(&root, pin_dir).map(drop))
+        self.datapath(|dp| dp.ensure_sock_ops(&root, pin_dir).map(drop))?;
+        self.tcp_recorded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Loads and attaches the scheduler programs with offsets from the kernel's BTF.
     pub fn start_sched_latency(&self, pin_dir: &Path) -> Result<(), NodeError> {
         let offsets = crate::net::programs::kernel_offsets()?;
-        self.datapath(|dp| dp.start_sched_latency(offsets, pin_dir))
+        self.datapath(|dp| dp.start_sched_latency(offsets, pin_dir))?;
+        self.runq_recorded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Refuses what this node cannot enforce, before anything is written.

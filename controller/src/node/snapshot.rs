@@ -58,8 +58,10 @@ pub struct Snapshot {
     pub network: Network,
 }
 
-/// What the eBPF programs recorded for one container; each part is `None` until its first
-/// event (or when the programs do not run).
+/// What the eBPF programs recorded for one container. A part whose programs run is zero
+/// until the container's first event, so every series exists from the container's creation
+/// on (Prometheus's guidelines: a network panel shows a container that sent nothing yet);
+/// it is `None` only when its programs do not run.
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     /// Bytes and packets in and out, and the shaper's and policer's outcomes.
@@ -103,6 +105,11 @@ impl Node {
         let name = &entry.name;
         let id = dir.ino().map_err(|_| CgroupError::NotFound(name.clone()))?;
         let maps_start = Instant::now();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let (tcp_on, runq_on) = (
+            self.tcp_recorded.load(relaxed),
+            self.runq_recorded.load(relaxed),
+        );
         let (net, network) = self
             .with_datapath(|dp| {
                 Ok((
@@ -110,11 +117,14 @@ impl Node {
                         shaper: dp.shaping(id)?,
                         policer: dp.policing(id)?,
                     },
+                    // The cgroup_skb programs count every container the datapath runs for.
                     Network {
-                        traffic: dp.traffic_of(id)?,
-                        tcp: dp.tcp_of(id)?,
-                        delays: dp.delays_of(id)?,
-                        runq: dp.runq_of(id)?,
+                        traffic: Some(dp.traffic_of(id)?.unwrap_or_default()),
+                        tcp: dp.tcp_of(id)?.or_else(|| tcp_on.then(TcpStats::default)),
+                        delays: Some(dp.delays_of(id)?.unwrap_or_default()),
+                        runq: dp
+                            .runq_of(id)?
+                            .or_else(|| runq_on.then(DelayHistogram::default)),
                     },
                 ))
             })?

@@ -194,7 +194,7 @@ fn prometheus_scrapes_the_agent_and_promql_matches_ground_truth() {
         wait,
     );
     let pressure = prom.value(
-        r#"rate(rein_pressure_cpu_waiting_seconds_total{name="psi"}[4s])"#,
+        r#"rate(container_pressure_cpu_waiting_seconds_total{name="psi"}[4s])"#,
         wait,
     );
     eprintln!(
@@ -413,4 +413,39 @@ fn tcp_round_trips_and_retransmissions_match_iperf3() {
     );
     promtool_accepts(&text);
     drop(server);
+}
+
+/// Every series of a container exists from its creation on, counters at zero (Prometheus's
+/// guidelines): a container that has sent nothing has `container_network_transmit_bytes_total
+/// 0`, so a network panel shows it. `rein set --json` and `rein rm -f --json` answer JSON.
+#[test]
+fn a_new_container_has_every_series_at_zero_and_set_and_rm_answer_json() {
+    let agent = AgentGuard::start_with("rein-zero", &["--metrics-addr", METRICS]);
+    let child = agent.run_sh("idle", &["--memory", "64M"], "sleep 60");
+    agent.wait_for_process("idle");
+    let text = http_get(METRICS, "/metrics");
+    for family in [
+        "container_network_transmit_bytes_total",
+        "container_network_receive_bytes_total",
+        "rein_shaper_dropped_packets_total",
+        "rein_policer_dropped_packets_total",
+        "rein_tcp_retransmitted_segments_total",
+        "rein_tcp_connections_total",
+        "rein_shaper_delay_seconds_count",
+        "rein_tcp_rtt_seconds_count",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{family}{{")) && l.contains("name=\"idle\""))
+            .unwrap_or_else(|| panic!("no {family} series for the idle container"));
+        assert!(line.ends_with(" 0"), "{line}");
+    }
+    let set: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["set", "idle", "-m", "128M", "--json"])).unwrap();
+    assert_eq!(set["name"], "idle");
+    assert_eq!(set["limits"]["memory"], "128M", "{set}");
+    let rm: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["rm", "-f", "idle", "--json"])).unwrap();
+    assert_eq!(rm, serde_json::json!({"removed": "idle"}));
+    let _ = stop_run(child);
 }

@@ -28,7 +28,7 @@ fn tcp_egress_lands_within_five_percent_of_the_limit() {
     // The steady rate from rein's own counters (what left through the shaper), past TCP's
     // ramp-up; then the whole run as iperf3 saw it.
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let steady = tx_rate(&agent, "tcp", std::time::Duration::from_millis(3000));
+    let steady = agent.tx_rate("tcp", std::time::Duration::from_millis(3000));
     let report = report_of(child);
     let goodput = report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -142,15 +142,6 @@ fn report_of(child: std::process::Child) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The container's transmitted bytes per second over `window`, from rein's own counters
-/// (what actually left through the shaper, unlike iperf3's sender-side intervals).
-fn tx_rate(agent: &AgentGuard, name: &str, window: std::time::Duration) -> f64 {
-    let tx = || agent.stats(name)["usage"]["net_tx_bytes"].as_f64().unwrap();
-    let (b0, t0) = (tx(), std::time::Instant::now());
-    std::thread::sleep(window);
-    (tx() - b0) * 8.0 / t0.elapsed().as_secs_f64()
-}
-
 #[test]
 fn a_live_rate_change_takes_effect_within_a_second() {
     integration_tests::measures_throughput();
@@ -160,11 +151,11 @@ fn a_live_rate_change_takes_effect_within_a_second() {
     let child = spawn_iperf3(&agent, "live", &["--egress", "20mbit"], "7");
     // Past TCP's ramp-up (and the first second's slow start on a loaded TCG guest).
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let before = tx_rate(&agent, "live", std::time::Duration::from_millis(1500));
+    let before = agent.tx_rate("live", std::time::Duration::from_millis(1500));
     agent.rein_ok(&["set", "live", "--egress", "40mbit"]);
     // Measure from one second after the call returned.
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let after = tx_rate(&agent, "live", std::time::Duration::from_millis(2000));
+    let after = agent.tx_rate("live", std::time::Duration::from_millis(2000));
     report_of(child);
     eprintln!(
         "live: {:.1} Mbit/s before, {:.1} Mbit/s from 1 s after the change (shaper counters)",
@@ -349,12 +340,9 @@ fn a_container_in_its_own_netns_is_paced_inside_it() {
     );
     // The agent looks for new namespaces every second; judge the rate once fq is in place
     // there (installing it replaces the qdisc under a running flow).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
-    while !ctr.paced_by_fq() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    ctr.wait_paced(std::time::Duration::from_secs(4));
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let steady = tx_rate(&agent, "inns", std::time::Duration::from_millis(3000));
+    let steady = agent.tx_rate("inns", std::time::Duration::from_millis(3000));
     let s = agent.stats("inns");
     let report = report_of(child);
     let ratio = steady / 20e6;
@@ -395,7 +383,7 @@ fn police_mode_holds_tcp_and_udp_near_the_limit() {
     let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "ptcp", &["--egress", "20mbit"], "5");
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let steady = tx_rate(&agent, "ptcp", std::time::Duration::from_millis(3000));
+    let steady = agent.tx_rate("ptcp", std::time::Duration::from_millis(3000));
     let report = report_of(child);
     let s = agent.stats("ptcp");
     let tcp = steady / 20e6;
@@ -436,7 +424,7 @@ fn police_mode_holds_tcp_and_udp_near_the_limit() {
         &["-u", "-b", "60M", "-l", "1400"],
     );
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let udp = tx_rate(&agent, "pudp", std::time::Duration::from_millis(3000)) / 20e6;
+    let udp = agent.tx_rate("pudp", std::time::Duration::from_millis(3000)) / 20e6;
     report_of(child);
     eprintln!("police udp: steady {udp:.3} of the limit as IP");
     assert!(
@@ -591,7 +579,7 @@ fn a_multiqueue_device_gets_fq_per_queue_under_mq() {
     let _server = net.iperf3_server();
     let child = spawn_iperf3(&agent, "mq", &["--egress", "20mbit"], "5");
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let steady = tx_rate(&agent, "mq", std::time::Duration::from_millis(3000));
+    let steady = agent.tx_rate("mq", std::time::Duration::from_millis(3000));
     report_of(child);
     let ratio = steady / 20e6;
     eprintln!(

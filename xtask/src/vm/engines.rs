@@ -116,23 +116,57 @@ fn expected_stamp(debs: &[PathBuf]) -> String {
     s
 }
 
-/// `cargo xtask setup`'s step: downloads the packages and builds the image (no-op if built).
+/// `cargo xtask setup`'s step: downloads the packages' current versions (when the cache
+/// holds other ones) and builds the image (no-op if built from them).
 pub fn setup() -> anyhow::Result<String> {
-    let have = debs().unwrap_or_default();
-    let named = |p: &str| {
-        have.iter().any(|d| {
-            d.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{p}_")))
-        })
-    };
-    if !PACKAGES.iter().all(|p| named(p)) {
+    let have: Vec<String> = debs()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| Some(d.file_name()?.to_str()?.to_owned()))
+        .collect();
+    if have != current_files()? {
         download()?;
     }
     if let Some(img) = image() {
         return Ok(format!("cached: {}", img.display()));
     }
     build()
+}
+
+/// The .deb file names of the packages' current versions, as apt would download them
+/// (`--print-uris` downloads nothing), sorted.
+fn current_files() -> anyhow::Result<Vec<String>> {
+    let ask = || {
+        output(
+            Command::new("apt-get")
+                .args(["-q", "download", "--print-uris"])
+                .args(PACKAGES),
+        )
+    };
+    let text = match ask() {
+        Ok(t) => t,
+        Err(_) => {
+            // A machine whose package lists are missing or stale: refresh them once.
+            run_checked(Command::new("apt-get").args(["-q", "update"]))?;
+            ask()?
+        }
+    };
+    // 'URI' FILE SIZE HASH
+    let mut files: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    files.sort();
+    if files.len() != PACKAGES.len() {
+        bail!(
+            "apt knows {} of the {} engine packages ({}): this needs Debian 12 (bookworm) apt \
+             sources",
+            files.len(),
+            PACKAGES.len(),
+            PACKAGES.join(" ")
+        );
+    }
+    Ok(files)
 }
 
 fn download() -> anyhow::Result<()> {

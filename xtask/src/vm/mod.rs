@@ -49,6 +49,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/local/bin/crun", "/usr/bin/crun"),
     ("/usr/local/bin/promtool", "/usr/bin/promtool"),
     ("/usr/local/bin/prometheus", "/usr/bin/prometheus"),
+    // Socket activation as systemd does it, for the package test's rein.socket.
+    (
+        "/usr/local/bin/systemd-socket-activate",
+        "/usr/bin/systemd-socket-activate",
+    ),
 ];
 /// Size of each scratch disk (sparse files): /dev/vda and /dev/vdb in the guest.
 const DISK_BYTES: u64 = 64 << 20;
@@ -91,6 +96,8 @@ struct GuestBinaries {
     rein: PathBuf,
     helper: PathBuf,
     tests: PathBuf,
+    /// The Debian package around `rein` (`crate::package`), which the VM suite installs.
+    deb: PathBuf,
 }
 
 /// Builds rein, the test helper and the VM test binary for the guest, and finds them in
@@ -139,10 +146,13 @@ fn build_guest_binaries(release: bool) -> anyhow::Result<GuestBinaries> {
             .map(|(_, _, p)| p.clone())
             .ok_or_else(|| anyhow!("cargo built no {kind} {name}"))
     };
+    let rein = find("rein", "bin")?;
+    let deb = crate::package::build(&rein, &workspace_root().join("target").join("vm"))?;
     Ok(GuestBinaries {
-        rein: find("rein", "bin")?,
+        rein,
         helper: find("rein-test-helper", "bin")?,
         tests: find("vm", "test")?,
+        deb,
     })
 }
 
@@ -252,6 +262,8 @@ fn boot_with(
     img.stripped("/usr/local/bin/rein", &bins.rein)?;
     img.stripped(integration_tests_helper_path(), &bins.helper)?;
     img.stripped("/usr/local/bin/rein-vm-tests", &bins.tests)?;
+    // The package test installs it (integration-tests/tests/vm/package.rs).
+    img.file(integration_tests_deb_path(), &bins.deb, 0o644)?;
 
     let order = kernel::module_load_order(&kernel, MODULES)?;
     let mut load_order = String::new();
@@ -329,6 +341,11 @@ fn boot_with(
         forward_port: args.forward_port,
         control,
     })
+}
+
+fn integration_tests_deb_path() -> &'static str {
+    // Must match the path in integration-tests/tests/vm/package.rs.
+    "/rein/rein.deb"
 }
 
 fn integration_tests_helper_path() -> &'static str {
@@ -591,7 +608,66 @@ pub fn self_test(series: Series) -> anyhow::Result<Tally> {
             }
         }
     }
+    match guest_stops_with_xtask(series, &dir) {
+        Ok(()) => {
+            println!("test harness::a_sigterm_to_xtask_alone_stops_its_guest ... ok");
+            tally.passed += 1;
+        }
+        Err(why) => {
+            println!("test harness::a_sigterm_to_xtask_alone_stops_its_guest ... FAILED: {why:#}");
+            tally.failed += 1;
+        }
+    }
     Ok(tally)
+}
+
+/// A SIGTERM sent to xtask alone (as `timeout` or a service manager sends it, not to the
+/// process group) while its guest runs: the guest must stop with it (`qemu.rs` asks the
+/// kernel to kill qemu when xtask dies).
+fn guest_stops_with_xtask(series: Series, dir: &Path) -> anyhow::Result<()> {
+    let script = dir.join("self-test-sigterm.sh");
+    std::fs::write(&script, "sleep 600\n")?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "vm-run",
+            "--kernel",
+            series.name(),
+            "--memory",
+            "512",
+            "--timeout",
+            "300",
+        ])
+        .arg("--script")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting xtask vm-run")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while qemu_processes_using(dir)?.is_empty() {
+        if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("xtask vm-run started no qemu");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = libc::pid_t::try_from(child.id())?;
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    child.wait()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = qemu_processes_using(dir)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("qemu processes left behind 10 s after xtask ended: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Pids of running qemu processes whose command line mentions `dir`.

@@ -134,6 +134,19 @@ fn boot_once(b: &Boot<'_>) -> anyhow::Result<Outcome> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The guest dies with xtask, however xtask ends: a SIGTERM from a service manager or
+    // `timeout` sent to xtask alone must not leave a VM running. The kernel sends qemu
+    // SIGKILL when the thread that started it exits; that thread waits here for qemu.
+    // SAFETY: prctl(2) with PR_SET_PDEATHSIG takes no pointers and is async-signal-safe, as
+    // code between fork and exec must be.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     eprintln!(
         "[{}] booting qemu (timeout {}s)",
         b.label,
