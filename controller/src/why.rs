@@ -366,14 +366,15 @@ pub fn assess(w: &Window<'_>) -> Vec<(Factor, f64, Option<Finding>)> {
         }
         _ => 0.0,
     };
-    let delay_ms = now.network.delays.map(|after| {
+    // No mean without samples (the histograms exist at zero from a container's creation).
+    let delay_ms = now.network.delays.and_then(|after| {
         let before = c.before.network.delays.unwrap_or_default();
         let n = after
             .buckets
             .iter()
             .sum::<u64>()
             .saturating_sub(before.buckets.iter().sum::<u64>());
-        after.sum_ns.saturating_sub(before.sum_ns) as f64 / (n.max(1) as f64) / 1e6
+        (n > 0).then(|| after.sum_ns.saturating_sub(before.sum_ns) as f64 / n as f64 / 1e6)
     });
     out.push((
         Factor::EgressLimit,
@@ -447,7 +448,7 @@ pub fn assess(w: &Window<'_>) -> Vec<(Factor, f64, Option<Finding>)> {
     } else {
         0.0
     };
-    let rtt_ms = now.network.tcp.map(|after| {
+    let rtt_ms = now.network.tcp.and_then(|after| {
         let before = c.before.network.tcp.unwrap_or_default();
         let n = after
             .rtt
@@ -455,7 +456,7 @@ pub fn assess(w: &Window<'_>) -> Vec<(Factor, f64, Option<Finding>)> {
             .iter()
             .sum::<u64>()
             .saturating_sub(before.rtt.buckets.iter().sum::<u64>());
-        after.rtt.sum_ns.saturating_sub(before.rtt.sum_ns) as f64 / (n.max(1) as f64) / 1e6
+        (n > 0).then(|| after.rtt.sum_ns.saturating_sub(before.rtt.sum_ns) as f64 / n as f64 / 1e6)
     });
     out.push((
         Factor::Network,

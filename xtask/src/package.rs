@@ -3,8 +3,9 @@
 //!
 //! What goes where, and why there:
 //! - `/usr/bin/rein` and the symlink `/usr/bin/rein-runtime` (the runc wrapper for Docker);
-//! - `/lib/systemd/system/rein.service` and `rein.socket` (deploy/), not enabled: an
+//! - `/usr/lib/systemd/system/rein.service` and `rein.socket` (deploy/), not enabled: an
 //!   operator starts rein on purpose (`systemctl enable --now rein.socket rein.service`);
+//!   removing the package stops both (prerm), and purging removes `/run/rein` (postrm);
 //! - `/usr/share/rein/hooks.d/rein.json`: a place no runtime reads, so installing the package
 //!   changes no container start; copying it to `/usr/share/containers/oci/hooks.d/` enables
 //!   the hook for Podman and CRI-O (docs/runtimes.md);
@@ -87,7 +88,7 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     std::os::unix::fs::symlink("rein", root.join("usr/bin/rein-runtime"))?;
     for unit in ["rein.service", "rein.socket"] {
         put(
-            &format!("lib/systemd/system/{unit}"),
+            &format!("usr/lib/systemd/system/{unit}"),
             packaged(read(&format!("deploy/{unit}"))?).as_bytes(),
             0o644,
         )?;
@@ -111,7 +112,9 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         "usr/share/doc/rein/copyright",
         format!(
             "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
-             Upstream-Name: rein\n\nFiles: *\nLicense: {}\n",
+             Upstream-Name: rein\n\nFiles: *\nCopyright: rein developers\nLicense: {}\n \
+             The license texts are those of the MIT license and the Apache License 2.0\n \
+             (/usr/share/common-licenses/Apache-2.0 on Debian).\n",
             env!("CARGO_PKG_LICENSE")
         )
         .as_bytes(),
@@ -140,7 +143,7 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
             "Package: rein\n\
              Version: {VERSION}\n\
              Architecture: amd64\n\
-             Maintainer: rein developers <rein@localhost>\n\
+             Maintainer: rein developers <rein@example.org>\n\
              Installed-Size: {installed_kib}\n\
              Section: admin\n\
              Priority: optional\n\
@@ -157,6 +160,34 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         0o644,
     )?;
     put("DEBIAN/conffiles", b"/etc/rein/rein.toml\n", 0o644)?;
+    // Maintainer scripts, where systemd runs: removing the package stops the agent and its
+    // socket (a running agent of a deleted binary would not come back after its next
+    // restart) and removes /run/rein; an upgrade restarts a running agent on the new binary.
+    // Limits stay in the kernel (pins, cgroup files) as after any stop. An empty $1 is
+    // busybox's dpkg, which runs the scripts without arguments.
+    put(
+        "DEBIAN/prerm",
+        b"#!/bin/sh\nset -e\ncase \"$1\" in remove|deconfigure|\"\")\n    \
+          if [ -d /run/systemd/system ]; then\n        \
+          systemctl stop rein.service rein.socket || true\n    fi\n    ;;\nesac\n",
+        0o755,
+    )?;
+    put(
+        "DEBIAN/postrm",
+        b"#!/bin/sh\nset -e\ncase \"$1\" in remove|purge|\"\")\n    rm -rf /run/rein\n    \
+          if [ -d /run/systemd/system ]; then\n        systemctl daemon-reload || true\n    fi\n    \
+          ;;\nesac\n",
+        0o755,
+    )?;
+    put(
+        "DEBIAN/postinst",
+        b"#!/bin/sh\nset -e\ncase \"$1\" in configure)\n    \
+          if [ -d /run/systemd/system ]; then\n        systemctl daemon-reload || true\n        \
+          systemctl try-restart rein.service || true\n    fi\n    ;;\nesac\n",
+        0o755,
+    )?;
+    // Directories as dpkg-deb wants them, whatever the build's umask.
+    set_dir_modes(&root)?;
 
     let deb = out.join(format!("rein_{VERSION}_amd64.deb"));
     let _ = std::fs::remove_file(&deb);
@@ -171,6 +202,18 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     ensure!(deb.is_file(), "dpkg-deb wrote no {}", deb.display());
     std::fs::remove_dir_all(&root)?;
     Ok(deb)
+}
+
+/// Mode 0755 on every directory below `dir` (and `dir`).
+fn set_dir_modes(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type()?.is_dir() {
+            set_dir_modes(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Disk use of a tree in KiB, for the control file's Installed-Size.

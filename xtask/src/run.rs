@@ -63,27 +63,67 @@ pub fn run(minutes: u64) -> anyhow::Result<i32> {
     vm::run_script(&args, &script)
 }
 
+/// The demo in the VM: a peer network namespace reached over a veth pair (the "network"
+/// rein shapes towards, paced by fq), four containers that show what rein is for, and a
+/// tour printed from inside, then refreshed every minute.
 fn demo_script(minutes: u64) -> String {
     format!(
         r#"set -e
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0
-{start}rein run --keep --name demo-web --cpus 0.5 --memory 128M --pids 64 -- busybox sh -c 'while :; do :; done' &
-rein run --keep --name demo-batch --priority low --cpus 1 --memory 256M -- busybox sh -c 'while :; do :; done' &
-sleep 2
-echo "== rein ls (inside the VM)"
-rein ls
-echo "== rein stats demo-web"
-rein stats demo-web
+# The peer: 10.200.0.2 in its own namespace, behind rein-h0 (10.200.0.1), with an iperf3
+# server. rein paces egress on rein-h0 with fq. iproute2's ip by path: busybox's applet
+# knows no namespaces.
+IP=/usr/local/sbin/ip
+$IP netns add peer
+$IP link add rein-h0 type veth peer name rein-r0 netns peer
+$IP addr add 10.200.0.1/24 dev rein-h0 && $IP link set rein-h0 up
+$IP -n peer addr add 10.200.0.2/24 dev rein-r0 && $IP -n peer link set rein-r0 up
+$IP -n peer link set lo up
+$IP netns exec peer iperf3 -s -D
+{start}rein run --keep --name upload --egress 20mbit -- busybox sh -c 'while :; do iperf3 -c 10.200.0.2 -t 60 >/dev/null 2>&1; done' &
+rein run --keep --name web --cpus 0.5 --memory 128M --pids 64 -- busybox sh -c 'while :; do :; done' &
+rein run --keep --name batch --priority low --cpus 1 -- busybox sh -c 'while :; do :; done' &
+rein run --keep --name cache --memory 64M --memory-high 48M -- busybox sh -c 'while :; do rein-test-helper alloc 56 >/dev/null; done' &
+sleep 4
+# From here on a failing command must not end the demo.
+set +e
+tour() {{
 echo
-echo "== rein agent is running in the test VM."
-echo "== metrics on the host: http://127.0.0.1:{METRICS_PORT}/metrics  (curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep container_)"
-echo "== the demo stops after {minutes} minutes, or press Ctrl-C."
-sleep {secs}
-rein rm --force demo-web
-rein rm --force demo-batch
+echo "================ rein demo: four containers on a leash ================"
+echo "== rein ls: each container and its limits"
+rein ls
+echo
+echo "== rein top --once: CPU (web held to half a CPU), memory, egress (upload at 20 Mbit/s)"
+rein top --once
+echo
+echo "== rein stats upload: paced by fq on rein-h0, at its limit"
+rein stats upload
+echo
+echo "== rein why web --window 3s: what holds it back, and the flag that would help"
+rein why web --window 3s
+echo
+echo "== On this host, while the demo runs:"
+echo "   curl -s http://127.0.0.1:{METRICS_PORT}/metrics | grep 'name=\"upload\"' | grep network_transmit"
+echo "   curl -s http://127.0.0.1:{METRICS_PORT}/healthz"
+echo "   Grafana: point a Prometheus at 127.0.0.1:{METRICS_PORT} (deploy/kubernetes/prometheus.yml,"
+echo "   job rein) and import dashboards/*.json (dashboards/README.md)."
+echo "== The demo stops after {minutes} min, or press Ctrl-C. Inside the VM it ran:"
+echo "   rein ls; rein top --once; rein stats upload; rein why web --window 3s"
+echo "======================================================================"
+}}
+tour
+end=$(( $(date +%s) + {secs} ))
+while [ "$(date +%s)" -lt "$end" ]; do
+    sleep 60
+    echo "== rein top --once ($(( (end - $(date +%s)) / 60 )) minutes left)"
+    rein top --once
+done
+for c in upload web batch cache; do rein rm --force $c; done
 "#,
         secs = minutes * 60,
-        start = crate::guest::start_agent(&format!("--metrics-addr 0.0.0.0:{METRICS_PORT}")),
+        start = crate::guest::start_agent(&format!(
+            "--metrics-addr 0.0.0.0:{METRICS_PORT} --egress-dev rein-h0"
+        )),
     )
 }

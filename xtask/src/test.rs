@@ -62,7 +62,10 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
         let guest = crate::vm::test(&args, &[])?;
         total.passed += guest.passed;
         total.failed += guest.failed;
-        eprintln!("== VM harness self-test: a panicking and a hanging guest must fail the run");
+        eprintln!(
+            "== VM harness self-test: a panicking and a hanging guest must fail the run; a \
+             SIGTERM to xtask alone must stop its guest"
+        );
         let harness = crate::vm::self_test(crate::vm::kernel::Series::V6_12)?;
         total.passed += harness.passed;
         total.failed += harness.failed;

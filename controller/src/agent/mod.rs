@@ -367,6 +367,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let from_systemd = activated.is_some();
     let api_listener = match activated {
         Some(l) => {
+            systemd::check_passed_socket(&l, &settings.socket, !settings.allowed_uids.is_empty())?;
             tracing::info!(socket = %settings.socket.display(), "API listening on the socket systemd passed");
             l
         }

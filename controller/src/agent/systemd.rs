@@ -62,6 +62,35 @@ fn listener_for(
     Ok(Some(listener))
 }
 
+/// Refuses a passed socket at another path than rein's own (the CLI, the hook and the
+/// instance lock use `socket`), and warns when other uids are allowed but the socket's
+/// mode (rein.socket's `SocketMode=`) keeps them out.
+pub fn check_passed_socket(
+    listener: &UnixListener,
+    socket: &std::path::Path,
+    others_allowed: bool,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    if addr.as_pathname() != Some(socket) {
+        bail!(
+            "systemd passed the socket {:?}, but rein's socket is {}: set ListenStream= in \
+             rein.socket and `socket` in rein.toml (or --socket) to the same path",
+            addr.as_pathname(),
+            socket.display()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(socket)?.permissions().mode();
+    if others_allowed && mode & 0o006 != 0o006 {
+        tracing::warn!(
+            "allowed_uids are set, but the socket systemd passed has mode {:o}, which keeps \
+             them out: set SocketMode=0666 in rein.socket (rein checks each connection's uid)",
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 /// Whether `fd` is an AF_UNIX SOCK_STREAM socket that listens.
 fn is_unix_stream_listener(fd: RawFd) -> bool {
     let get = |opt: libc::c_int| {
@@ -118,6 +147,18 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = systemd.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn a_passed_socket_at_another_path_than_reins_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rein.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        check_passed_socket(&listener, &path, false).unwrap();
+        let e = check_passed_socket(&listener, &dir.path().join("other.sock"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ListenStream="), "{e}");
     }
 
     #[test]

@@ -217,9 +217,10 @@ impl From<&Snapshot> for UsageJson {
             tcp_connections: tcp.map(|t| t.connections),
             tcp_retransmitted_segments: tcp.map(|t| t.retransmitted_segments),
             tcp_rtt_samples: rtt.map(|r| r.0),
-            tcp_rtt_mean_us: rtt.map(|r| r.1),
+            // No mean without samples.
+            tcp_rtt_mean_us: rtt.filter(|r| r.0 > 0).map(|r| r.1),
             runqueue_waits: runq.map(|r| r.0),
-            runqueue_wait_mean_us: runq.map(|r| r.1),
+            runqueue_wait_mean_us: runq.filter(|r| r.0 > 0).map(|r| r.1),
         }
     }
 }

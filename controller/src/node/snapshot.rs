@@ -112,16 +112,20 @@ impl Node {
         );
         let (net, network) = self
             .with_datapath(|dp| {
+                let shaper = dp.shaping(id)?;
                 Ok((
                     NetState {
-                        shaper: dp.shaping(id)?,
+                        shaper,
                         policer: dp.policing(id)?,
                     },
-                    // The cgroup_skb programs count every container the datapath runs for.
+                    // The cgroup_skb programs count every container the datapath runs for;
+                    // the shaper's delays exist where the container has a shaper entry.
                     Network {
                         traffic: Some(dp.traffic_of(id)?.unwrap_or_default()),
                         tcp: dp.tcp_of(id)?.or_else(|| tcp_on.then(TcpStats::default)),
-                        delays: Some(dp.delays_of(id)?.unwrap_or_default()),
+                        delays: dp
+                            .delays_of(id)?
+                            .or_else(|| shaper.is_some().then(DelayHistogram::default)),
                         runq: dp
                             .runq_of(id)?
                             .or_else(|| runq_on.then(DelayHistogram::default)),

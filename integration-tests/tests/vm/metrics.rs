@@ -431,7 +431,6 @@ fn a_new_container_has_every_series_at_zero_and_set_and_rm_answer_json() {
         "rein_policer_dropped_packets_total",
         "rein_tcp_retransmitted_segments_total",
         "rein_tcp_connections_total",
-        "rein_shaper_delay_seconds_count",
         "rein_tcp_rtt_seconds_count",
     ] {
         let line = text
@@ -440,6 +439,13 @@ fn a_new_container_has_every_series_at_zero_and_set_and_rm_answer_json() {
             .unwrap_or_else(|| panic!("no {family} series for the idle container"));
         assert!(line.ends_with(" 0"), "{line}");
     }
+    // The shaper's delays only where there is a shaper: no egress limit, no series.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("rein_shaper_delay_seconds") && l.contains("name=\"idle\"")),
+        "a delay histogram for a container without an egress limit"
+    );
     let set: serde_json::Value =
         serde_json::from_str(&agent.rein_ok(&["set", "idle", "-m", "128M", "--json"])).unwrap();
     assert_eq!(set["name"], "idle");

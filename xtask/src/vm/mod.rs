@@ -625,6 +625,7 @@ pub fn self_test(series: Series) -> anyhow::Result<Tally> {
 /// process group) while its guest runs: the guest must stop with it (`qemu.rs` asks the
 /// kernel to kill qemu when xtask dies).
 fn guest_stops_with_xtask(series: Series, dir: &Path) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
     let script = dir.join("self-test-sigterm.sh");
     std::fs::write(&script, "sleep 600\n")?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -640,39 +641,70 @@ fn guest_stops_with_xtask(series: Series, dir: &Path) -> anyhow::Result<()> {
         .arg("--script")
         .arg(&script)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .context("starting xtask vm-run")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while qemu_processes_using(dir)?.is_empty() {
-        if std::time::Instant::now() > deadline || child.try_wait()?.is_some() {
+    let pid = libc::pid_t::try_from(child.id())?;
+    // Its guest's serial lines: SIGTERM once the guest is up (its qemu is then the one this
+    // xtask started, found by its parent pid, not any qemu on the machine).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().context("vm-run's stdout")?;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = std::time::Instant::now() + Duration::from_secs(300);
+    let qemu = loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.contains("REIN-VM-READY") => {
+                if let Some(q) = children_named(pid, "qemu-system")?.first() {
+                    break *q;
+                }
+            }
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                bail!("xtask vm-run ended before its guest was ready");
+            }
+        }
+        if std::time::Instant::now() > ready {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("xtask vm-run started no qemu");
+            bail!("xtask vm-run's guest was not ready within 300 s");
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = libc::pid_t::try_from(child.id())?;
+    };
     // SAFETY: kill(2) on our own child, not yet reaped.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     child.wait()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = qemu_processes_using(dir)?;
-        if left.is_empty() {
-            return Ok(());
-        }
+    while process_alive(qemu) {
         if std::time::Instant::now() > deadline {
-            bail!("qemu processes left behind 10 s after xtask ended: {left:?}");
+            bail!("qemu (pid {qemu}) still runs 10 s after its xtask ended");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(())
 }
 
-/// Pids of running qemu processes whose command line mentions `dir`.
-fn qemu_processes_using(dir: &Path) -> anyhow::Result<Vec<u32>> {
-    let needle = dir.to_string_lossy().into_owned();
+/// Pids of the processes whose parent is `parent` and whose command line starts with `name`.
+fn children_named(parent: libc::pid_t, name: &str) -> anyhow::Result<Vec<u32>> {
+    processes_where(|stat, cmdline| {
+        // "pid (comm) state ppid ...": the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<libc::pid_t>().ok());
+        ppid == Some(parent) && cmdline.starts_with(name)
+    })
+}
+
+/// Pids of the processes whose `/proc/PID/stat` and command line `keep` accepts.
+fn processes_where(keep: impl Fn(&str, &str) -> bool) -> anyhow::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
         let Some(pid) = entry
@@ -682,13 +714,28 @@ fn qemu_processes_using(dir: &Path) -> anyhow::Result<Vec<u32>> {
         else {
             continue;
         };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.starts_with("qemu-system") && cmdline.contains(&needle) {
+        if keep(&stat, &String::from_utf8_lossy(&cmdline)) {
             pids.push(pid);
         }
     }
     Ok(pids)
+}
+
+/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Pids of running qemu processes whose command line mentions `dir`.
+fn qemu_processes_using(dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let needle = dir.to_string_lossy().into_owned();
+    processes_where(|_, cmdline| cmdline.starts_with("qemu-system") && cmdline.contains(&needle))
 }
 
 #[cfg(test)]

@@ -137,12 +137,18 @@ fn boot_once(b: &Boot<'_>) -> anyhow::Result<Outcome> {
     // The guest dies with xtask, however xtask ends: a SIGTERM from a service manager or
     // `timeout` sent to xtask alone must not leave a VM running. The kernel sends qemu
     // SIGKILL when the thread that started it exits; that thread waits here for qemu.
-    // SAFETY: prctl(2) with PR_SET_PDEATHSIG takes no pointers and is async-signal-safe, as
-    // code between fork and exec must be.
+    let parent = std::process::id();
+    // SAFETY: prctl(2) with PR_SET_PDEATHSIG and getppid(2) take no pointers and are
+    // async-signal-safe, as code between fork and exec must be; nothing allocates.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // xtask died between fork and prctl: no signal will come, so do not start (an
+            // OS error, which needs no allocation here).
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
