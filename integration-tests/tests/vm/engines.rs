@@ -3,14 +3,18 @@
 //! containerd 1.6's `ctr` with the runc shim pointed at `rein-runtime`. Each test starts the
 //! daemon it needs once and drives it through its own CLI.
 
-use std::{os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use integration_tests::{
     AgentGuard, ContainerNetns, Daemon, HOST_DEV, IMAGE, KillOnDrop, PodmanContainers, REMOTE_IP,
     ROOTFS_TAR, RemoteNetns, http_get, podman_ready, rein_runtime, run, run_ok, unpacked_rootfs,
 };
 
-use super::runtime::{Forgotten, assert_forgotten};
+use super::runtime::{Forgotten, assert_forgotten, read};
 
 /// The agent the engines' hooks reach: named `rein`, it listens on the default socket
 /// (/run/rein/rein.sock) that the shipped hooks file and `rein-runtime` use.
@@ -18,22 +22,21 @@ fn agent(extra: &[&str]) -> AgentGuard {
     AgentGuard::start_with("rein", extra)
 }
 
-/// The cgroup id (inode) of a cgroup path as an engine reports it (`/libpod_parent/...`).
+/// The directory of a cgroup path as an engine reports it (`/libpod_parent/...`).
+fn cgroup_dir(path: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'))
+}
+
+/// The cgroup id (inode) of a cgroup path as an engine reports it.
 fn cgroup_id(path: &str) -> u64 {
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let dir = cgroup_dir(path);
     std::fs::metadata(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .ino()
 }
 
 fn cgroup_read(path: &str, file: &str) -> String {
-    let p = Path::new("/sys/fs/cgroup")
-        .join(path.trim_start_matches('/'))
-        .join(file);
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .to_owned()
+    read(&cgroup_dir(path), file)
 }
 
 /// Runs iperf3 towards the remote namespace for 10 s in a container that `program ARGS`
@@ -623,7 +626,7 @@ fn the_image_built_from_the_containerfile_runs_the_agent_for_a_second_container(
         ],
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !http_get_ok("127.0.0.1:9798") {
+    while !listening("127.0.0.1:9798") {
         assert!(
             std::time::Instant::now() < deadline,
             "the agent's container did not serve metrics: {}",
@@ -702,6 +705,6 @@ impl Drop for ImageTestCleanup {
 }
 
 /// Whether something listens at `addr` (connections are refused while the agent starts).
-fn http_get_ok(addr: &str) -> bool {
+fn listening(addr: &str) -> bool {
     std::net::TcpStream::connect(addr).is_ok()
 }

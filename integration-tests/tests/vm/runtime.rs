@@ -25,7 +25,8 @@ fn wait_registered(agent: &AgentGuard, name: &str) -> serde_json::Value {
     }
 }
 
-fn read(dir: &Path, file: &str) -> String {
+/// A cgroup file's contents, trimmed (a failure names the file).
+pub(crate) fn read(dir: &Path, file: &str) -> String {
     let p = dir.join(file);
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
