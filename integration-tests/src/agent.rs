@@ -90,6 +90,13 @@ impl AgentGuard {
         }
     }
 
+    /// Sends `signal` to the running agent, which goes on running (SIGHUP: reload).
+    pub fn signal(&self, signal: i32) {
+        let c = self.child.as_ref().expect("the agent runs");
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(i32::try_from(c.id()).unwrap(), signal) };
+    }
+
     /// This agent's own bpffs directory (pins of one agent must not meet another's).
     pub fn bpf_dir(&self) -> PathBuf {
         // bpffs refuses names with a dot: "rein-x.slice" pins under "rein-x".

@@ -176,6 +176,15 @@ impl OciBundle {
             .spawn()
             .unwrap()
     }
+
+    /// Runs the bundle to completion; returns (success, the runtime's stderr).
+    pub fn run_to_end(&self) -> (bool, String) {
+        let out = self.spawn_run().wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 impl Drop for OciBundle {

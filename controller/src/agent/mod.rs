@@ -5,6 +5,7 @@
 //! the API. Stopping or crashing loses nothing; limits stay enforced while it is down.
 //! `settings` resolves its flags, config file and defaults.
 
+mod reload;
 pub mod settings;
 mod systemd;
 
@@ -297,8 +298,112 @@ fn raise_fd_limit() {
     }
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+/// Serves the metrics on `listener`, and on each listener a config reload sends after it
+/// (the new address is bound before the old one closes), until the agent stops.
+async fn serve_metrics(
+    mut listener: std::net::TcpListener,
+    mut moved: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpListener>,
+    node: Arc<Node>,
+    node_name: crate::metrics::NodeName,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let (replaced_tx, replaced_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = replaced_rx => {}
+            }
+        };
+        let server = crate::metrics::serve(listener, node.clone(), node_name.clone(), shutdown);
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => return served,
+            Some(next) = moved.recv() => {
+                let _ = replaced_tx.send(());
+                server.await?;
+                listener = next;
+            }
+        }
+    }
+}
+
+/// `RELOADING=1` with the monotonic time systemd's `Type=notify-reload` asks for.
+fn reloading_state() -> String {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    let usec = u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000;
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+}
+
+/// Reads the config again at each SIGHUP and applies what can change live (see `reload`);
+/// a reload that fails changes nothing and says why.
+async fn reload_on_hangup(
+    mut running: Settings,
+    resolve: impl Fn() -> anyhow::Result<Settings>,
+    node: Arc<Node>,
+    rebind: tokio::sync::mpsc::UnboundedSender<std::net::TcpListener>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("no config reload on SIGHUP: {e}");
+            return Ok(());
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            _ = hangup.recv() => {}
+        }
+        systemd::notify(&reloading_state());
+        let outcome = async {
+            let plan = reload::plan(&running, resolve()?)?;
+            let restart_only = plan.restart_only.clone();
+            let (listener, report) = plan.apply(&mut running, &node).await?;
+            anyhow::Ok((listener, report, restart_only))
+        }
+        .await;
+        match outcome {
+            Ok((listener, report, restart_only)) => {
+                report.iter().for_each(|line| tracing::info!("{line}"));
+                if !restart_only.is_empty() {
+                    tracing::warn!(
+                        "changed in the config but read at start only, so not applied until \
+                         the agent restarts: {}",
+                        restart_only.join(", ")
+                    );
+                }
+                if let Some(l) = listener {
+                    let _ = rebind.send(l);
+                }
+                crate::metrics::config_applied(true);
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                crate::metrics::config_applied(false);
+                tracing::error!("config reload refused, the running settings stay: {e:#}");
+            }
+        }
+        systemd::notify("READY=1");
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM; at SIGHUP `resolve` gives the settings again
+/// (flags over the config file) and the agent applies what can change live (see `reload`).
+pub fn run(
+    settings: Settings,
+    resolve: impl Fn() -> anyhow::Result<Settings>,
+) -> anyhow::Result<()> {
     // First: it changes the environment, which only a process without threads may.
     let activated = systemd::activated_listener()?;
     refuse_a_private_bpffs()?;
@@ -375,6 +480,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("listening on {}", settings.socket.display()))?,
     };
     let metrics_listener = crate::metrics::bind(settings.metrics_addr)?;
+    crate::metrics::config_applied(true);
     systemd::notify("READY=1");
     rt.block_on(async {
         // One stop signal for both servers.
@@ -404,13 +510,22 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 .with_context(|| format!("serving the API on {}", settings.socket.display()))
         };
         let netns = pace_netns_periodically(node.clone(), stopped(stop_rx.clone()));
-        let metrics = crate::metrics::serve(
+        let (rebind, moved) = tokio::sync::mpsc::unbounded_channel();
+        let metrics = serve_metrics(
             metrics_listener,
+            moved,
             node.clone(),
             settings.node_name.clone(),
+            stop_rx.clone(),
+        );
+        let reloads = reload_on_hangup(
+            settings.clone(),
+            resolve,
+            node.clone(),
+            rebind,
             stopped(stop_rx.clone()),
         );
-        tokio::try_join!(api, metrics, netns).map(|_| ())
+        tokio::try_join!(api, metrics, netns, reloads).map(|_| ())
     })?;
     if !from_systemd {
         let _ = std::fs::remove_file(&settings.socket);

@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{CgroupError, ContainerName, Kind, io_err};
 
-/// Metric labels a Kubernetes runtime leaves in the annotations (pod, namespace and
-/// container name, as kubelet's cAdvisor labels its series).
+/// Metric labels a Kubernetes runtime leaves in the annotations (pod, namespace, container
+/// name and image, as kubelet's cAdvisor labels its series).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Labels {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,6 +35,9 @@ pub struct Labels {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The image as the pod spec names it (cAdvisor's `image` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Labels {
@@ -44,6 +47,7 @@ impl Labels {
             ("pod", &self.pod),
             ("namespace", &self.namespace),
             ("container", &self.container),
+            ("image", &self.image),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v.as_deref()?)))
@@ -186,6 +190,7 @@ impl Registry {
                 pod: fact("pod"),
                 namespace: fact("namespace"),
                 container: fact("container"),
+                image: fact("image"),
             },
             kind: match fact(KIND).as_deref() {
                 Some("group") => Kind::Group,
@@ -246,6 +251,7 @@ mod tests {
                 pod: Some("web-0".into()),
                 namespace: Some("shop".into()),
                 container: None,
+                image: Some("docker.io/library/nginx:1.27".into()),
             },
             kind: Kind::Container,
             group: Some("shop_web-0".parse().unwrap()),

@@ -14,6 +14,15 @@ pub struct Usage {
     pub cpu_throttled_usec: u64,
     pub memory_current_bytes: u64,
     pub memory_working_set_bytes: u64,
+    /// Anonymous memory (memory.stat `anon`): cAdvisor's `rss`.
+    #[serde(default)]
+    pub memory_rss_bytes: u64,
+    /// Page cache (memory.stat `file`): cAdvisor's `cache`.
+    #[serde(default)]
+    pub memory_cache_bytes: u64,
+    /// Mapped file pages (memory.stat `file_mapped`): cAdvisor's `mapped_file`.
+    #[serde(default)]
+    pub memory_mapped_file_bytes: u64,
     pub memory_oom_kills: u64,
     /// Times usage went over `memory.high` and reclaim was forced (memory.events `high`).
     #[serde(default)]
@@ -80,12 +89,15 @@ pub fn read(dir: &mut files::Dir) -> Result<Usage, FileError> {
     u.io_read_bytes = u.io.iter().map(|d| d.read_bytes).sum();
     u.io_write_bytes = u.io.iter().map(|d| d.write_bytes).sum();
     u.memory_current_bytes = dir.read("memory.current")?.parse().unwrap_or(0);
-    // cAdvisor's working set: usage minus inactive file pages (reclaimable first).
-    let inactive = dir
-        .read("memory.stat")
-        .ok()
-        .and_then(|t| key(t, "inactive_file"));
+    // cAdvisor's figures from memory.stat: the working set is usage minus inactive file
+    // pages (reclaimable first).
+    let stat = dir.read("memory.stat").ok();
+    let stat_key = |k| stat.and_then(|t| key(t, k));
+    let inactive = stat_key("inactive_file");
     u.memory_working_set_bytes = u.memory_current_bytes.saturating_sub(inactive.unwrap_or(0));
+    u.memory_rss_bytes = stat_key("anon").unwrap_or(0);
+    u.memory_cache_bytes = stat_key("file").unwrap_or(0);
+    u.memory_mapped_file_bytes = stat_key("file_mapped").unwrap_or(0);
     u.pids_current = dir.read("pids.current")?.parse().unwrap_or(0);
     // Every process of the subtree: a container's processes may live in cgroups of their
     // own below it, which cgroup.stat counts (a missing one is looked for).

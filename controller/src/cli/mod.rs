@@ -290,7 +290,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let client = Client::new(&cli.socket);
     match cli.command {
         Command::Agent(args) => {
-            agent::run(agent::Settings::resolve(args, cli.socket)?)?;
+            let settings = agent::Settings::resolve(args.clone(), cli.socket.clone())?;
+            // SIGHUP resolves the same flags over the config file again.
+            agent::run(settings, move || {
+                agent::Settings::resolve(args.clone(), cli.socket.clone())
+            })?;
             Ok(0)
         }
         Command::Config {

@@ -192,12 +192,17 @@ pub fn is_pod_sandbox(annotations: &BTreeMap<String, String>) -> bool {
     .any(|k| annotations.get(*k).is_some_and(|v| v == "sandbox"))
 }
 
+/// The longest label value taken from an annotation; a longer one is left out.
+const MAX_LABEL: usize = 1024;
+
 /// The Kubernetes names for metric labels, when the runtime left them.
 pub fn kube_labels(annotations: &BTreeMap<String, String>) -> KubeLabels {
     let get = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| annotations.get(*k))
-            .filter(|v| !v.is_empty())
+            // Each is kept as a symlink's target in the registry (at most 4095 bytes);
+            // Kubernetes' names and image references are far shorter.
+            .filter(|v| !v.is_empty() && v.len() <= MAX_LABEL)
             .cloned()
     };
     KubeLabels {
@@ -209,6 +214,11 @@ pub fn kube_labels(annotations: &BTreeMap<String, String>) -> KubeLabels {
         container: get(&[
             "io.kubernetes.container.name",
             "io.kubernetes.cri.container-name",
+        ]),
+        // containerd's CRI plugin, then CRI-O: the image as the pod spec names it.
+        image: get(&[
+            "io.kubernetes.cri.image-name",
+            "io.kubernetes.cri-o.ImageName",
         ]),
     }
 }
@@ -345,12 +355,21 @@ mod tests {
                 ("io.kubernetes.cri.sandbox-name", "web-0"),
                 ("io.kubernetes.cri.sandbox-namespace", "shop"),
                 ("io.kubernetes.cri.container-name", "nginx"),
+                (
+                    "io.kubernetes.cri.image-name",
+                    "docker.io/library/nginx:1.27"
+                ),
             ])),
             KubeLabels {
                 pod: Some("web-0".into()),
                 namespace: Some("shop".into()),
                 container: Some("nginx".into()),
+                image: Some("docker.io/library/nginx:1.27".into()),
             }
+        );
+        assert_eq!(
+            kube_labels(&map(&[("io.kubernetes.cri-o.ImageName", "quay.io/x/y:2")])).image,
+            Some("quay.io/x/y:2".into())
         );
         assert_eq!(kube_labels(&map(&[])), KubeLabels::default());
     }

@@ -73,6 +73,24 @@ pub const FAMILIES: &[Family] = &[
         value: Values::One(|s| Some(s.usage.memory_working_set_bytes as f64)),
     },
     Family {
+        name: "container_memory_rss",
+        help: "Size of RSS in bytes: anonymous memory (memory.stat anon).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| Some(s.usage.memory_rss_bytes as f64)),
+    },
+    Family {
+        name: "container_memory_cache",
+        help: "Number of bytes of page cache memory (memory.stat file).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| Some(s.usage.memory_cache_bytes as f64)),
+    },
+    Family {
+        name: "container_memory_mapped_file",
+        help: "Size of memory mapped files in bytes (memory.stat file_mapped).",
+        kind: MetricType::GAUGE,
+        value: Values::One(|s| Some(s.usage.memory_mapped_file_bytes as f64)),
+    },
+    Family {
         name: "container_oom_events_total",
         help: "Count of out of memory kills in the container (memory.events oom_kill).",
         kind: MetricType::COUNTER,

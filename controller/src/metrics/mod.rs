@@ -86,6 +86,32 @@ const MAP_ENTRIES_HELP: &str = "Entries in each eBPF map that holds one per mana
 const MAP_CAPACITY: &str = "rein_datapath_map_capacity";
 const MAP_CAPACITY_HELP: &str = "The most entries each map of rein_datapath_map_entries holds.";
 
+/// `rein_config_last_reload_successful` and `_success_timestamp_seconds`, named as
+/// Prometheus names its own: whether the newest SIGHUP reload of the agent's config applied,
+/// and when the config last did (the start counts).
+const RELOAD_OK: &str = "rein_config_last_reload_successful";
+const RELOAD_OK_HELP: &str = "Whether the newest config reload (SIGHUP) was applied (1) or      refused, leaving the running settings (0); 1 until the first reload.";
+const RELOAD_TIME: &str = "rein_config_last_reload_success_timestamp_seconds";
+const RELOAD_TIME_HELP: &str =
+    "Unix time the agent's config was last applied: its start, or a successful reload.";
+
+/// The newest reload's outcome: process-wide (one agent, one config), set by the agent.
+static RELOAD_SUCCEEDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static RELOAD_SUCCESS_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records that the agent's config was applied (at start, `ok` true) or that a reload was
+/// refused (`ok` false), for the `rein_config_last_reload_*` gauges.
+pub fn config_applied(ok: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    RELOAD_SUCCEEDED.store(ok, Relaxed);
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        RELOAD_SUCCESS_SECS.store(now, Relaxed);
+    }
+}
+
 fn label(name: &str, value: String) -> LabelPair {
     let mut l = LabelPair::default();
     l.set_name(name.into());
@@ -180,6 +206,8 @@ impl NodeCollector {
                 &["node", "phase"],
             ),
             (COLLECTION_READ, COLLECTION_READ_HELP, &["node", "unit"]),
+            (RELOAD_OK, RELOAD_OK_HELP, &["node"]),
+            (RELOAD_TIME, RELOAD_TIME_HELP, &["node"]),
         ] {
             descs.push(Desc::new(
                 name.into(),
@@ -238,6 +266,26 @@ impl NodeCollector {
                 ],
             ),
         ]
+    }
+
+    /// The `rein_config_last_reload_*` gauges (see [`config_applied`]).
+    fn config_reload(&self) -> [MetricFamily; 2] {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ok = f64::from(u8::from(RELOAD_SUCCEEDED.load(Relaxed)));
+        let secs = RELOAD_SUCCESS_SECS.load(Relaxed) as f64;
+        [
+            (RELOAD_OK, RELOAD_OK_HELP, ok),
+            (RELOAD_TIME, RELOAD_TIME_HELP, secs),
+        ]
+        .map(|(name, help, v)| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.into());
+            mf.set_help(help.into());
+            mf.set_field_type(MetricType::GAUGE);
+            let labels = vec![label("node", self.node_name.to_string())];
+            mf.mut_metric().push(metric(labels, MetricType::GAUGE, v));
+            mf
+        })
     }
 
     fn node_info(&self) -> MetricFamily {
@@ -476,6 +524,7 @@ impl Collector for NodeCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = vec![self.node_info(), self.datapath_failures()];
+        out.extend(self.config_reload());
         out.extend(self.datapath_fill());
         out.extend(self.collection());
         out.retain(|mf| !mf.get_metric().is_empty());

@@ -55,12 +55,15 @@ pub struct Node {
     tree: Tree,
     /// rein's programs with their pinned maps; `None` when they could not be loaded.
     datapath: Option<Mutex<Datapath>>,
-    mode: EgressMode,
+    /// Chosen at start; a config reload may change an edt mode's devices, never its kind
+    /// (switching kinds rewrites every shaping entry: a restart's work).
+    mode: std::sync::RwLock<EgressMode>,
     params: ShaperParams,
     /// Container network namespaces whose devices have `fq`, with those devices.
     paced_netns: Mutex<HashMap<NetnsId, Vec<String>>>,
-    /// The most a runtime's registration may ask for (see `limits::ceiling`).
-    hook_ceiling: Limits,
+    /// The most a runtime's registration may ask for (see `limits::ceiling`); a config
+    /// reload replaces it.
+    hook_ceiling: std::sync::RwLock<Limits>,
     /// Where the programs' links are pinned (for [`Node::repair`]).
     pin_dir: Option<PathBuf>,
     /// Held while the registry of runtimes' containers changes: a pod's group goes with its
@@ -97,10 +100,10 @@ impl Node {
         let node = Self {
             tree,
             datapath,
-            mode,
+            mode: std::sync::RwLock::new(mode),
             params,
             paced_netns: Mutex::new(HashMap::new()),
-            hook_ceiling: Limits::default(),
+            hook_ceiling: std::sync::RwLock::new(Limits::default()),
             pin_dir: None,
             registrations: Mutex::new(()),
             names: Mutex::new(HashMap::new()),
@@ -130,9 +133,34 @@ impl Node {
     }
 
     /// Bounds what registrations by a runtime's hook may ask for.
-    pub fn with_hook_ceiling(mut self, ceiling: Limits) -> Self {
-        self.hook_ceiling = ceiling;
+    pub fn with_hook_ceiling(self, ceiling: Limits) -> Self {
+        self.set_hook_ceiling(ceiling);
         self
+    }
+
+    /// Replaces the hook ceiling (a config reload): registrations from now on are checked
+    /// against it; containers registered before keep their limits.
+    pub fn set_hook_ceiling(&self, ceiling: Limits) {
+        *self
+            .hook_ceiling
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ceiling;
+    }
+
+    /// The hook ceiling now.
+    fn hook_ceiling(&self) -> Limits {
+        self.hook_ceiling
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The egress mode now.
+    pub fn mode(&self) -> EgressMode {
+        self.mode
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Where the links are pinned; [`Node::repair`] re-attaches programs whose pins are
@@ -176,10 +204,10 @@ impl Node {
             return Err(NodeError::Unenforceable(LimitError::Value {
                 flag: Flag::Ingress,
                 value: v.to_string(),
-                problem: format!("ingress limits cannot be enforced here: {}", self.mode),
+                problem: format!("ingress limits cannot be enforced here: {}", self.mode()),
             }));
         }
-        if let (Some(v), EgressMode::Refused { why }) = (l.egress, &self.mode) {
+        if let (Some(v), EgressMode::Refused { why }) = (l.egress, &self.mode()) {
             return Err(NodeError::Unenforceable(LimitError::Value {
                 flag: Flag::Egress,
                 value: v.to_string(),
@@ -231,7 +259,7 @@ impl Node {
         f: impl FnOnce(&mut Datapath) -> Result<T, ProgramError>,
     ) -> Result<T, NodeError> {
         self.with_datapath(f)?.ok_or_else(|| NodeError::NoDatapath {
-            why: self.mode.to_string(),
+            why: self.mode().to_string(),
         })
     }
 
@@ -277,6 +305,6 @@ impl Node {
 
     /// The map entries after applying `l` over `current`.
     fn planned(&self, l: &Limits, current: NetState) -> NetState {
-        current.planned(l, self.params, &self.mode)
+        current.planned(l, self.params, &self.mode())
     }
 }

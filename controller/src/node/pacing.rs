@@ -16,13 +16,13 @@ impl Node {
     /// the container's own network namespace that rein gave `fq`.
     pub fn egress_mode_of(&self, name: &ContainerName) -> String {
         let inside = self.netns_devices(name);
-        match (&self.mode, inside.is_empty()) {
+        let mode = self.mode();
+        match (&mode, inside.is_empty()) {
             (EgressMode::Edt { .. }, false) => format!(
-                "{} and {} in the container's network namespace",
-                self.mode,
+                "{mode} and {} in the container's network namespace",
                 inside.join(",")
             ),
-            _ => self.mode.to_string(),
+            _ => mode.to_string(),
         }
     }
 
@@ -103,7 +103,7 @@ impl Node {
     /// every limit change and periodically, because a container's processes enter their
     /// namespace after its cgroup is made. Returns what it did, for the log.
     pub fn pace_container_netns(&self) -> Vec<String> {
-        if !matches!(self.mode, EgressMode::Edt { .. }) {
+        if !matches!(self.mode(), EgressMode::Edt { .. }) {
             return Vec::new();
         }
         let mut report = Vec::new();
@@ -137,5 +137,58 @@ impl Node {
             p.retain(|ns, _| seen.contains(ns));
         }
         report
+    }
+}
+
+impl Node {
+    /// A config reload's egress devices. In edt mode, `fq` goes on each newly named device
+    /// and the devices named no more are left as they are (their `fq` stays, harmless, and is
+    /// no longer repaired); the mode's kind never changes here, because switching between
+    /// pacing and policing rewrites every shaping entry (a restart does it). Returns what it
+    /// did, for the log; an error (nothing changed) when no named device can have `fq`.
+    pub async fn set_egress_devices(&self, wanted: &[String]) -> Result<Vec<String>, String> {
+        let EgressMode::Edt { devices } = self.mode() else {
+            return Err(format!(
+                "egress is {} here: a new egress_devs takes effect at the next restart, which \
+                 chooses the egress mode again",
+                self.mode()
+            ));
+        };
+        let mut report = Vec::new();
+        let mut paced = Vec::new();
+        for dev in wanted {
+            if devices.contains(dev) {
+                paced.push(dev.clone());
+                continue;
+            }
+            match crate::net::qdisc::install_fq(dev).await {
+                Ok(queues) => {
+                    report.push(format!(
+                        "fq paces {dev} ({queues} transmit queue(s)): egress pacing active"
+                    ));
+                    paced.push(dev.clone());
+                }
+                Err(e) => report.push(format!("cannot install fq on {dev}: {e}")),
+            }
+        }
+        if paced.is_empty() {
+            return Err(format!(
+                "no device of egress_devs [{}] can have fq ({}); still pacing on {}",
+                wanted.join(","),
+                report.join("; "),
+                devices.join(",")
+            ));
+        }
+        for dev in devices.iter().filter(|d| !paced.contains(d)) {
+            report.push(format!(
+                "{dev} is no longer an egress device: its fq stays, and is no longer repaired"
+            ));
+        }
+        *self
+            .mode
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            EgressMode::Edt { devices: paced };
+        Ok(report)
     }
 }

@@ -81,11 +81,11 @@ impl Node {
     /// Reinstalls `fq` on egress devices that lost it (edt mode): without it departure
     /// times are ignored. Async, for the agent's periodic task (netlink round trips).
     pub async fn repair_fq(&self) -> Vec<String> {
-        let EgressMode::Edt { devices } = &self.mode else {
+        let EgressMode::Edt { devices } = self.mode() else {
             return Vec::new();
         };
         let mut report = Vec::new();
-        for d in devices {
+        for d in &devices {
             if crate::net::qdisc::has_fq(d).await.is_ok_and(|has| !has) {
                 report.push(match crate::net::qdisc::install_fq(d).await {
                     Ok(_) => format!("fq was removed from {d}: reinstalled (egress pacing)"),
@@ -154,7 +154,7 @@ impl Node {
     /// Entries still on the other mode's default mark and horizon take this mode's (the
     /// pacing defaults collapse TCP when policing); timings an operator chose stay.
     pub(super) fn align_mode(&self) -> Result<(), NodeError> {
-        let police = self.mode.polices();
+        let police = self.mode().polices();
         let other = if police {
             ShaperParams::EDT
         } else {
@@ -240,7 +240,7 @@ impl Node {
         // the node's settings are this agent's.
         let mut net = j.net();
         if let Some(cfg) = net.shaper.as_mut() {
-            set_node_bits(cfg, self.mode.polices(), self.params.flows);
+            set_node_bits(cfg, self.mode().polices(), self.params.flows);
         }
         let written = self.cgroup_id(name).and_then(|id| self.write_net(id, net));
         failures.extend(written.err().map(|e| e.to_string()));

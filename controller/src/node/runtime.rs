@@ -106,11 +106,12 @@ impl Node {
         l: &Limits,
         pod: Option<&Pod>,
     ) -> Result<(), NodeError> {
-        crate::limits::ceiling::check(&self.hook_ceiling, l)?;
+        let ceiling = self.hook_ceiling();
+        crate::limits::ceiling::check(&ceiling, l)?;
         self.check_enforceable(l)?;
         crate::cgroup::Plan::for_limits(l)?;
         if let Some(p) = pod {
-            crate::limits::ceiling::check(&self.hook_ceiling, &p.limits)?;
+            crate::limits::ceiling::check(&ceiling, &p.limits)?;
             self.check_enforceable(&p.limits)?;
             if cgroup.parent() != Some(p.cgroup.as_path()) {
                 return Err(NodeError::Foreign {
@@ -273,8 +274,10 @@ impl Node {
             name: pod.name.clone(),
             cgroup: pod.cgroup.clone(),
             id,
+            // A pod's own series have no container or image, as cAdvisor's.
             labels: Labels {
                 container: None,
+                image: None,
                 ..labels.clone()
             },
             kind: Kind::Group,

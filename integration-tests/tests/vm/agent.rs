@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use integration_tests::{AgentGuard, cpu_usage_usec, http_get, promtool_accepts, stop_run};
+use integration_tests::{
+    AgentGuard, HOST_DEV, OciBundle, RemoteNetns, cpu_usage_usec, http_get, promtool_accepts,
+    stop_run,
+};
 
 fn busy(agent: &AgentGuard, name: &str, limits: &[&str]) -> std::process::Child {
     let mut args = vec!["run", "--name", name];
@@ -548,4 +551,139 @@ fn an_agent_whose_bpffs_would_die_with_it_refuses_to_start() {
         !std::path::Path::new("/run/rein-nobpf").exists(),
         "the refused agent made its socket directory"
     );
+}
+
+/// The value of the node-wide gauge `name` in the agent's metrics at `addr` (None while the
+/// address does not answer).
+fn node_gauge(addr: &str, name: &str) -> Option<f64> {
+    std::net::TcpStream::connect(addr).ok()?;
+    http_get(addr, "/metrics")
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Starts a runc container asking for `memory` through its annotation with rein's hook;
+/// returns (started, the runtime's stderr).
+fn hooked_start(agent: &AgentGuard, id: &str, memory: &str) -> (bool, String) {
+    let b = OciBundle::new("runc", id, &["true"]);
+    b.annotate(&[("rein/memory", memory)]);
+    b.add_rein_hooks(&agent.socket, &[]);
+    b.run_to_end()
+}
+
+#[test]
+fn sighup_reloads_ceiling_devices_and_metrics_address_and_a_bad_config_changes_nothing() {
+    let _peer = RemoteNetns::new("rein-reload");
+    let config = "/tmp/rein-reload.toml";
+    let (first_addr, second_addr) = ("127.0.0.1:9811", "127.0.0.1:9812");
+    std::fs::write(
+        config,
+        format!(
+            "metrics_addr = \"{first_addr}\"\negress_devs = [\"lo\"]\n[hook_ceiling]\n\
+             memory = \"256M\"\n"
+        ),
+    )
+    .unwrap();
+    let agent = AgentGuard::start_with("rein-reload", &["--config", config]);
+    agent.rein_ok(&[
+        "run", "--keep", "--name", "kept", "--memory", "64M", "--egress", "10mbit", "--", "true",
+    ]);
+    let limits_before = agent.rein_ok(&["ls", "--json"]);
+    assert_eq!(
+        node_gauge(first_addr, "rein_config_last_reload_successful"),
+        Some(1.0)
+    );
+    let started_at = node_gauge(
+        first_addr,
+        "rein_config_last_reload_success_timestamp_seconds",
+    )
+    .expect("the start counts as the config's first application");
+    let (ok, stderr) = hooked_start(&agent, "reload-a", "200M");
+    assert!(ok, "200M is under the ceiling of 256M: {stderr}");
+
+    // The live keys change, a key read at start only (node_name) is left as it runs.
+    std::fs::write(
+        config,
+        format!(
+            "metrics_addr = \"{second_addr}\"\negress_devs = [\"lo\", \"{HOST_DEV}\"]\n\
+             node_name = \"elsewhere\"\n[hook_ceiling]\nmemory = \"128M\"\n"
+        ),
+    )
+    .unwrap();
+    // A second apart, so the success timestamp (seconds) must move.
+    std::thread::sleep(Duration::from_millis(1100));
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_gauge(second_addr, "rein_config_last_reload_successful").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the metrics did not move to {second_addr} after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        std::net::TcpStream::connect(first_addr).is_err(),
+        "the old metrics address still answers"
+    );
+    let metrics = http_get(second_addr, "/metrics");
+    assert!(
+        !metrics.contains("node=\"elsewhere\""),
+        "node_name is read at start only"
+    );
+    assert!(
+        node_gauge(
+            second_addr,
+            "rein_config_last_reload_success_timestamp_seconds"
+        )
+        .is_some_and(|t| t > started_at),
+        "the reload's time is not recorded"
+    );
+    let qdiscs = std::process::Command::new("/usr/local/sbin/tc")
+        .args(["qdisc", "show", "dev", HOST_DEV])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&qdiscs.stdout).contains("qdisc fq "),
+        "the newly named egress device has no fq: {}",
+        String::from_utf8_lossy(&qdiscs.stdout)
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&agent.rein_ok(&["stats", "kept", "--json"])).unwrap();
+    assert!(
+        stats["egress_mode"]
+            .as_str()
+            .is_some_and(|m| m.contains(HOST_DEV)),
+        "{stats}"
+    );
+    assert_eq!(
+        agent.rein_ok(&["ls", "--json"]),
+        limits_before,
+        "a reload touched enforcement"
+    );
+    let (ok, stderr) = hooked_start(&agent, "reload-b", "200M");
+    assert!(!ok, "200M is above the reloaded ceiling of 128M");
+    assert!(stderr.contains("ceiling 128"), "{stderr}");
+
+    // A config that does not parse changes nothing, and says so in the metrics.
+    std::fs::write(config, "metrics_addr = 12\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node_gauge(second_addr, "rein_config_last_reload_successful") != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "a bad config's reload is not reported as refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, stderr) = hooked_start(&agent, "reload-c", "200M");
+    assert!(
+        !ok && stderr.contains("ceiling 128"),
+        "the ceiling must stay: {stderr}"
+    );
+    assert_eq!(agent.rein_ok(&["ls", "--json"]), limits_before);
+    let _ = std::fs::remove_file(config);
 }

@@ -14,6 +14,7 @@ mod faults;
 mod flows;
 mod hierarchy;
 mod metrics;
+mod mixin;
 mod package;
 mod runtime;
 mod shaping;

@@ -111,6 +111,10 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         ("io.kubernetes.pod.namespace", "shop"),
         ("io.kubernetes.pod.uid", uid),
         ("io.kubernetes.container.name", "server"),
+        (
+            "io.kubernetes.cri.image-name",
+            "docker.io/library/iperf3:3.12",
+        ),
     ]);
     b.edit(|c| {
         c["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 150000, "period": 100000});
@@ -151,9 +155,23 @@ fn annotated_container_is_limited_shaped_and_labelled(runtime: &str, port: u16) 
         "pod=\"web-0\"".to_owned(),
         "namespace=\"shop\"".to_owned(),
         "container=\"server\"".to_owned(),
+        "image=\"docker.io/library/iperf3:3.12\"".to_owned(),
     ] {
         assert!(line.contains(&label), "{label} missing from {line}");
     }
+    // The pod's own series carry neither container nor image, as cAdvisor's.
+    let pod_line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("container_memory_usage_bytes{") && l.contains("name=\"shop_web-0\"")
+        })
+        .unwrap_or_else(|| panic!("no memory series for the pod:\n{metrics}"));
+    assert!(
+        pod_line.contains("pod=\"web-0\"")
+            && !pod_line.contains("image=")
+            && !pod_line.contains("container="),
+        "{pod_line}"
+    );
 
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -195,15 +213,6 @@ fn crun_container_is_limited_shaped_and_labelled() {
     annotated_container_is_limited_shaped_and_labelled("crun", 9794);
 }
 
-/// Runs a bundle to completion; returns (success, stderr).
-fn run_to_end(b: &OciBundle) -> (bool, String) {
-    let out = b.spawn_run().wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     let config = Path::new("/tmp/rein-oci-bad.toml");
@@ -216,7 +225,7 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     let b = OciBundle::new("runc", "bad", &["true"]);
     b.annotate(&[("rein/memory", "lots")]);
     b.add_rein_hooks(&agent.socket, &[]);
-    let (ok, stderr) = run_to_end(&b);
+    let (ok, stderr) = b.run_to_end();
     assert!(!ok, "a container with a bad annotation must not start");
     assert!(
         stderr.contains("rein/memory") && stderr.contains("lots"),
@@ -229,25 +238,25 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     assert!(agent.rein_ok(&["ls", "--json"]).trim() == "[]");
 
     b.add_rein_hooks(&agent.socket, &["--fail-open"]);
-    let (ok, stderr) = run_to_end(&b);
+    let (ok, stderr) = b.run_to_end();
     assert!(ok, "--fail-open starts it anyway: {stderr}");
 
     // Annotations may not claim more than the operator's ceiling.
     let greedy = OciBundle::new("runc", "greedy", &["true"]);
     greedy.annotate(&[("kubernetes.io/egress-bandwidth", "100M")]);
     greedy.add_rein_hooks(&agent.socket, &[]);
-    let (ok, stderr) = run_to_end(&greedy);
+    let (ok, stderr) = greedy.run_to_end();
     assert!(!ok, "an egress annotation above the ceiling must not start");
     assert!(
         stderr.contains("ceiling 50mbit"),
         "the error should name the ceiling: {stderr}"
     );
     greedy.annotate(&[("kubernetes.io/egress-bandwidth", "20M")]);
-    let (ok, stderr) = run_to_end(&greedy);
+    let (ok, stderr) = greedy.run_to_end();
     assert!(ok, "below the ceiling it starts: {stderr}");
     // Flags the config does not name keep the default ceiling: no strict priority for pods.
     greedy.annotate(&[("rein/priority", "critical")]);
-    let (ok, stderr) = run_to_end(&greedy);
+    let (ok, stderr) = greedy.run_to_end();
     assert!(
         !ok,
         "a critical priority annotation must not start by default"
@@ -294,7 +303,7 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     b.annotate(&[("rein/memory", "64M")]);
     b.add_rein_hooks(nowhere, &["--timeout", "2"]);
     let started = std::time::Instant::now();
-    let (ok, stderr) = run_to_end(&b);
+    let (ok, stderr) = b.run_to_end();
     assert!(!ok, "without the agent the start fails by default");
     assert!(
         stderr.contains("cannot reach the rein agent"),
@@ -305,7 +314,7 @@ fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
         "the hook is bounded"
     );
     b.add_rein_hooks(nowhere, &["--fail-open"]);
-    let (ok, stderr) = run_to_end(&b);
+    let (ok, stderr) = b.run_to_end();
     assert!(ok, "--fail-open starts it without the agent: {stderr}");
 }
 
@@ -527,7 +536,7 @@ fn containers_started_during_an_agent_restart_all_start() {
                 b.annotate(&[("rein/pids", "77")]);
                 b.add_rein_hooks(&socket, &["--timeout", "10"]);
                 let started = std::time::Instant::now();
-                let (ok, stderr) = run_to_end(&b);
+                let (ok, stderr) = b.run_to_end();
                 progress.fetch_add(1, Ordering::SeqCst);
                 (b.id.clone(), ok, stderr, started.elapsed())
             })
