@@ -41,6 +41,13 @@ enum Command {
         /// How long the VM demo runs before it stops by itself.
         #[arg(long, default_value_t = 60)]
         minutes: u64,
+        /// Start the VM demo even on a cgroup v2 host (what `cargo xtask test` checks).
+        #[arg(long)]
+        vm: bool,
+        /// Check the VM demo instead of running it for the user: its tour, its forwarded
+        /// metrics and upload's rate; then stop it (part of `cargo xtask test`).
+        #[arg(long)]
+        check: bool,
     },
     /// Run every test: formatting and clippy, the host tests, then the VM suite on every
     /// test kernel. Ends with one `N passed, N failed` line.
@@ -131,7 +138,8 @@ fn main() -> ExitCode {
         Command::Dashboards => dashboards::write()
             .and_then(|()| dashboards::check_schema(&setup::node_dir()))
             .map(|()| 0),
-        Command::Run { minutes } => run::run(minutes),
+        Command::Run { check: true, .. } => run::self_test().map(|t| i32::from(t.failed > 0)),
+        Command::Run { minutes, vm, .. } => run::run(minutes, vm),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -69,6 +69,10 @@ pub fn run(lint: bool, vm: bool) -> anyhow::Result<()> {
         let harness = crate::vm::self_test(crate::vm::kernel::Series::V6_12)?;
         total.passed += harness.passed;
         total.failed += harness.failed;
+        eprintln!("== the demo: `cargo xtask run --vm`, its tour and its forwarded metrics");
+        let demo = crate::run::self_test()?;
+        total.passed += demo.passed;
+        total.failed += demo.failed;
         eprintln!("== fleet: two VMs as two nodes, one Prometheus over both");
         let fleet = crate::fleet::run(&args)?;
         total.passed += fleet.passed;
