@@ -167,13 +167,16 @@ fn api(args: &vm::VmArgs, calls: u32) -> anyhow::Result<i32> {
             ("rein API set (PATCH, 1 conn each)", "api_set_us"),
             ("  of which: a 404 (conn, HTTP)", "api_404_us"),
             ("  and: GET of the container", "api_get_us"),
+            ("  and: GET of every container", "api_list_us"),
+            ("rein API set, 1 kept-alive conn", "api_set_ka_us"),
+            ("  of which: a 404 on it", "api_404_ka_us"),
             ("rein set CLI (process + API)", "cli_set_us"),
             ("direct write(2) of cpu.max", "file_write_us"),
         ] {
             let (m, p) = (figure(key, "median"), figure(key, "p99"));
             let show = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
             let ratio = m.map_or_else(|| "?".to_owned(), |m| format!("{:.2}x", m / shell));
-            let limit = if key == "api_set_us" {
+            let limit = if key.starts_with("api_set") {
                 format!(" ({API_RATIO_LIMIT})")
             } else {
                 String::new()

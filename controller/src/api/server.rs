@@ -342,8 +342,18 @@ async fn set(
     let limits = limits_from_map(&body.limits)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let node = st.node.clone();
+    let who = caller(&peer);
+    // Writes that return at once are made on the runtime's thread when nothing else holds
+    // the container (the blocking pool's hand-off would cost more than they do); a write
+    // that may wait in the kernel, or one behind another operation, goes to the pool.
+    if !limits.may_wait()
+        && let Some(entry) = node.try_set(&name, &limits, who)?
+    {
+        tracing::info!(container = %name, limits = %limits, "changed");
+        return Ok(Json(info_of(&node, entry)?));
+    }
     let c = blocking(move || {
-        let entry = node.set(&name, &limits, caller(&peer))?;
+        let entry = node.set(&name, &limits, who)?;
         tracing::info!(container = %name, limits = %limits, "changed");
         info_of(&node, entry)
     })

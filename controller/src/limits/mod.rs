@@ -135,6 +135,17 @@ impl Limits {
     /// Smallest `--memory` accepted.
     pub const MIN_MEMORY: u64 = 1 << 20;
 
+    /// Whether applying these limits may wait in the kernel: lowering `memory.max`,
+    /// `memory.high` or `memory.swap.max` reclaims (or OOM-kills) before the write returns,
+    /// and a `cpuset.cpus` write rebuilds scheduler domains. Every other write returns at
+    /// once.
+    pub fn may_wait(&self) -> bool {
+        self.memory.is_some()
+            || self.memory_high.is_some()
+            || self.swap.is_some()
+            || self.cpuset.is_some()
+    }
+
     /// Parses `(flag, value)` pairs from any front end, then validates the whole set.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (Flag, &'a str)>,

@@ -57,6 +57,34 @@ impl Node {
         self.check_enforceable(l)?;
         let lock = self.name_lock(name)?;
         let _one_at_a_time = lock.lock().map_err(|_| NodeError::Poisoned)?;
+        self.set_alone(name, l, caller)
+    }
+
+    /// [`Node::set`] unless another operation on `name` runs (then `None`, and nothing
+    /// changed): for a caller that must not wait, such as the API's runtime thread.
+    pub fn try_set(
+        &self,
+        name: &ContainerName,
+        l: &Limits,
+        caller: Caller,
+    ) -> Result<Option<Entry>, NodeError> {
+        self.check_enforceable(l)?;
+        let lock = self.name_lock(name)?;
+        let _one_at_a_time = match lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(NodeError::Poisoned),
+        };
+        self.set_alone(name, l, caller).map(Some)
+    }
+
+    /// The change itself, with `name`'s lock held.
+    fn set_alone(
+        &self,
+        name: &ContainerName,
+        l: &Limits,
+        caller: Caller,
+    ) -> Result<Entry, NodeError> {
         self.check_reach(name, caller)?;
         let entry = self.entry(name)?;
         let dir = entry.dir.as_path();

@@ -65,8 +65,10 @@
 //! - `nested-churn DIR N`: N times, makes a cgroup under DIR, runs a process in it that sends
 //!   one UDP datagram to 127.0.0.1:9, and removes the cgroup again.
 //! - `bench-set SOCKET NAME N`: N `rein set`-equivalent API calls (PATCH of cpus, one
-//!   connection each, as the CLI makes them) and N direct writes of the same value to the
-//!   container's cpu.max; prints median and p99 of each in microseconds.
+//!   connection each, as the CLI makes them), their pieces (a 404, a GET of the container
+//!   and of the list), the same PATCH and 404 on one kept-alive connection, and N direct
+//!   writes of the same value to the container's cpu.max; prints median and p99 of each in
+//!   microseconds.
 //! - `link-prog PIN`: prints the name of the program the link pinned at PIN runs.
 //! - `older-link PIN`: switches the egress link pinned at PIN to the flat program (egress
 //!   as an older rein had it, on maps of its own), as an older agent would have left it.
@@ -203,6 +205,18 @@ fn main() {
             let get = timed(n, |_| {
                 api_call(socket, "GET", &format!("/v1/containers/{name}"), "", "200");
             });
+            // Reading every container's limits back, on the runtime's own thread (what the
+            // answer to a change reads, without the blocking pool's hand-off).
+            let list = timed(n, |_| {
+                api_call(socket, "GET", "/v1/containers", "", "200");
+            });
+            // The same on one kept-alive connection, as a long-running client would call.
+            let mut conn = KeepAlive::connect(socket);
+            let set_ka = timed(n, |i| {
+                let body = format!("{{\"limits\":{{\"cpus\":\"{}m\"}}}}", quota(i) / 100);
+                conn.call("PATCH", &format!("/v1/containers/{name}"), &body, 200);
+            });
+            let floor_ka = timed(n, |_| conn.call("GET", "/v1/nothing", "", 404));
             let file = timed(n, |i| {
                 std::fs::write(&cpu_max, format!("{} 100000", quota(i))).unwrap();
             });
@@ -233,6 +247,12 @@ fn main() {
             println!("bench api_set_us median={} p99={}", api.0, api.1);
             println!("bench api_404_us median={} p99={}", floor.0, floor.1);
             println!("bench api_get_us median={} p99={}", get.0, get.1);
+            println!("bench api_list_us median={} p99={}", list.0, list.1);
+            println!("bench api_set_ka_us median={} p99={}", set_ka.0, set_ka.1);
+            println!(
+                "bench api_404_ka_us median={} p99={}",
+                floor_ka.0, floor_ka.1
+            );
             println!("bench cli_set_us median={} p99={}", cli.0, cli.1);
             println!("bench file_write_us median={} p99={}", file.0, file.1);
             println!("bench shell_write_us mean={shell}");
@@ -860,6 +880,55 @@ fn api_call(socket: &str, method: &str, path: &str, body: &str, status: &str) {
         resp.starts_with(&format!("HTTP/1.1 {status}")),
         "{method} {path}: {resp}"
     );
+}
+
+/// One connection kept alive for many calls (HTTP/1.1 keep-alive), as a long-running client
+/// holds it.
+struct KeepAlive {
+    stream: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl KeepAlive {
+    fn connect(socket: &str) -> Self {
+        Self {
+            stream: std::io::BufReader::new(
+                std::os::unix::net::UnixStream::connect(socket).unwrap(),
+            ),
+        }
+    }
+
+    /// One request; reads the whole answer (by its content-length) and checks its status.
+    fn call(&mut self, method: &str, path: &str, body: &str, status: u16) {
+        use std::io::{BufRead as _, Read as _};
+        write!(
+            self.stream.get_mut(),
+            "{method} {path} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).unwrap();
+        assert!(
+            line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {path}: {line}"
+        );
+        let mut length = 0;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0; length];
+        self.stream.read_exact(&mut answer).unwrap();
+    }
 }
 
 /// One API call on a fresh connection; returns the status code (0 when the connection
