@@ -446,6 +446,13 @@ fn network_panels() -> Vec<Panel> {
 
 const DATASOURCE: &str = "${datasource}";
 
+/// Every selector also matches the dashboard's `job` variable (rein's job by default): where
+/// kubelet's cAdvisor is scraped into the same Prometheus, its `container_*` series have
+/// rein's names and a `node` label too, and would otherwise be summed with rein's.
+fn scoped(expr: &str) -> String {
+    expr.replace(r#"{node=~"$node""#, r#"{job=~"$job", node=~"$node""#)
+}
+
 fn panel_json(id: u32, x: u32, y: u32, p: &Panel) -> Value {
     let ds = json!({"type": "prometheus", "uid": DATASOURCE});
     let targets: Vec<Value> = p
@@ -457,7 +464,7 @@ fn panel_json(id: u32, x: u32, y: u32, p: &Panel) -> Value {
             let mut target = json!({
                 "datasource": ds,
                 "refId": ref_id,
-                "expr": t.expr,
+                "expr": scoped(t.expr),
                 "legendFormat": t.legend,
                 "range": true,
             });
@@ -542,15 +549,23 @@ fn dashboard(
             "type": "datasource",
             "query": "prometheus",
         }),
+        // The job rein's agents are scraped as (`rein` in prometheus.yml and the
+        // PodMonitor): kubelet's cAdvisor series with the same names stay out.
+        variable("job", "Job", "label_values(rein_node_info, job)", false),
         // `node` is set by the agent on every series (not `instance`, which is whatever the
         // scrape address was): one node or all of a fleet.
-        variable("node", "Node", "label_values(rein_node_info, node)", true),
+        variable(
+            "node",
+            "Node",
+            r#"label_values(rein_node_info{job=~"$job"}, node)"#,
+            true,
+        ),
     ];
     if let Some(multi) = container {
         vars.push(variable(
             "container",
             "Container",
-            r#"label_values(container_memory_usage_bytes{node=~"$node"}, name)"#,
+            r#"label_values(container_memory_usage_bytes{job=~"$job", node=~"$node"}, name)"#,
             multi,
         ));
     }
@@ -772,6 +787,15 @@ mod tests {
                     "{file}: {}",
                     p["title"]
                 );
+                // Every selector keeps to the job: kubelet's cAdvisor shares the names.
+                for t in p["targets"].as_array().unwrap() {
+                    let expr = t["expr"].as_str().unwrap();
+                    assert_eq!(
+                        expr.matches('{').count(),
+                        expr.matches(r#"{job=~"$job", "#).count(),
+                        "{file}: {expr}"
+                    );
+                }
             }
         }
     }

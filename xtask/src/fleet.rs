@@ -298,9 +298,11 @@ fn per_node_close(
     }
 }
 
-/// Grafana's substitutions: `node` one node's name or the All value, `container` one name.
+/// Grafana's substitutions: `job` rein's, `node` one node's name or the All value,
+/// `container` one name.
 fn substitute(expr: &str, node: &str, container: &str) -> String {
     expr.replace("$__rate_interval", "10s")
+        .replace("$job", "rein")
         .replace("$node", node)
         .replace("$container", container)
 }

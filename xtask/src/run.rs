@@ -228,7 +228,10 @@ fn demo_works() -> anyhow::Result<f64> {
             ("rein ls lists web", "web"),
             ("rein ls lists batch", "batch"),
             ("rein ls lists cache", "cache"),
-            ("rein stats upload: paced by fq on rein-h0", "edt-fq on rein-h0"),
+            (
+                "rein stats upload: paced by fq on rein-h0",
+                "edt-fq on rein-h0",
+            ),
             ("rein why web names the CPU quota", "cpu_quota"),
         ] {
             if !tour.contains(needle) {

@@ -26,6 +26,7 @@ const DASHBOARDS: [(&str, &str); 3] = [
 /// scrape intervals (1 s here).
 fn substitute(expr: &str, node: &str) -> String {
     expr.replace("$__rate_interval", "10s")
+        .replace("$job", "rein")
         .replace("$node", &regex_escape(node))
         .replace("$container", "web")
 }
