@@ -1,7 +1,8 @@
 //! Helpers for rein's VM tests, one module per subject: `cgroup` (guards that undo what a
 //! test did), `agent` (an agent per test and the CLI against it), `net` (namespaces and veth
-//! pairs), `prometheus` (HTTP, Prometheus, promtool), `oci` (bundles for runc and crun) and
-//! `engines` (Podman, dockerd and containerd from the engines' disk).
+//! pairs), `prometheus` (HTTP, Prometheus, promtool), `oci` (bundles for runc and crun),
+//! `engines` (Podman, dockerd and containerd from the engines' disk) and `systemd` (a real
+//! systemd as PID 1 of a container).
 //! Everything here assumes it runs as root inside the test VM, where `/init` mounted cgroup2
 //! at `/sys/fs/cgroup` with cpu, memory, io, pids and cpuset enabled.
 
@@ -16,6 +17,7 @@ mod engines;
 mod net;
 mod oci;
 mod prometheus;
+mod systemd;
 
 pub use agent::*;
 pub use cgroup::*;
@@ -23,6 +25,7 @@ pub use engines::*;
 pub use net::*;
 pub use oci::*;
 pub use prometheus::*;
+pub use systemd::*;
 
 /// Where the test VM mounts cgroup2.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -86,7 +86,7 @@ pub fn build(rein: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     )
     .context("strip (binutils) copying the binary")?;
     std::os::unix::fs::symlink("rein", root.join("usr/bin/rein-runtime"))?;
-    for unit in ["rein.service", "rein.socket"] {
+    for unit in ["rein.service", "rein.socket", "rein-containers.service"] {
         put(
             &format!("usr/lib/systemd/system/{unit}"),
             packaged(read(&format!("deploy/{unit}"))?).as_bytes(),

@@ -38,7 +38,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "systemd",
-        "systemd-socket-activate, copied into the test VM: the agent under rein.socket",
+        "systemd, systemctl and systemd-socket-activate, copied into the test VM: rein's units \
+         under a real systemd (PID 1 of a container there)",
     ),
 ];
 /// qemu comes from bookworm-backports: bookworm's own qemu-system-x86 conflicts with the

@@ -90,7 +90,12 @@ impl Tree {
         if !is_cgroup2(parent) {
             return Err(CgroupError::NotCgroup2 {
                 path: parent.to_owned(),
-                hint: "; on a hybrid host, run rein in the test VM (see README)",
+                hint: if parent.exists() {
+                    "; on a hybrid host, run rein in the test VM (see README)"
+                } else {
+                    " (it does not exist: rein makes only the root's last directory; under \
+                     systemd, rein-containers.service makes its cgroup)"
+                },
             });
         }
         // Enable controllers on every ancestor inside the mount, then create the root.

@@ -18,6 +18,7 @@ mod mixin;
 mod package;
 mod runtime;
 mod shaping;
+mod systemd;
 mod top;
 mod upgrade;
 mod why;

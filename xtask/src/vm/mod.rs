@@ -54,6 +54,12 @@ const TOOLS: &[(&str, &str)] = &[
         "/usr/local/bin/systemd-socket-activate",
         "/usr/bin/systemd-socket-activate",
     ),
+    // systemd as PID 1 of a container (integration-tests/src/systemd.rs), with util-linux's
+    // unshare and nsenter: busybox's know no cgroup namespace.
+    ("/usr/local/lib/systemd/systemd", "/lib/systemd/systemd"),
+    ("/usr/local/bin/systemctl", "/usr/bin/systemctl"),
+    ("/usr/local/bin/unshare", "/usr/bin/unshare"),
+    ("/usr/local/bin/nsenter", "/usr/bin/nsenter"),
 ];
 /// Size of each scratch disk (sparse files): /dev/vda and /dev/vdb in the guest.
 const DISK_BYTES: u64 = 64 << 20;
