@@ -220,6 +220,22 @@ fn start_datapath(settings: &Settings, tree: &Tree) -> Result<(Datapath, EgressM
     Ok((dp, mode))
 }
 
+/// On a host systemd runs, a managed root at the top of its tree (the default
+/// `/sys/fs/cgroup/rein.slice`, as `rein agent` run by hand has it) is not delegated: systemd
+/// owns the root's `cgroup.subtree_control` and does not know the directory. Says so, and
+/// where the units put the root instead (rein-containers.service, delegated to rein).
+fn warn_outside_systemds_delegation(root: &Path) {
+    let systemd_runs = Path::new("/run/systemd/system").is_dir();
+    if systemd_runs && root.parent() == Some(Path::new("/sys/fs/cgroup")) {
+        tracing::warn!(
+            root = %root.display(),
+            "systemd runs this host, and this managed root is at the top of its tree, not \
+             delegated to rein: run rein from its units (systemctl enable --now rein.socket \
+             rein.service), whose root is rein-containers.service's delegated cgroup"
+        );
+    }
+}
+
 /// The registry of runtimes' containers, under the bpffs directory (`cgroup::external`).
 pub const EXTERNAL_DIR: &str = "external";
 
@@ -415,6 +431,7 @@ pub fn run(
         .collect();
     tracing::info!("starting with {}", described.join(" "));
     raise_fd_limit();
+    warn_outside_systemds_delegation(&settings.root);
     let tree = Tree::open(&settings.root)
         .with_context(|| {
             format!(
