@@ -188,11 +188,14 @@ fn get(path: &str) -> anyhow::Result<String> {
 /// Runs the demo until its tour is printed, checks it, and returns upload's rate (bit/s).
 fn demo_works() -> anyhow::Result<f64> {
     use std::io::BufRead as _;
+    // Its progress and errors (build, boot) go to a file the failure names.
+    let errors = workspace_root().join("target/vm/demo-check.stderr");
+    std::fs::create_dir_all(errors.parent().unwrap_or(Path::new(".")))?;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["run", "--vm", "--minutes", "2"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errors)?)
         .spawn()
         .context("starting xtask run")?;
     let stdout = child.stdout.take().context("xtask run's stdout")?;
@@ -211,9 +214,12 @@ fn demo_works() -> anyhow::Result<f64> {
         let mut started = false;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .context("the demo printed no tour within 300 s")?;
+            let line = rx.recv_timeout(left).with_context(|| {
+                format!(
+                    "the demo printed no tour within 300 s; its errors: {}",
+                    errors.display()
+                )
+            })?;
             if line.contains("rein demo: four containers on a leash") {
                 started = true;
             } else if started && line.contains(TOUR_END) {
@@ -222,20 +228,27 @@ fn demo_works() -> anyhow::Result<f64> {
                 tour.push(line);
             }
         }
-        let tour = tour.join("\n");
-        for (what, needle) in [
-            ("rein ls lists upload", "upload"),
-            ("rein ls lists web", "web"),
-            ("rein ls lists batch", "batch"),
-            ("rein ls lists cache", "cache"),
-            (
-                "rein stats upload: paced by fq on rein-h0",
-                "edt-fq on rein-h0",
-            ),
-            ("rein why web names the CPU quota", "cpu_quota"),
+        // Each command's output: the lines after its `== rein ...` heading, up to the next.
+        let section = |heading: &str| -> String {
+            tour.iter()
+                .skip_while(|l| !l.contains(heading))
+                .skip(1)
+                .take_while(|l| !l.contains("== "))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let tour_text = tour.join("\n");
+        for (heading, needle) in [
+            ("== rein ls", "upload"),
+            ("== rein ls", "web"),
+            ("== rein ls", "batch"),
+            ("== rein ls", "cache"),
+            ("== rein stats upload", "edt-fq on rein-h0"),
+            ("== rein why web", "cpu_quota"),
         ] {
-            if !tour.contains(needle) {
-                bail!("{what}: {needle:?} is not in the tour:\n{tour}");
+            if !section(heading).contains(needle) {
+                bail!("{needle:?} is not in the output of {heading:?} in the tour:\n{tour_text}");
             }
         }
         if get("/healthz")?.trim() != "ok" {

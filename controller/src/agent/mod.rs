@@ -231,7 +231,7 @@ fn warn_outside_systemds_delegation(root: &Path) {
             root = %root.display(),
             "systemd runs this host, and this managed root is at the top of its tree, not \
              delegated to rein: run rein from its units (systemctl enable --now rein.socket \
-             rein.service), whose root is rein-containers.service's delegated cgroup"
+             rein.service), whose root is in rein-containers.service's delegated cgroup"
         );
     }
 }
@@ -361,20 +361,13 @@ fn reloading_state() -> String {
 /// Reads the config again at each SIGHUP and applies what can change live (see `reload`);
 /// a reload that fails changes nothing and says why.
 async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
     mut running: Settings,
     resolve: impl Fn() -> anyhow::Result<Settings>,
     node: Arc<Node>,
     rebind: tokio::sync::mpsc::UnboundedSender<std::net::TcpListener>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("no config reload on SIGHUP: {e}");
-            return Ok(());
-        }
-    };
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -382,24 +375,21 @@ async fn reload_on_hangup(
             _ = hangup.recv() => {}
         }
         systemd::notify(&reloading_state());
-        let outcome = async {
-            let plan = reload::plan(&running, resolve()?)?;
-            let restart_only = plan.restart_only.clone();
-            let (listener, report) = plan.apply(&mut running, &node).await?;
-            anyhow::Ok((listener, report, restart_only))
-        }
-        .await;
-        match outcome {
-            Ok((listener, report, restart_only)) => {
-                report.iter().for_each(|line| tracing::info!("{line}"));
-                if !restart_only.is_empty() {
+        let planned = resolve().and_then(|next| reload::plan(&running, next));
+        match planned {
+            Ok(plan) => {
+                let applied = plan.apply(&mut running, &node).await;
+                applied
+                    .done
+                    .iter()
+                    .for_each(|line| tracing::info!("{line}"));
+                if !applied.left.is_empty() {
                     tracing::warn!(
-                        "changed in the config but read at start only, so not applied until \
-                         the agent restarts: {}",
-                        restart_only.join(", ")
+                        "changed in the config but not applied until the agent restarts: {}",
+                        applied.left.join("; ")
                     );
                 }
-                if let Some(l) = listener {
+                if let Some(l) = applied.listener {
                     let _ = rebind.send(l);
                 }
                 crate::metrics::config_applied(true);
@@ -498,6 +488,13 @@ pub fn run(
     };
     let metrics_listener = crate::metrics::bind(settings.metrics_addr)?;
     crate::metrics::config_applied(true);
+    // Before READY=1: a `systemctl reload` right after must find the handler, not SIGHUP's
+    // default action (which would end the agent).
+    let hangup = {
+        let _runtime = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("handling SIGHUP (config reload)")?
+    };
     systemd::notify("READY=1");
     rt.block_on(async {
         // One stop signal for both servers.
@@ -536,6 +533,7 @@ pub fn run(
             stop_rx.clone(),
         );
         let reloads = reload_on_hangup(
+            hangup,
             settings.clone(),
             resolve,
             node.clone(),

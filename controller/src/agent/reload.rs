@@ -6,9 +6,10 @@
 //! - `metrics_addr`: the endpoint moves (the new address is bound before the old one closes).
 //!
 //! Every other setting is read at start only: a reload that changes one says so in the log
-//! and leaves it as it runs. A config that does not parse, or a change that cannot be made (an
-//! address in use, no named device can have `fq`), changes nothing: the agent logs why and
-//! goes on with the settings it had. `rein_config_last_reload_successful` tells alerts.
+//! and leaves it as it runs, as it leaves egress devices it cannot pace on (police mode, no
+//! device that takes `fq`). A config that does not parse, or a metrics address that cannot be
+//! bound, refuses the whole reload: the agent logs why and goes on with the settings it had.
+//! `rein_config_last_reload_successful` tells alerts.
 
 use std::net::TcpListener;
 
@@ -53,23 +54,28 @@ pub fn plan(running: &Settings, next: Settings) -> anyhow::Result<Plan> {
     })
 }
 
+/// What applying a plan did: the new metrics listener to serve (if the address changed),
+/// what was done, and what was left as it runs (with why), for the log.
+pub struct Applied {
+    pub listener: Option<TcpListener>,
+    pub done: Vec<String>,
+    pub left: Vec<String>,
+}
+
 impl Plan {
-    /// Applies the plan to `node`; returns the new metrics listener to serve (if the address
-    /// changed) and what was done, for the log. Nothing changes if the egress devices cannot
-    /// change (the one step that can fail here).
-    pub async fn apply(
-        self,
-        running: &mut Settings,
-        node: &Node,
-    ) -> anyhow::Result<(Option<TcpListener>, Vec<String>)> {
+    /// Applies the plan to `node`; it cannot fail (the plan bound the listener already).
+    pub async fn apply(self, running: &mut Settings, node: &Node) -> Applied {
         let mut report = Vec::new();
+        let mut left = self.restart_only;
         if let Some(devs) = &self.egress_devs {
-            report.extend(
-                node.set_egress_devices(devs)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("egress_devs: {e}"))?,
-            );
-            running.egress_devs.clone_from(devs);
+            match node.set_egress_devices(devs).await {
+                Ok((paced, done)) => {
+                    report.extend(done);
+                    // What is paced now: a device that took no fq is tried again next time.
+                    running.egress_devs = paced;
+                }
+                Err(why) => left.push(format!("egress_devs: {why}")),
+            }
         }
         if self.next.hook_ceiling != running.hook_ceiling {
             node.set_hook_ceiling(self.next.hook_ceiling.clone());
@@ -83,7 +89,11 @@ impl Plan {
             ));
             running.metrics_addr = self.next.metrics_addr;
         }
-        Ok((self.listener, report))
+        Applied {
+            listener: self.listener,
+            done: report,
+            left,
+        }
     }
 }
 

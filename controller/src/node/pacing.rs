@@ -144,9 +144,13 @@ impl Node {
     /// A config reload's egress devices. In edt mode, `fq` goes on each newly named device
     /// and the devices named no more are left as they are (their `fq` stays, harmless, and is
     /// no longer repaired); the mode's kind never changes here, because switching between
-    /// pacing and policing rewrites every shaping entry (a restart does it). Returns what it
-    /// did, for the log; an error (nothing changed) when no named device can have `fq`.
-    pub async fn set_egress_devices(&self, wanted: &[String]) -> Result<Vec<String>, String> {
+    /// pacing and policing rewrites every shaping entry (a restart does it). Returns the
+    /// devices now paced and what it did, for the log; an error (nothing changed) outside
+    /// edt mode, or when no named device can have `fq`.
+    pub async fn set_egress_devices(
+        &self,
+        wanted: &[String],
+    ) -> Result<(Vec<String>, Vec<String>), String> {
         let EgressMode::Edt { devices } = self.mode() else {
             return Err(format!(
                 "egress is {} here: a new egress_devs takes effect at the next restart, which \
@@ -172,12 +176,19 @@ impl Node {
             }
         }
         if paced.is_empty() {
-            return Err(format!(
-                "no device of egress_devs [{}] can have fq ({}); still pacing on {}",
-                wanted.join(","),
-                report.join("; "),
-                devices.join(",")
-            ));
+            return Err(if wanted.is_empty() {
+                format!(
+                    "no egress device named or found (no default route); still pacing on {}",
+                    devices.join(",")
+                )
+            } else {
+                format!(
+                    "no device of [{}] can have fq ({}); still pacing on {}",
+                    wanted.join(","),
+                    report.join("; "),
+                    devices.join(",")
+                )
+            });
         }
         for dev in devices.iter().filter(|d| !paced.contains(d)) {
             report.push(format!(
@@ -187,8 +198,9 @@ impl Node {
         *self
             .mode
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            EgressMode::Edt { devices: paced };
-        Ok(report)
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = EgressMode::Edt {
+            devices: paced.clone(),
+        };
+        Ok((paced, report))
     }
 }

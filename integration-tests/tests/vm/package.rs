@@ -129,10 +129,10 @@ fn the_debian_package_installs_runs_from_its_unit_and_purges_without_a_trace() {
     let listen = unit_value(&socket_unit, "ListenStream");
     assert_eq!(unit_value(&service, "Type"), "notify");
     std::fs::create_dir_all(Path::new(&listen).parent().unwrap()).unwrap();
-    // The cgroup rein.service's --root names is rein-containers.service's, which systemd
-    // makes (tests/vm/systemd.rs); without systemd here, the test makes it.
-    let managed = Path::new("/sys/fs/cgroup/system.slice/rein-containers.service");
-    std::fs::create_dir_all(managed).unwrap();
+    // rein.service's --root is in rein-containers.service's cgroup, which systemd makes
+    // (tests/vm/systemd.rs); without systemd here, the test makes it.
+    let holder = Path::new("/sys/fs/cgroup/system.slice/rein-containers.service");
+    std::fs::create_dir_all(holder).unwrap();
     let notify_path = "/run/rein-test-notify";
     let _ = std::fs::remove_file(notify_path);
     let systemd = std::os::unix::net::UnixDatagram::bind(notify_path).unwrap();
@@ -233,8 +233,9 @@ fn the_debian_package_installs_runs_from_its_unit_and_purges_without_a_trace() {
         "the agent removed rein.socket's socket"
     );
     let _ = std::fs::remove_file(notify_path);
-    remove_agent_state(managed, Path::new("/sys/fs/bpf/rein"));
-    let _ = std::fs::remove_dir(managed.parent().unwrap());
+    remove_agent_state(&holder.join("containers"), Path::new("/sys/fs/bpf/rein"));
+    let _ = std::fs::remove_dir(holder);
+    let _ = std::fs::remove_dir(holder.parent().unwrap());
 
     // Purged: not one file of it is left, the conffile included.
     let out = run("dpkg", &["-P", "rein"]);

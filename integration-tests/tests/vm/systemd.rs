@@ -33,11 +33,13 @@ fn write_config(metrics: &str) {
     .unwrap();
 }
 
-/// The default config file is the unit's: what was there before is put back on drop.
+/// The default config file is the unit's: what was there before is put back on drop, and the
+/// agent's pins (its config's bpf_dir) go.
 struct KeptConfig(Option<Vec<u8>>);
 
 impl Drop for KeptConfig {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all("/sys/fs/bpf/rein-systemd");
         match &self.0 {
             Some(text) => {
                 let _ = std::fs::write(CONFIG, text);
@@ -84,15 +86,28 @@ fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive
     assert_eq!(sd.property("rein.service", "ActiveState"), "active");
 
     // The agent runs in rein.service's cgroup, hardened as the unit says; the containers'
-    // root is rein-containers.service's delegated cgroup.
+    // root is in rein-containers.service's delegated cgroup, which its process keeps.
     let agent: u32 =
         std::fs::read_to_string(sd.cgroup.join("system.slice/rein.service/cgroup.procs"))
             .unwrap()
             .trim()
             .parse()
             .expect("one agent process in rein.service");
-    let root = sd.cgroup.join("system.slice/rein-containers.service");
+    let holder = sd.cgroup.join("system.slice/rein-containers.service");
+    let root = holder.join("containers");
     assert_eq!(sd.property("rein-containers.service", "Delegate"), "yes");
+    assert_eq!(
+        sd.property("rein-containers.service", "ControlGroup"),
+        "/system.slice/rein-containers.service",
+        "systemd does not hold the containers' cgroup"
+    );
+    assert!(
+        !std::fs::read_to_string(holder.join("hold/cgroup.procs"))
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "rein-containers.service's process is not in its hold leaf"
+    );
     let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let mounts = std::fs::read_to_string(format!("/proc/{agent}/mountinfo")).unwrap();
@@ -213,5 +228,4 @@ fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive
     let _ = web.wait();
     sd.systemctl(&["stop", "rein.service", "rein.socket"]);
     drop(sd);
-    let _ = std::fs::remove_dir_all("/sys/fs/bpf/rein-systemd");
 }
