@@ -87,11 +87,17 @@ impl Systemd {
             {
                 break pid;
             }
-            assert!(
-                Instant::now() < deadline,
-                "systemd did not come up: {}",
-                std::fs::read_to_string(format!("/tmp/{name}.log")).unwrap_or_default()
-            );
+            if Instant::now() > deadline {
+                // No guard exists yet: end what was started before failing.
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                remove_tree(&cgroup);
+                panic!(
+                    "systemd did not come up: {}",
+                    std::fs::read_to_string(format!("/tmp/{name}.log")).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         };
         // The namespaces are made: unshare's own process, outside the container's PID

@@ -385,7 +385,7 @@ async fn reload_on_hangup(
                     .for_each(|line| tracing::info!("{line}"));
                 if !applied.left.is_empty() {
                     tracing::warn!(
-                        "changed in the config but not applied until the agent restarts: {}",
+                        "changed in the config but not applied now: {}",
                         applied.left.join("; ")
                     );
                 }
@@ -488,28 +488,25 @@ pub fn run(
     };
     let metrics_listener = crate::metrics::bind(settings.metrics_addr)?;
     crate::metrics::config_applied(true);
-    // Before READY=1: a `systemctl reload` right after must find the handler, not SIGHUP's
-    // default action (which would end the agent).
-    let hangup = {
+    // Before READY=1: a `systemctl reload` or stop right after must find the handlers, not
+    // the signals' default actions (which would end the agent without its goodbye).
+    let (hangup, mut terminate, mut interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
         let _runtime = rt.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("handling SIGHUP (config reload)")?
+        (
+            signal(SignalKind::hangup()).context("handling SIGHUP (config reload)")?,
+            signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        )
     };
     systemd::notify("READY=1");
     rt.block_on(async {
         // One stop signal for both servers.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async {
-                    match term.as_mut() {
-                        Some(t) => { t.recv().await; }
-                        None => std::future::pending().await,
-                    }
-                } => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
             tracing::info!("stopping; limits stay in the kernel");
             systemd::notify("STOPPING=1");
@@ -532,9 +529,15 @@ pub fn run(
             settings.node_name.clone(),
             stop_rx.clone(),
         );
+        // What runs: in edt mode the devices fq went on (one that refused it at start is
+        // tried again at the next reload).
+        let mut running = settings.clone();
+        if let EgressMode::Edt { devices } = node.mode() {
+            running.egress_devs = devices;
+        }
         let reloads = reload_on_hangup(
             hangup,
-            settings.clone(),
+            running,
             resolve,
             node.clone(),
             rebind,

@@ -74,7 +74,9 @@ impl Plan {
                     // What is paced now: a device that took no fq is tried again next time.
                     running.egress_devs = paced;
                 }
-                Err(why) => left.push(format!("egress_devs: {why}")),
+                Err(why) => left.push(format!(
+                    "egress_devs: {why}; tried again at the next reload"
+                )),
             }
         }
         if self.next.hook_ceiling != running.hook_ceiling {

@@ -33,14 +33,17 @@ fn write_config(metrics: &str) {
     .unwrap();
 }
 
-/// The default config file is the unit's: what was there before is put back on drop, and the
-/// agent's pins (its config's bpf_dir) go.
-struct KeptConfig(Option<Vec<u8>>);
+/// The default config file is the unit's: what was there before is put back on drop (its
+/// directory goes if the test made it), and the agent's pins (its config's bpf_dir) go.
+struct KeptConfig {
+    text: Option<Vec<u8>>,
+    made_dir: bool,
+}
 
 impl Drop for KeptConfig {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all("/sys/fs/bpf/rein-systemd");
-        match &self.0 {
+        match &self.text {
             Some(text) => {
                 let _ = std::fs::write(CONFIG, text);
             }
@@ -48,12 +51,18 @@ impl Drop for KeptConfig {
                 let _ = std::fs::remove_file(CONFIG);
             }
         }
+        if self.made_dir {
+            let _ = std::fs::remove_dir("/etc/rein");
+        }
     }
 }
 
 #[test]
 fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive_restarts() {
-    let _config = KeptConfig(std::fs::read(CONFIG).ok());
+    let _config = KeptConfig {
+        text: std::fs::read(CONFIG).ok(),
+        made_dir: !std::path::Path::new("/etc/rein").exists(),
+    };
     write_config("127.0.0.1:9821");
     let sd = Systemd::boot(
         "rein-sd",
@@ -81,9 +90,15 @@ fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive
     sd.systemctl(&["start", "rein.socket"]);
     assert_eq!(sd.property("rein.service", "ActiveState"), "inactive");
 
-    // The first call on the socket starts the agent, which answers it.
+    // The first call on the socket starts the agent, which answers it, at its first try.
     assert_eq!(rein(&["ls", "--json"]).trim(), "[]");
     assert_eq!(sd.property("rein.service", "ActiveState"), "active");
+    assert_eq!(
+        sd.property("rein.service", "NRestarts"),
+        "0",
+        "the agent failed before it ran:\n{}",
+        sd.log("rein-sd")
+    );
 
     // The agent runs in rein.service's cgroup, hardened as the unit says; the containers'
     // root is in rein-containers.service's delegated cgroup, which its process keeps.
@@ -107,6 +122,13 @@ fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive
             .trim()
             .is_empty(),
         "rein-containers.service's process is not in its hold leaf"
+    );
+    assert_eq!(
+        std::fs::read_to_string(holder.join("cgroup.procs"))
+            .unwrap()
+            .trim(),
+        "",
+        "a process in the delegated cgroup itself: no controllers below it"
     );
     let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
@@ -138,6 +160,20 @@ fn reins_units_run_under_systemd_delegated_hardened_reloadable_and_calls_survive
     wait_for("web's process in its cgroup", || {
         std::fs::read_to_string(web_dir.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
     });
+    assert_eq!(
+        std::fs::read_to_string(web_dir.join("cpu.max"))
+            .unwrap()
+            .trim(),
+        "50000 100000"
+    );
+
+    // systemd leaves the delegated subtree alone when it reloads its units.
+    let controllers = std::fs::read_to_string(holder.join("cgroup.subtree_control")).unwrap();
+    sd.systemctl(&["daemon-reload"]);
+    assert_eq!(
+        std::fs::read_to_string(holder.join("cgroup.subtree_control")).unwrap(),
+        controllers
+    );
     assert_eq!(
         std::fs::read_to_string(web_dir.join("cpu.max"))
             .unwrap()
