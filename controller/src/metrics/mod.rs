@@ -610,6 +610,10 @@ impl Scrapes {
         {
             return Ok((c.content_type, c.body.clone()));
         }
+        // No scraper can use an older body any more: each one queued behind this one (the
+        // lock is fair) arrived after that body's collection started. Dropped now, it is not
+        // held beside the new one while that is written (at 1000 containers, megabytes).
+        *newest = [None, None];
         // A task of its own holds the lock until the collection is stored: a scraper that
         // hangs up meanwhile (its handler is dropped) must not let a second collection
         // start beside this one.
