@@ -200,10 +200,25 @@ fn fill(mut file: &std::fs::File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 
 /// The value of `key` in a flat-keyed file (`cpu.stat`, `memory.events`): `key value` lines.
 pub fn flat_key(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
+    let [v] = flat_keys(text, [key]);
+    v
+}
+
+/// The values of `keys` in a flat-keyed file, in one pass over it (memory.stat has some forty
+/// lines, read for every container at every scrape).
+pub fn flat_keys<const N: usize>(text: &str, keys: [&str; N]) -> [Option<u64>; N] {
+    let mut out = [None; N];
+    for l in text.lines() {
+        let Some((k, v)) = l.split_once(' ') else {
+            continue;
+        };
+        if let Some(i) = keys.iter().position(|key| *key == k)
+            && out[i].is_none()
+        {
+            out[i] = v.trim().parse().ok();
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -256,9 +271,14 @@ mod tests {
     }
 
     #[test]
-    fn flat_keys() {
-        let t = "usage_usec 12\nnr_throttled 3\nthrottled_usec 40\n";
+    fn flat_keys_are_found_in_one_pass_whole_names_only() {
+        let t = "usage_usec 12\nnr_throttled 3\nthrottled_usec 40\nfile x\nfile 7\n";
         assert_eq!(flat_key(t, "nr_throttled"), Some(3));
         assert_eq!(flat_key(t, "throttled"), None);
+        assert_eq!(
+            super::flat_keys(t, ["throttled_usec", "usage_usec", "file", "anon"]),
+            [Some(40), Some(12), Some(7), None],
+            "the first line whose value parses, as flat_key"
+        );
     }
 }

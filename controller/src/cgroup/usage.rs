@@ -74,30 +74,33 @@ pub struct Pressure {
 /// memory.stat, cgroup.stat and the pressure files are optional. Each file is parsed as it is
 /// read (one buffer serves them all).
 pub fn read(dir: &mut files::Dir) -> Result<Usage, FileError> {
-    let key = files::flat_key;
     let mut u = Usage::default();
-    let cpu = dir.read("cpu.stat")?;
-    u.cpu_usage_usec = key(cpu, "usage_usec").unwrap_or(0);
-    u.cpu_nr_periods = key(cpu, "nr_periods").unwrap_or(0);
-    u.cpu_nr_throttled = key(cpu, "nr_throttled").unwrap_or(0);
-    u.cpu_throttled_usec = key(cpu, "throttled_usec").unwrap_or(0);
-    let events = dir.read("memory.events")?;
-    u.memory_oom_kills = key(events, "oom_kill").unwrap_or(0);
-    u.memory_high_events = key(events, "high").unwrap_or(0);
-    u.memory_max_events = key(events, "max").unwrap_or(0);
+    let [usage, periods, throttled, throttled_usec] = files::flat_keys(
+        dir.read("cpu.stat")?,
+        ["usage_usec", "nr_periods", "nr_throttled", "throttled_usec"],
+    );
+    u.cpu_usage_usec = usage.unwrap_or(0);
+    u.cpu_nr_periods = periods.unwrap_or(0);
+    u.cpu_nr_throttled = throttled.unwrap_or(0);
+    u.cpu_throttled_usec = throttled_usec.unwrap_or(0);
+    let [oom_kill, high, max] =
+        files::flat_keys(dir.read("memory.events")?, ["oom_kill", "high", "max"]);
+    u.memory_oom_kills = oom_kill.unwrap_or(0);
+    u.memory_high_events = high.unwrap_or(0);
+    u.memory_max_events = max.unwrap_or(0);
     u.io = dir.read("io.stat").map(parse_io_stat).unwrap_or_default();
     u.io_read_bytes = u.io.iter().map(|d| d.read_bytes).sum();
     u.io_write_bytes = u.io.iter().map(|d| d.write_bytes).sum();
     u.memory_current_bytes = dir.read("memory.current")?.parse().unwrap_or(0);
     // cAdvisor's figures from memory.stat: the working set is usage minus inactive file
     // pages (reclaimable first).
-    let stat = dir.read("memory.stat").ok();
-    let stat_key = |k| stat.and_then(|t| key(t, k));
-    let inactive = stat_key("inactive_file");
+    let [inactive, anon, file, mapped] = dir.read("memory.stat").map_or([None; 4], |t| {
+        files::flat_keys(t, ["inactive_file", "anon", "file", "file_mapped"])
+    });
     u.memory_working_set_bytes = u.memory_current_bytes.saturating_sub(inactive.unwrap_or(0));
-    u.memory_rss_bytes = stat_key("anon").unwrap_or(0);
-    u.memory_cache_bytes = stat_key("file").unwrap_or(0);
-    u.memory_mapped_file_bytes = stat_key("file_mapped").unwrap_or(0);
+    u.memory_rss_bytes = anon.unwrap_or(0);
+    u.memory_cache_bytes = file.unwrap_or(0);
+    u.memory_mapped_file_bytes = mapped.unwrap_or(0);
     u.pids_current = dir.read("pids.current")?.parse().unwrap_or(0);
     // Every process of the subtree: a container's processes may live in cgroups of their
     // own below it, which cgroup.stat counts (a missing one is looked for).
@@ -105,7 +108,7 @@ pub fn read(dir: &mut files::Dir) -> Result<Usage, FileError> {
     let descendants = dir
         .read("cgroup.stat")
         .ok()
-        .and_then(|t| key(t, "nr_descendants"));
+        .and_then(|t| files::flat_key(t, "nr_descendants"));
     if descendants != Some(0) {
         let mut pids = Vec::new();
         super::collect_child_pids(dir.path(), &mut pids);
