@@ -38,10 +38,14 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 
 /// Like [`run`], asserting success; returns stdout.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
+    succeeded(&format!("{program} {args:?}"), &run(program, args))
+}
+
+/// Asserts that the command `what` succeeded (its output otherwise), and returns its stdout.
+pub fn succeeded(what: &str, out: &Output) -> String {
     assert!(
         out.status.success(),
-        "{program} {args:?}: {}{}",
+        "{what}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

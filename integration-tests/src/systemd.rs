@@ -138,14 +138,10 @@ impl Systemd {
     pub fn systemctl(&self, args: &[&str]) -> String {
         let mut all = vec!["--no-ask-password"];
         all.extend_from_slice(args);
-        let out = self.run("/usr/local/bin/systemctl", &all);
-        assert!(
-            out.status.success(),
-            "systemctl {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(
+            &format!("systemctl {args:?}"),
+            &self.run("/usr/local/bin/systemctl", &all),
+        )
     }
 
     /// A unit's property as `systemctl show -P` prints it.
