@@ -79,9 +79,15 @@ impl External {
 }
 
 /// The registry directory (`<bpf dir>/external`).
+///
+/// Each record is read from bpffs once per agent and kept in memory after (eight symlinks
+/// per record: a registration checks the new cgroup against every registered one, and a
+/// scrape lists them all). The agent is the only writer of the directory, and its `add` and
+/// `remove` keep the copy in step; the directory listing still says which records exist.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    read: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<ContainerName, External>>>,
 }
 
 const CGROUP: &str = "cgroup";
@@ -96,7 +102,17 @@ impl Registry {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
+            read: std::sync::Arc::default(),
         }
+    }
+
+    /// The records read so far (a copy of what is in bpffs, so a poisoned lock is harmless).
+    fn read(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerName, External>> {
+        self.read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The directory of one container's record (where its links are pinned too). bpffs
@@ -154,6 +170,7 @@ impl Registry {
                 io_err("recording", &target)(err)
             });
         }
+        self.read().insert(e.name.clone(), e.clone());
         Ok(())
     }
 
@@ -176,6 +193,31 @@ impl Registry {
 
     /// The record of `name`, if there is a complete one.
     pub fn get(&self, name: &ContainerName) -> Option<External> {
+        // One look at the directory: a record removed by hand is not answered from memory.
+        if !self.dir_of(name).is_dir() {
+            self.read().remove(name);
+            return None;
+        }
+        self.listed(name)
+    }
+
+    /// The record of `name`, which the directory listing just showed.
+    fn listed(&self, name: &ContainerName) -> Option<External> {
+        if let Some(e) = self.read().get(name) {
+            return Some(e.clone());
+        }
+        let e = self.read_record(name)?;
+        self.read().insert(name.clone(), e.clone());
+        Some(e)
+    }
+
+    /// Every complete record, by name.
+    pub fn records(&self) -> Vec<External> {
+        self.list().iter().filter_map(|n| self.listed(n)).collect()
+    }
+
+    /// The record of `name` as bpffs holds it.
+    fn read_record(&self, name: &ContainerName) -> Option<External> {
         let dir = self.dir_of(name);
         let fact = |key: &str| {
             std::fs::read_link(dir.join(key))
@@ -224,6 +266,7 @@ impl Registry {
     /// Forgets a container: its record and pinned links (which detaches rein's programs
     /// from its cgroup). An absent record is not an error.
     pub fn remove(&self, name: &ContainerName) -> Result<(), CgroupError> {
+        self.read().remove(name);
         let dir = self.dir_of(name);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
@@ -260,6 +303,10 @@ mod tests {
         let stored = reg.dir_of(&e.name);
         assert_eq!(stored.file_name().unwrap(), "web+1", "bpffs allows no dot");
         assert_eq!(reg.get(&e.name), Some(e.clone()));
+        assert_eq!(reg.records(), vec![e.clone()]);
+        // What another agent (a restarted one) reads back from bpffs is the same record.
+        let restarted = Registry::new(&tmp.path().join("external"));
+        assert_eq!(restarted.get(&e.name), Some(e.clone()));
         assert!(e.is_live());
         assert!(matches!(reg.add(&e), Err(CgroupError::Exists(_))));
         assert_eq!(reg.list(), vec![e.name.clone()]);
@@ -272,6 +319,9 @@ mod tests {
         reg.remove(&e.name).unwrap();
         reg.remove(&e.name).unwrap();
         assert_eq!(reg.get(&e.name), None);
+        // Gone from bpffs, it is gone for a handle that had read it too.
+        assert_eq!(restarted.get(&e.name), None);
+        assert!(restarted.records().is_empty());
         assert!(reg.list().is_empty());
     }
 }

@@ -204,14 +204,11 @@ impl Tree {
             }
         }
         if let Some(r) = &self.registry {
-            out.extend(r.list().into_iter().filter_map(|n| {
-                let ext = r.get(&n)?;
-                Some(Entry {
-                    kind: ext.kind,
-                    group: ext.group.clone(),
-                    dir: ext.cgroup,
-                    name: n,
-                })
+            out.extend(r.records().into_iter().map(|ext| Entry {
+                kind: ext.kind,
+                group: ext.group,
+                dir: ext.cgroup,
+                name: ext.name,
             }));
         }
         out

@@ -139,13 +139,7 @@ impl Node {
             .filter_map(|e| std::fs::metadata(&e.dir).ok().map(|m| m.ino()))
             .collect();
         if let Some(r) = self.tree.registry() {
-            live.extend(
-                r.list()
-                    .iter()
-                    .filter_map(|n| r.get(n))
-                    .filter(|e| e.is_live())
-                    .map(|e| e.id),
-            );
+            live.extend(r.records().iter().filter(|e| e.is_live()).map(|e| e.id));
         }
         live
     }

@@ -72,9 +72,10 @@ impl Node {
         // One cgroup under one name, and no registered cgroup inside another: rein's
         // programs, attached to each, would run twice on their packets. The one exception
         // is a container inside its own pod's group, which carries no programs of its own.
-        let registered = self.tree.registry().map_or_else(Vec::new, |r| {
-            r.list().iter().filter_map(|n| r.get(n)).collect::<Vec<_>>()
-        });
+        let registered = self
+            .tree
+            .registry()
+            .map_or_else(Vec::new, crate::cgroup::Registry::records);
         for other in registered {
             if other.id == meta.ino() || other.cgroup == cgroup {
                 return Err(foreign(format!("is registered already, as {}", other.name)));
@@ -317,11 +318,9 @@ impl Node {
     /// True when a registered container other than `except` is in the pod group `pod`.
     pub(super) fn pod_has_members(&self, pod: &ContainerName, except: &ContainerName) -> bool {
         self.tree.registry().is_some_and(|r| {
-            r.list()
+            r.records()
                 .iter()
-                .filter(|n| *n != except)
-                .filter_map(|n| r.get(n))
-                .any(|e| e.group.as_ref() == Some(pod))
+                .any(|e| &e.name != except && e.group.as_ref() == Some(pod))
         })
     }
 
@@ -362,12 +361,9 @@ impl Node {
             return Vec::new();
         };
         let mut report = Vec::new();
-        for name in registry.list() {
-            // A pod's containers carry no programs of their own: the pod's cgroup has them.
-            let Some(ext) = registry.get(&name).filter(|e| e.group.is_none()) else {
-                continue;
-            };
-            let dir = registry.dir_of(&name);
+        // A pod's containers carry no programs of their own: the pod's cgroup has them.
+        for ext in registry.records().into_iter().filter(|e| e.group.is_none()) {
+            let (name, dir) = (&ext.name, registry.dir_of(&ext.name));
             if let Err(e) = self.with_datapath(|dp| dp.attach_external(&ext.cgroup, &dir)) {
                 report.push(format!(
                     "{name}: its pinned programs could not be taken over: {e}"
