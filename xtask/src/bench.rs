@@ -365,12 +365,14 @@ fn hook(args: &vm::VmArgs, starts: u32) -> anyhow::Result<i32> {
             series.name()
         );
         println!(
-            "{:<8} {:<48} {:>9} {:>9} {:>18}",
-            "runtime", "bundle", "p50", "p99", "p50 / plain"
+            "{:<8} {:<48} {:>9} {:>9} {:>18} {:>14}",
+            "runtime", "bundle", "p50", "p99", "p50 / plain", "/ null hook"
         );
-        for r in bench_lines(&outcome.lines) {
+        let lines = bench_lines(&outcome.lines);
+        for r in lines.iter().filter(|r| r.get("runtime").is_some()) {
             let f = |v: &str, k: &str| r[v][k].as_f64().unwrap_or(f64::NAN) / 1e3;
             let plain = f("plain", "median_us");
+            let null = f("null_hook", "median_us");
             for (key, label) in [
                 ("plain", "no hooks"),
                 ("null_hook", "createRuntime hook running `true`"),
@@ -387,13 +389,27 @@ fn hook(args: &vm::VmArgs, starts: u32) -> anyhow::Result<i32> {
                     String::new()
                 };
                 println!(
-                    "{:<8} {label:<48} {:>9.1} {:>9.1} {:>11.2}x{limit:<6}",
+                    "{:<8} {label:<48} {:>9.1} {:>9.1} {:>11.2}x{limit:<6} {:>13.2}x",
                     r["runtime"].as_str().unwrap_or("?"),
                     f(key, "median_us"),
                     f(key, "p99_us"),
                     f(key, "median_us") / plain,
+                    f(key, "median_us") / null,
                 );
             }
+        }
+        for r in lines.iter().filter_map(|r| r.get("registration")) {
+            let f = |v: &str, k: &str| r[v][k].as_f64().unwrap_or(f64::NAN) / 1e3;
+            println!(
+                "the agent's share: the hook's registration call alone (a fresh connection, \
+                 p50 | p99 ms): {:.1} | {:.1} with no other registration, {:.1} | {:.1} with {} \
+                 others",
+                f("alone", "median_us"),
+                f("alone", "p99_us"),
+                f("with_others", "median_us"),
+                f("with_others", "p99_us"),
+                r["others"],
+            );
         }
     }
     Ok(status)

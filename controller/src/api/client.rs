@@ -45,12 +45,24 @@ pub enum ClientError {
 
 pub struct Client {
     socket: PathBuf,
+    minimal: bool,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_owned(),
+            minimal: false,
+        }
+    }
+
+    /// The same agent, asked for answers without a body where it can skip work for them
+    /// (`Prefer: return=minimal`): `rein hook` needs only the status of its registration,
+    /// and a container start waits for it.
+    pub fn minimal(&self) -> Self {
+        Self {
+            socket: self.socket.clone(),
+            minimal: true,
         }
     }
 
@@ -84,13 +96,15 @@ impl Client {
             Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| proto(&e))?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "rein")
-            .header("content-type", "application/json")
-            .body(Full::new(payload))
-            .map_err(|e| proto(&e))?;
+            .header("content-type", "application/json");
+        if self.minimal {
+            req = req.header("prefer", super::PREFER_MINIMAL);
+        }
+        let req = req.body(Full::new(payload)).map_err(|e| proto(&e))?;
         let cut = |e: hyper::Error| ClientError::Cut(e.to_string());
         let resp = sender.send_request(req).await.map_err(cut)?;
         let status = resp.status();

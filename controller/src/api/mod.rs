@@ -35,6 +35,9 @@ use crate::{
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/rein/rein.sock";
+/// The preference (RFC 7240 `Prefer`) for an answer without a body: `POST /v1/containers`
+/// then answers 201 alone, without reading every limit back.
+pub const PREFER_MINIMAL: &str = "return=minimal";
 /// Largest request body accepted (limits are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
 

@@ -215,11 +215,24 @@ async fn list(State(st): State<AppState>) -> Result<Json<Vec<Container>>, ApiErr
     Ok(Json(all))
 }
 
+/// True when the request asks for an answer without a body (`Prefer: return=minimal`,
+/// RFC 7240): the agent then skips reading every limit back for it.
+fn prefers_minimal(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case(super::PREFER_MINIMAL))
+}
+
 async fn create(
     State(st): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: axum::http::HeaderMap,
     Json(req): Json<CreateRequest>,
-) -> Result<(StatusCode, Json<Container>), ApiError> {
+) -> Result<Response, ApiError> {
+    let minimal = prefers_minimal(&headers);
     // Taking over any cgroup of the machine is for the runtimes' hooks, which run as root;
     // an allowed uid may only make containers under rein's own root.
     if req.cgroup.is_some() && caller(&peer) != Caller::Root {
@@ -260,6 +273,9 @@ async fn create(
             Some(cgroup) => {
                 node.register(&name, Path::new(cgroup), req.labels, &limits, pod.as_ref())?;
                 tracing::info!(container = %name, %cgroup, limits = %limits, "registered");
+                if minimal {
+                    return Ok(None);
+                }
                 // Where it is is known: answered without looking the name up again.
                 info_of(
                     &node,
@@ -270,6 +286,7 @@ async fn create(
                         name,
                     },
                 )
+                .map(Some)
             }
             None => {
                 node.create(&name, req.kind, group.as_ref(), &limits)?;
@@ -277,12 +294,22 @@ async fn create(
                     container = %name, kind = %req.kind, group = ?group, limits = %limits,
                     "created"
                 );
-                info(&node, &name)
+                if minimal {
+                    return Ok(None);
+                }
+                info(&node, &name).map(Some)
             }
         }
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(c)))
+    Ok(match c {
+        Some(c) => (StatusCode::CREATED, Json(c)).into_response(),
+        None => (
+            StatusCode::CREATED,
+            [("preference-applied", super::PREFER_MINIMAL)],
+        )
+            .into_response(),
+    })
 }
 
 /// A container's limits and usage, from its snapshot.

@@ -124,8 +124,14 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
         // The agent's own "cannot reach" error is reported if it stays down: the retries
         // stop a little before the outer bound.
         let patience = left.saturating_sub(Duration::from_millis(100));
+        // The registration's answer is not read: the agent need not read the limits back.
+        let minimal = client.minimal();
         let client = Patient {
-            client,
+            client: if stage == Stage::CreateRuntime {
+                &minimal
+            } else {
+                client
+            },
             until: tokio::time::Instant::now() + patience,
         };
         let outcome = rt.block_on(async {

@@ -865,12 +865,17 @@ fn scrape(addr: &str) -> String {
 
 /// One API request over a fresh connection, checked for `status`.
 fn api_call(socket: &str, method: &str, path: &str, body: &str, status: &str) {
+    api_call_with(socket, method, path, "", body, status);
+}
+
+/// [`api_call`] with more header lines (each ending in CRLF).
+fn api_call_with(socket: &str, method: &str, path: &str, headers: &str, body: &str, status: &str) {
     use std::io::Read as _;
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         {headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -1292,6 +1297,80 @@ fn bench_hook(socket: &str, n: usize) {
         }
         println!("BENCH {out}");
     }
+    bench_registration(socket, n);
+}
+
+/// The agent's share of a hooked start: the hook's registration call alone (its request,
+/// asking for no answer body as the hook does, on a fresh connection, for a cgroup made
+/// with mkdir), timed with no other runtime
+/// container registered and with `others` registered, since a registration checks the new
+/// cgroup against every registered one. Unregistered (untimed) between calls.
+fn bench_registration(socket: &std::path::Path, n: usize) {
+    const OTHERS: usize = 100;
+    let socket = socket.to_str().unwrap();
+    let root = std::path::Path::new(integration_tests::OCI_CGROUPS);
+    std::fs::create_dir_all(root).unwrap();
+    let all = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
+    let enable: Vec<String> = all.split_whitespace().map(|c| format!("+{c}")).collect();
+    std::fs::write(root.join("cgroup.subtree_control"), enable.join(" ")).unwrap();
+    let cgroup = |name: &str| root.join(name).display().to_string();
+    let register = |name: &str| {
+        let body = serde_json::json!({
+            "name": name,
+            "cgroup": cgroup(name),
+            "limits": {"memory": "64M", "egress": "10mbit"},
+        });
+        api_call_with(
+            socket,
+            "POST",
+            "/v1/containers",
+            "prefer: return=minimal\r\n",
+            &body.to_string(),
+            "201",
+        );
+    };
+    let unregister = |name: &str| {
+        let q = form_urlencoded::Serializer::new(String::new())
+            .append_pair("cgroup", &cgroup(name))
+            .finish();
+        api_call(
+            socket,
+            "DELETE",
+            &format!("/v1/containers/{name}?{q}"),
+            "",
+            "204",
+        );
+    };
+    let timed_registration = || {
+        std::fs::create_dir(cgroup("bench-reg")).unwrap();
+        let mut us: Vec<u128> = (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                register("bench-reg");
+                let took = t.elapsed().as_micros();
+                unregister("bench-reg");
+                took
+            })
+            .collect();
+        std::fs::remove_dir(cgroup("bench-reg")).unwrap();
+        us.sort_unstable();
+        serde_json::json!({"median_us": us[n / 2], "p99_us": us[(n * 99 / 100).min(n - 1)]})
+    };
+    let alone = timed_registration();
+    let others: Vec<String> = (0..OTHERS).map(|i| format!("bench-other-{i}")).collect();
+    for o in &others {
+        std::fs::create_dir(cgroup(o)).unwrap();
+        register(o);
+    }
+    let crowded = timed_registration();
+    for o in &others {
+        unregister(o);
+        std::fs::remove_dir(cgroup(o)).unwrap();
+    }
+    println!(
+        "BENCH {}",
+        serde_json::json!({"registration": {"alone": alone, "others": OTHERS, "with_others": crowded}})
+    );
 }
 
 /// Median and p99 in microseconds of `n` runs of `f`.

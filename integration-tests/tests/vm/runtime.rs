@@ -213,6 +213,71 @@ fn crun_container_is_limited_shaped_and_labelled() {
     annotated_container_is_limited_shaped_and_labelled("crun", 9794);
 }
 
+/// `rein hook` asks for no answer body (`Prefer: return=minimal`, so a container start does
+/// not wait for every limit to be read back): the registration is made all the same, and
+/// the answer is a bare 201. A caller that does not ask gets the container, as before.
+#[test]
+fn a_registration_asking_for_a_minimal_answer_is_made_and_answered_without_a_body() {
+    let agent = AgentGuard::start("rein-oci-minimal");
+    // Made as a runtime makes it: every controller enabled for it.
+    let parent = Path::new(integration_tests::OCI_CGROUPS);
+    std::fs::create_dir_all(parent).unwrap();
+    let all = read(parent, "cgroup.controllers");
+    let enable: Vec<String> = all.split_whitespace().map(|c| format!("+{c}")).collect();
+    std::fs::write(parent.join("cgroup.subtree_control"), enable.join(" ")).unwrap();
+    let cgroup = parent.join("minimal");
+    std::fs::create_dir_all(&cgroup).unwrap();
+    // The whole answer, read to the close its `connection: close` asks for.
+    let post = |prefer: &str| {
+        use std::io::{Read as _, Write as _};
+        let body = serde_json::json!({
+            "name": "minimal",
+            "cgroup": cgroup,
+            "limits": {"memory": "64M"},
+        })
+        .to_string();
+        let mut s = std::os::unix::net::UnixStream::connect(&agent.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "POST /v1/containers HTTP/1.1\r\nhost: rein\r\ncontent-type: application/json\r\n\
+             {prefer}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = post("prefer: wait=5, return=minimal\r\n");
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    assert!(head.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(
+        head.contains("preference-applied: return=minimal"),
+        "{answer}"
+    );
+    assert_eq!(body, "", "{answer}");
+    assert_eq!(read(&cgroup, "memory.max"), (64u64 << 20).to_string());
+    let stats = wait_registered(&agent, "minimal");
+    assert_eq!(stats["path"], cgroup.display().to_string());
+
+    agent.rein_ok(&["rm", "minimal"]);
+    let answer = post("");
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    assert!(head.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(!head.contains("preference-applied"), "{answer}");
+    let c: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(c["name"], "minimal", "{answer}");
+    assert_eq!(c["path"], cgroup.display().to_string(), "{answer}");
+    assert_eq!(c["limits"]["memory"], "64M", "{answer}");
+    agent.rein_ok(&["rm", "minimal"]);
+    std::fs::remove_dir(&cgroup).unwrap();
+}
+
 #[test]
 fn a_bad_annotation_or_a_missing_agent_refuses_the_start_unless_fail_open() {
     let config = Path::new("/tmp/rein-oci-bad.toml");
