@@ -94,12 +94,30 @@ fn load(state_json: &[u8]) -> Result<Loaded, BundleError> {
         return Err(BundleError::State("no container id".into()));
     }
     let path = state.bundle().join("config.json");
-    let spec = Spec::load(&path).map_err(|e| BundleError::Config {
+    let spec = read_spec(&path).map_err(|problem| BundleError::Config {
         path: path.clone(),
-        problem: e.to_string(),
+        problem,
     })?;
     let notes = merged_annotations(&state, &spec);
     Ok(Loaded { state, spec, notes })
+}
+
+/// The bundle's config.json. Read on the hook's only thread (a thread costs a container
+/// start more than the read), so anything but a regular file is refused: a FIFO there
+/// would hold the start past `--timeout`.
+fn read_spec(path: &Path) -> Result<Spec, String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("not an OCI runtime spec: {e}"))
 }
 
 /// The spec's annotations with the state's over them.
@@ -492,6 +510,14 @@ mod tests {
                 .starts_with("reading the bundle's config.json"),
             "{e}"
         );
+        // A FIFO (no writer ever comes) is refused at once instead of read.
+        let (dir, state) = bundle("");
+        let config = dir.path().join("config.json");
+        std::fs::remove_file(&config).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(&config).status();
+        assert!(made.unwrap().success());
+        let e = read(state.as_bytes(), root).unwrap_err();
+        assert!(e.to_string().ends_with("not a regular file"), "{e}");
         let (_dir, state) = bundle(
             r#"{"ociVersion":"1.0.2","linux":{"cgroupsPath":"/x"},"annotations":{"rein/egress":"fast"}}"#,
         );

@@ -91,21 +91,59 @@ pub struct Options {
 /// The most state JSON read from stdin (the runtime sends a few hundred bytes).
 const MAX_STATE: u64 = 1 << 20;
 
-/// Reads the state from stdin on a thread, giving up after `timeout` (a runtime that never
-/// closes stdin must not hang the hook).
+/// Reads the state from stdin, giving up after `timeout` (a runtime that never closes stdin
+/// must not hang the hook). Waits with poll(2) on this thread: a thread of its own cost a
+/// container start more than the read.
 fn read_state(timeout: Duration) -> anyhow::Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let r = std::io::stdin()
-            .take(MAX_STATE)
-            .read_to_end(&mut buf)
-            .map(|_| buf);
-        let _ = tx.send(r);
-    });
-    rx.recv_timeout(timeout)
-        .map_err(|_| anyhow!("no OCI state on stdin within {timeout:?}"))?
-        .context("reading the OCI state from stdin")
+    let deadline = std::time::Instant::now() + timeout;
+    let mut stdin = std::io::stdin().lock();
+    let mut buf = Vec::new();
+    // Larger than stdin's own buffer, so every read bypasses it and poll(2) sees all that
+    // is left.
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !readable_within(left).context("waiting for the OCI state on stdin")? {
+            return Err(anyhow!("no OCI state on stdin within {timeout:?}"));
+        }
+        let n = match stdin.read(&mut chunk) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.context("reading the OCI state from stdin")?,
+        };
+        if n == 0 {
+            return Ok(buf);
+        }
+        if (buf.len() + n) as u64 > MAX_STATE {
+            return Err(anyhow!(
+                "the OCI state on stdin is larger than {MAX_STATE} bytes"
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// True when stdin has something to read (data or its end) within `wait`.
+fn readable_within(wait: Duration) -> std::io::Result<bool> {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: one valid pollfd, alive across the call, and its count.
+        let rc = unsafe { libc::poll(&mut fd, 1, ms) };
+        match rc {
+            0 => return Ok(false),
+            1.. => return Ok(true),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 /// Runs one stage; returns the exit status (0 also when failing open).
@@ -134,7 +172,7 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
             },
             until: tokio::time::Instant::now() + patience,
         };
-        let outcome = rt.block_on(async {
+        rt.block_on(async {
             tokio::time::timeout(left, act(&client, stage, &state, &opts.cgroup_root))
                 .await
                 .map_err(|_| {
@@ -145,10 +183,7 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
                         client.client.socket().display(),
                     )
                 })?
-        });
-        // A read of config.json that never ends (a FIFO) must not hold the exit either.
-        rt.shutdown_background();
-        outcome
+        })
     })();
     match result {
         Ok(()) => 0,
@@ -178,11 +213,8 @@ async fn act(client: &Patient<'_>, stage: Stage, state: &[u8], root: &Path) -> a
     match stage {
         Stage::Auto => Err(anyhow!("hook stage auto was not resolved")),
         Stage::CreateRuntime => {
-            // On the blocking pool, so that --timeout bounds reading config.json too.
-            let (state_json, cgroup_root) = (state.to_vec(), root.to_owned());
-            let c = tokio::task::spawn_blocking(move || bundle::read(&state_json, &cgroup_root))
-                .await
-                .map_err(|e| anyhow!("reading the bundle: {e}"))??;
+            // A regular file's read, bounded by its size (see `bundle::read_spec`).
+            let c = bundle::read(state, root)?;
             if c.pod_sandbox {
                 // Its poststop finds no registration (404), which is fine too.
                 return Ok(());
@@ -217,12 +249,7 @@ async fn act(client: &Patient<'_>, stage: Stage, state: &[u8], root: &Path) -> a
         Stage::Poststop => {
             // Only the registration of this very cgroup: a container refused for a name
             // another one holds must not unregister that one.
-            let (state_json, cgroup_root) = (state.to_vec(), root.to_owned());
-            let (name, placed) = tokio::task::spawn_blocking(move || {
-                bundle::read_identity(&state_json, &cgroup_root)
-            })
-            .await
-            .map_err(|e| anyhow!("reading the bundle: {e}"))??;
+            let (name, placed) = bundle::read_identity(state, root)?;
             let cgroup = match placed {
                 bundle::Placement::Dir(dir) => dir,
                 // The process that said where a relative path went is gone: the container
