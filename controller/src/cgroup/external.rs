@@ -80,19 +80,28 @@ impl External {
 
 /// The registry directory (`<bpf dir>/external`).
 ///
-/// Each record is read from bpffs once per agent and kept in memory after (eight symlinks
-/// per record: a registration checks the new cgroup against every registered one, and a
-/// scrape lists them all). The agent is the only writer of the directory, and its `add` and
-/// `remove` keep the copy in step; the directory listing still says which records exist.
+/// Each record is read from bpffs once and kept in memory after (eight symlinks per record:
+/// a registration checks the new cgroup against every registered one, and a scrape lists
+/// them all). The directory listing still says which records exist, and a record's copy
+/// stands for it only while its directory is the same one (by inode): a record removed and
+/// written again (a container replacing a dead registration of its name) is read again,
+/// whatever a reader racing the change kept.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
-    read: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<ContainerName, External>>>,
+    read: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<ContainerName, Read>>>,
+}
+
+/// A record as read, and the inode of the directory it was read from.
+#[derive(Debug, Clone)]
+struct Read {
+    dir_ino: u64,
+    record: External,
 }
 
 const CGROUP: &str = "cgroup";
-/// Records being written (".new-..." once decoded: not a valid container name, so never
-/// listed; bpffs allows no dot).
+/// Records being written or removed (".new-..." once decoded: not a valid container name, so
+/// never listed; bpffs allows no dot).
 const TMP_PREFIX: &str = "+new-";
 const CGROUP_ID: &str = "cgroup-id";
 const KIND: &str = "kind";
@@ -107,9 +116,7 @@ impl Registry {
     }
 
     /// The records read so far (a copy of what is in bpffs, so a poisoned lock is harmless).
-    fn read(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerName, External>> {
+    fn read(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerName, Read>> {
         self.read
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -138,6 +145,8 @@ impl Registry {
             std::process::id()
         ));
         std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+        // rename(2) keeps the inode: this is the record's directory once in place.
+        let dir_ino = std::fs::metadata(&dir).map_or(0, |m| m.ino());
         let id = e.id.to_string();
         let mut facts = vec![(CGROUP, e.cgroup.as_os_str()), (CGROUP_ID, id.as_ref())];
         if e.kind == Kind::Group {
@@ -170,7 +179,13 @@ impl Registry {
                 io_err("recording", &target)(err)
             });
         }
-        self.read().insert(e.name.clone(), e.clone());
+        self.read().insert(
+            e.name.clone(),
+            Read {
+                dir_ino,
+                record: e.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -193,27 +208,55 @@ impl Registry {
 
     /// The record of `name`, if there is a complete one.
     pub fn get(&self, name: &ContainerName) -> Option<External> {
-        // One look at the directory: a record removed by hand is not answered from memory.
-        if !self.dir_of(name).is_dir() {
-            self.read().remove(name);
-            return None;
+        match std::fs::metadata(self.dir_of(name)) {
+            Ok(m) if m.is_dir() => self.listed(name, m.ino()),
+            _ => {
+                self.read().remove(name);
+                None
+            }
         }
-        self.listed(name)
     }
 
-    /// The record of `name`, which the directory listing just showed.
-    fn listed(&self, name: &ContainerName) -> Option<External> {
-        if let Some(e) = self.read().get(name) {
-            return Some(e.clone());
+    /// The record of `name`, whose directory has the inode `dir_ino`: the copy read from
+    /// that directory, or what bpffs holds now.
+    fn listed(&self, name: &ContainerName, dir_ino: u64) -> Option<External> {
+        if let Some(r) = self.read().get(name).filter(|r| r.dir_ino == dir_ino) {
+            return Some(r.record.clone());
         }
-        let e = self.read_record(name)?;
-        self.read().insert(name.clone(), e.clone());
-        Some(e)
+        let mut dir_ino = dir_ino;
+        // A record is renamed into place whole and renamed away before it is deleted: one
+        // read through a directory still in place after it is the whole of one record.
+        // Replaced meanwhile, the new one is read (twice at most: replacements are rare).
+        for _ in 0..3 {
+            let record = self.read_record(name);
+            let now = std::fs::metadata(self.dir_of(name)).ok().map(|m| m.ino());
+            match (record, now) {
+                (Some(record), Some(ino)) if ino == dir_ino => {
+                    self.read().insert(
+                        name.clone(),
+                        Read {
+                            dir_ino,
+                            record: record.clone(),
+                        },
+                    );
+                    return Some(record);
+                }
+                // Not a complete record, and not being replaced: someone else's directory.
+                (None, Some(ino)) if ino == dir_ino => break,
+                (_, Some(ino)) => dir_ino = ino,
+                (_, None) => break,
+            }
+        }
+        self.read().remove(name);
+        None
     }
 
-    /// Every complete record, by name.
+    /// Every complete record, in name order.
     pub fn records(&self) -> Vec<External> {
-        self.list().iter().filter_map(|n| self.listed(n)).collect()
+        self.listing()
+            .into_iter()
+            .filter_map(|(name, ino)| self.listed(&name, ino))
+            .collect()
     }
 
     /// The record of `name` as bpffs holds it.
@@ -253,11 +296,20 @@ impl Registry {
 
     /// Every recorded name, sorted (none when the directory does not exist yet).
     pub fn list(&self) -> Vec<ContainerName> {
-        let mut names: Vec<ContainerName> = std::fs::read_dir(&self.dir)
+        self.listing().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Every recorded name with its directory's inode (from the listing itself), sorted.
+    fn listing(&self) -> Vec<(ContainerName, u64)> {
+        use std::os::unix::fs::DirEntryExt as _;
+        let mut names: Vec<(ContainerName, u64)> = std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| e.file_name().to_str()?.replace('+', ".").parse().ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.replace('+', ".").parse().ok()?;
+                Some((name, e.ino()))
+            })
             .collect();
         names.sort();
         names
@@ -266,9 +318,23 @@ impl Registry {
     /// Forgets a container: its record and pinned links (which detaches rein's programs
     /// from its cgroup). An absent record is not an error.
     pub fn remove(&self, name: &ContainerName) -> Result<(), CgroupError> {
-        self.read().remove(name);
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = self.dir_of(name);
-        match std::fs::remove_dir_all(&dir) {
+        // Renamed away first, so that no reader sees a record half deleted (an agent killed
+        // here leaves it to `remove_abandoned`).
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let away = self.dir.join(format!(
+            "{TMP_PREFIX}{}-removed-{}-{seq}",
+            name.as_str().replace('.', "+"),
+            std::process::id()
+        ));
+        let dir = match std::fs::rename(&dir, &away) {
+            Ok(()) => away,
+            Err(_) => dir,
+        };
+        let removed = std::fs::remove_dir_all(&dir);
+        self.read().remove(name);
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
             _ => Ok(()),
         }
@@ -322,6 +388,29 @@ mod tests {
         // Gone from bpffs, it is gone for a handle that had read it too.
         assert_eq!(restarted.get(&e.name), None);
         assert!(restarted.records().is_empty());
+        // Written again under the name through one handle (another container taking the
+        // name), it is the new record for a handle that had read the old one.
+        reg.add(&e).unwrap();
+        assert_eq!(restarted.records(), vec![e.clone()]);
+        // Held open, the old directory's inode number cannot be reused by the new one (a
+        // disk filesystem reuses them at once; bpffs does not).
+        let _held = std::fs::File::open(reg.dir_of(&e.name)).unwrap();
+        reg.remove(&e.name).unwrap();
+        let group = External {
+            kind: Kind::Group,
+            group: None,
+            ..e.clone()
+        };
+        reg.add(&group).unwrap();
+        assert_eq!(restarted.get(&e.name), Some(group.clone()));
+        assert_eq!(restarted.records(), vec![group.clone()]);
+        reg.remove(&group.name).unwrap();
         assert!(reg.list().is_empty());
+        assert!(
+            std::fs::read_dir(tmp.path().join("external"))
+                .unwrap()
+                .flatten()
+                .all(|d| d.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+        );
     }
 }
