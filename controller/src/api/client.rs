@@ -70,7 +70,7 @@ impl Client {
         &self.socket
     }
 
-    /// Sends one request; `Ok(None)` for an answer without a body (204).
+    /// Sends one request; `Ok(None)` for an answer without a body (204, or a minimal 201).
     pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -3,7 +3,7 @@
 //! | method and path                 | body            | answer                    |
 //! |---------------------------------|-----------------|---------------------------|
 //! | `GET /v1/containers`            |                 | `[Container]`             |
-//! | `POST /v1/containers`           | `CreateRequest` | 201 `Container`           |
+//! | `POST /v1/containers`           | `CreateRequest` | 201 `Container` (with `Prefer: return=minimal`: 201 alone) |
 
 //! | `GET /v1/containers/{name}`     |                 | `Stats`                   |
 //! | `GET /v1/stats`                 |                 | `[Stats]` (every container) |

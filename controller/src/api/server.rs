@@ -223,7 +223,20 @@ fn prefers_minimal(headers: &axum::http::HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case(super::PREFER_MINIMAL))
+        .any(|pref| {
+            // `return=minimal`, `return="minimal"`, `return = minimal; a=b`.
+            let (name, value) = pref
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .split_once('=')
+                .unwrap_or(("", ""));
+            name.trim().eq_ignore_ascii_case("return")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .eq_ignore_ascii_case("minimal")
+        })
 }
 
 async fn create(
@@ -616,4 +629,37 @@ pub async fn serve(
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimal_answer_is_asked_for_as_rfc_7240_writes_it() {
+        let asks = |values: &[&str]| {
+            let mut h = axum::http::HeaderMap::new();
+            for v in values {
+                h.append("prefer", v.parse().unwrap());
+            }
+            prefers_minimal(&h)
+        };
+        for yes in [
+            &["return=minimal"][..],
+            &["Return=Minimal"],
+            &["wait=5, return=minimal"],
+            &["wait=5", "return = \"minimal\"; x=y"],
+        ] {
+            assert!(asks(yes), "{yes:?}");
+        }
+        for no in [
+            &[][..],
+            &["return=representation"],
+            &["respond-async"],
+            &["return"],
+            &["x=return=minimal"],
+        ] {
+            assert!(!asks(no), "{no:?}");
+        }
+    }
 }

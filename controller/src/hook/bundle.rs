@@ -102,21 +102,31 @@ fn load(state_json: &[u8]) -> Result<Loaded, BundleError> {
     Ok(Loaded { state, spec, notes })
 }
 
+/// The largest config.json read (Kubernetes' are some kilobytes).
+const MAX_CONFIG: u64 = 16 << 20;
+
 /// The bundle's config.json. Read on the hook's only thread (a thread costs a container
-/// start more than the read), so anything but a regular file is refused: a FIFO there
-/// would hold the start past `--timeout`.
+/// start more than the read), which `--timeout` cannot cut short: so anything but a regular
+/// file of at most [`MAX_CONFIG`] bytes is refused (a FIFO there would hold the start). The
+/// runtime itself has just read the same file.
 fn read_spec(path: &Path) -> Result<Spec, String> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| e.to_string())?;
-    if !file.metadata().map_err(|e| e.to_string())?.is_file() {
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
         return Err("not a regular file".into());
     }
+    if meta.len() > MAX_CONFIG {
+        return Err(format!("larger than {MAX_CONFIG} bytes"));
+    }
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    file.take(MAX_CONFIG)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| format!("not an OCI runtime spec: {e}"))
 }
 

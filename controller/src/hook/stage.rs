@@ -19,7 +19,9 @@
 //! Failure policy: an agent that does not answer, or limits it refuses, fail the container
 //! start with the reason on stderr (the runtime shows it); `--fail-open` starts the
 //! container anyway without rein's limits, and says so. Every stage is bounded by
-//! `--timeout` (reading the state included): a hook never hangs a container start.
+//! `--timeout` (reading the state included): a hook never hangs a container start. The
+//! bundle's config.json, which the runtime has just read itself, is read whole at once and
+//! refused unless a regular file of at most 16 MiB.
 
 use std::{
     io::Read as _,
@@ -102,8 +104,7 @@ fn read_state(timeout: Duration) -> anyhow::Result<Vec<u8>> {
     // is left.
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if !readable_within(left).context("waiting for the OCI state on stdin")? {
+        if !readable_by(deadline).context("waiting for the OCI state on stdin")? {
             return Err(anyhow!("no OCI state on stdin within {timeout:?}"));
         }
         let n = match stdin.read(&mut chunk) {
@@ -122,15 +123,17 @@ fn read_state(timeout: Duration) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// True when stdin has something to read (data or its end) within `wait`.
-fn readable_within(wait: Duration) -> std::io::Result<bool> {
+/// True when stdin has something to read (data or its end) by `deadline`.
+fn readable_by(deadline: std::time::Instant) -> std::io::Result<bool> {
     let mut fd = libc::pollfd {
         fd: libc::STDIN_FILENO,
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        // Rounded up: a wait of less than a millisecond is still one.
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd, alive across the call, and its count.
         let rc = unsafe { libc::poll(&mut fd, 1, ms) };
         match rc {
@@ -177,8 +180,7 @@ pub fn run(client: &Client, stage: Stage, opts: &Options) -> u8 {
                 .await
                 .map_err(|_| {
                     anyhow!(
-                        "no answer within {:?} (reading the bundle's config.json, or from \
-                         the agent at {})",
+                        "no answer within {:?} from the agent at {}",
                         opts.timeout,
                         client.client.socket().display(),
                     )
