@@ -12,8 +12,11 @@ use crate::*;
 /// stopped and every container under its root is killed and removed.
 pub struct AgentGuard {
     child: Option<std::process::Child>,
+    /// Its managed root; a test may move it between restarts (the pins stay in
+    /// [`AgentGuard::bpf_dir`]).
     pub root: PathBuf,
     pub socket: PathBuf,
+    bpf_dir: PathBuf,
     extra: Vec<String>,
     /// `REIN_FAILPOINT` for the next start (see the agent's `failpoint`).
     pub failpoint: Option<String>,
@@ -30,10 +33,13 @@ impl AgentGuard {
         let root = Path::new(CGROUP_ROOT).join(format!("{name}.slice"));
         let socket = PathBuf::from(format!("/run/{name}/rein.sock"));
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        // bpffs refuses names with a dot: "rein-x.slice" pins under "rein-x".
+        let bpf_dir = Path::new("/sys/fs/bpf").join(name);
         let mut g = Self {
             child: None,
             root,
             socket,
+            bpf_dir,
             extra,
             failpoint: None,
         };
@@ -99,13 +105,7 @@ impl AgentGuard {
 
     /// This agent's own bpffs directory (pins of one agent must not meet another's).
     pub fn bpf_dir(&self) -> PathBuf {
-        // bpffs refuses names with a dot: "rein-x.slice" pins under "rein-x".
-        let name = self
-            .root
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Path::new("/sys/fs/bpf").join(name)
+        self.bpf_dir.clone()
     }
 
     /// Runs `rein --socket <ours> ARGS` to completion.

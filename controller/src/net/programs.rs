@@ -26,6 +26,7 @@ mod sched;
 mod tcp;
 mod test_run;
 
+pub use links::linked_cgroup;
 pub use sched::kernel_offsets;
 pub use test_run::SelfTest;
 
@@ -399,7 +400,7 @@ impl Datapath {
             (PROG_COUNT_INGRESS, CgroupSkbAttachType::Ingress, "ingress"),
         ] {
             let pin = links.join(file);
-            if self.take_over(&pin, name)? {
+            if self.take_over(&pin, name, dir)? {
                 continue;
             }
             let cgroup = std::fs::File::open(dir).map_err(|e| pin_err(dir, &e))?;

@@ -69,7 +69,8 @@
 //!   and of the list), the same PATCH and 404 on one kept-alive connection, and N direct
 //!   writes of the same value to the container's cpu.max; prints median and p99 of each in
 //!   microseconds.
-//! - `link-prog PIN`: prints the name of the program the link pinned at PIN runs.
+//! - `link-prog PIN`: prints the name of the program the link pinned at PIN runs;
+//!   `link-cgroup PIN` the id of the cgroup it is attached to.
 //! - `older-link PIN`: switches the egress link pinned at PIN to the flat program (egress
 //!   as an older rein had it, on maps of its own), as an older agent would have left it.
 //! - `pin-array PATH ENTRIES`: pins a new per-CPU array of ENTRIES u64 at PATH (a map of a
@@ -295,6 +296,11 @@ fn main() {
                 .find(|p| p.id() == id)
                 .unwrap();
             println!("{}", prog.name_as_str().unwrap_or("?"));
+        }
+        Some("link-cgroup") => {
+            let pin = args.get(1).unwrap_or_else(|| usage());
+            let id = controller::net::programs::linked_cgroup(std::path::Path::new(pin)).unwrap();
+            println!("{}", id.expect("a cgroup link"));
         }
         Some("older-link") => {
             let pin = args.get(1).unwrap_or_else(|| usage());

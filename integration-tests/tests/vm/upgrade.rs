@@ -49,3 +49,50 @@ fn an_agent_over_an_older_agents_pins_runs_its_own_programs_and_maps() {
     assert_eq!(stats["limits"]["egress"], "10mbit", "{stats}");
     agent.rein_ok(&["rm", "box"]);
 }
+
+/// An agent whose root moved under the same bpf_dir (a changed `root`; the layout before
+/// rein-containers.service) does not take over the links pinned there for the old root: it
+/// attaches its programs to its own root, so its containers are counted (and shaped).
+#[test]
+fn an_agent_whose_root_moved_attaches_to_the_new_root() {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut agent = AgentGuard::start("rein-moved");
+    agent.stop(libc::SIGTERM);
+    let bpf = agent.bpf_dir();
+    let linked = |file: &str| helper(&["link-cgroup", bpf.join(file).to_str().unwrap()]);
+    let id = |dir: &std::path::Path| std::fs::metadata(dir).unwrap().ino().to_string();
+    let old_root = agent.root.clone();
+    // The guard cleans up the root it runs on; the old one goes with this.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _old = Removed(old_root.clone());
+    assert_eq!(linked("links/egress"), id(&old_root));
+
+    agent.root = old_root.with_file_name("rein-moved-b.slice");
+    agent.restart();
+    for file in ["links/egress", "links/ingress", "links/rein_sock_ops"] {
+        assert_eq!(linked(file), id(&agent.root), "{file}");
+    }
+    // And the datapath sees the new root's containers: a few packets over loopback.
+    agent.rein_ok(&[
+        "run",
+        "--keep",
+        "--name",
+        "probe",
+        "--",
+        "busybox",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "127.0.0.1",
+    ]);
+    let tx = agent.stats("probe")["usage"]["net_tx_bytes"].as_f64();
+    assert!(tx.is_some_and(|b| b > 0.0), "no bytes counted: {tx:?}");
+    agent.rein_ok(&["rm", "probe"]);
+}

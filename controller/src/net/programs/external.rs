@@ -29,7 +29,7 @@ impl Datapath {
             (PROG_COUNT_INGRESS, CgroupSkbAttachType::Ingress, INGRESS),
         ] {
             let path = dir.join(file);
-            if self.take_over(&path, name)? {
+            if self.take_over(&path, name, cgroup)? {
                 continue;
             }
             let fd = std::fs::File::open(cgroup).map_err(|e| pin_err(cgroup, &e))?;
@@ -43,7 +43,7 @@ impl Datapath {
         }
         let path = dir.join(SOCK_OPS);
         let name = super::tcp::PROGRAM;
-        if self.sock_ops_if_loaded()?.is_none() || self.take_over(&path, name)? {
+        if self.sock_ops_if_loaded()?.is_none() || self.take_over(&path, name, cgroup)? {
             return Ok(());
         }
         if let Some(prog) = self.sock_ops_if_loaded()? {

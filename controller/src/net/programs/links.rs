@@ -4,7 +4,13 @@
 //! would adopt the old programs forever, and a fix to the datapath (or a map whose layout
 //! changed, which this agent made anew) would never reach the cgroups attached before.
 //!
-//! aya keeps a link's descriptor private, so the two system calls are made here.
+//! A pinned link is taken over only where it is attached to the cgroup the agent means: an
+//! agent whose root moved under the same bpf_dir (a changed `root`, or the layout before
+//! rein-containers.service) would otherwise keep its programs on the old root, and leave
+//! every container of the new one unshaped and uncounted.
+//!
+//! aya keeps a link's descriptor private and its link info leaves out the cgroup, so the
+//! system calls are made here.
 
 use std::{
     ffi::CString,
@@ -19,6 +25,31 @@ use super::{ProgramError, pin_err};
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `BPF_LINK_TYPE_CGROUP` (enum bpf_link_type).
+const LINK_TYPE_CGROUP: u32 = 3;
+
+/// `union bpf_attr` as BPF_OBJ_GET_INFO_BY_FD reads it.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The start of `struct bpf_link_info` as the kernel fills it for a cgroup link: type, id
+/// and program id, then (the union is 8-byte aligned) the cgroup's id and attach type.
+#[repr(C)]
+#[derive(Default)]
+struct CgroupLinkInfo {
+    kind: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _pad2: u32,
+}
 
 /// `union bpf_attr` as BPF_OBJ_GET reads it (include/uapi/linux/bpf.h).
 #[repr(C)]
@@ -64,6 +95,20 @@ fn open(pin: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The id (inode) of the cgroup the link pinned at `pin` is attached to: 0 once that cgroup
+/// is gone (the kernel detached the link), `None` for a link of another kind.
+pub fn linked_cgroup(pin: &Path) -> std::io::Result<Option<u64>> {
+    let link = open(pin)?;
+    let mut info = CgroupLinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(link.as_raw_fd()).unwrap_or(u32::MAX),
+        info_len: std::mem::size_of::<CgroupLinkInfo>() as u32,
+        info: &raw mut info as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok((info.kind == LINK_TYPE_CGROUP).then_some(info.cgroup_id))
+}
+
 /// Switches the link pinned at `pin` to the program `prog` (of the same type and attach
 /// type as the one it runs).
 pub(super) fn update(pin: &Path, prog: BorrowedFd<'_>) -> Result<(), ProgramError> {
@@ -84,12 +129,15 @@ pub(super) fn update(pin: &Path, prog: BorrowedFd<'_>) -> Result<(), ProgramErro
 }
 
 impl super::Datapath {
-    /// Takes over the link pinned at `pin`, if one is: switches it to this agent's program
-    /// `name` (once per agent). False when nothing is pinned there.
+    /// Takes over the link pinned at `pin`, if one is attached to `cgroup`: switches it to
+    /// this agent's program `name` (once per agent). False when nothing is pinned there, or
+    /// when the link is on another cgroup (or on none, its cgroup gone): that link is
+    /// unpinned, which detaches it, and the caller attaches anew.
     pub(super) fn take_over(
         &mut self,
         pin: &Path,
         name: &'static str,
+        cgroup: &Path,
     ) -> Result<bool, ProgramError> {
         if !pin.exists() {
             self.taken_over.remove(pin);
@@ -97,6 +145,21 @@ impl super::Datapath {
         }
         if self.taken_over.contains(pin) {
             return Ok(true);
+        }
+        let want = std::fs::metadata(cgroup)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .map_err(|e| pin_err(cgroup, &e))?;
+        let linked = linked_cgroup(pin).map_err(|e| pin_err(pin, &e))?;
+        if linked != Some(want) {
+            tracing::warn!(
+                pin = %pin.display(),
+                cgroup = %cgroup.display(),
+                linked = ?linked,
+                "the link pinned here runs on another cgroup (the root moved, or the cgroup \
+                 was made anew): unpinned, and attached to this one"
+            );
+            std::fs::remove_file(pin).map_err(|e| pin_err(pin, &e))?;
+            return Ok(false);
         }
         self.switch_link(pin, name)?;
         self.made(pin);

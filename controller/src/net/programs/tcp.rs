@@ -23,7 +23,7 @@ impl Datapath {
         if prog.fd().is_err() {
             prog.load().map_err(fail)?;
         }
-        if self.take_over(&pin, name)? {
+        if self.take_over(&pin, name, dir)? {
             return Ok(false);
         }
         let prog = self.sock_ops()?;
