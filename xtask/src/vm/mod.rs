@@ -579,7 +579,7 @@ pub fn self_test(series: Series) -> anyhow::Result<Tally> {
         let args = VmArgs {
             kernel: KernelChoice(vec![series]),
             timeout,
-            memory: 512,
+            memory: 1024,
             release: false,
             forward_port: None,
         };
