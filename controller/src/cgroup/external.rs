@@ -115,6 +115,18 @@ impl Registry {
         }
     }
 
+    /// A name of `name`'s record while it is written (`what` empty) or removed: never listed,
+    /// unique in this agent, and cleared by [`Registry::remove_abandoned`] if left behind.
+    fn temporary(&self, name: &ContainerName, what: &str) -> PathBuf {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!(
+            "{TMP_PREFIX}{}-{what}{}-{seq}",
+            name.as_str().replace('.', "+"),
+            std::process::id()
+        ))
+    }
+
     /// The records read so far (a copy of what is in bpffs, so a poisoned lock is harmless).
     fn read(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ContainerName, Read>> {
         self.read
@@ -133,17 +145,11 @@ impl Registry {
     /// temporary name and renamed into place, so a reader (the agent's pruning) never sees
     /// half of one; a record that cannot be completed is removed again.
     pub fn add(&self, e: &External) -> Result<(), CgroupError> {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
         if self.dir_of(&e.name).exists() {
             return Err(CgroupError::Exists(e.name.clone()));
         }
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.dir.join(format!(
-            "{TMP_PREFIX}{}-{}-{seq}",
-            e.name.as_str().replace('.', "+"),
-            std::process::id()
-        ));
+        let dir = self.temporary(&e.name, "");
         std::fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
         // rename(2) keeps the inode: this is the record's directory once in place.
         let dir_ino = std::fs::metadata(&dir).map_or(0, |m| m.ino());
@@ -318,16 +324,10 @@ impl Registry {
     /// Forgets a container: its record and pinned links (which detaches rein's programs
     /// from its cgroup). An absent record is not an error.
     pub fn remove(&self, name: &ContainerName) -> Result<(), CgroupError> {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dir = self.dir_of(name);
         // Renamed away first, so that no reader sees a record half deleted (an agent killed
         // here leaves it to `remove_abandoned`).
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let away = self.dir.join(format!(
-            "{TMP_PREFIX}{}-removed-{}-{seq}",
-            name.as_str().replace('.', "+"),
-            std::process::id()
-        ));
+        let away = self.temporary(name, "removed-");
         let dir = match std::fs::rename(&dir, &away) {
             Ok(()) => away,
             Err(_) => dir,

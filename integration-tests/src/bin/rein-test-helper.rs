@@ -1294,12 +1294,9 @@ fn bench_hook(socket: &str, n: usize) {
             }
         }
         let mut out = serde_json::json!({ "runtime": runtime, "starts": n });
-        for ((name, _), mut v) in variants.iter().zip(times) {
-            v.sort_unstable();
-            out[*name] = serde_json::json!({
-                "median_us": v[n / 2],
-                "p99_us": v[(n * 99 / 100).min(n - 1)],
-            });
+        for ((name, _), v) in variants.iter().zip(times) {
+            let (median, p99) = median_p99(v);
+            out[*name] = serde_json::json!({"median_us": median, "p99_us": p99});
         }
         println!("BENCH {out}");
     }
@@ -1308,22 +1305,19 @@ fn bench_hook(socket: &str, n: usize) {
 
 /// The agent's share of a hooked start: the hook's registration call alone (its request,
 /// asking for no answer body as the hook does, on a fresh connection, for a cgroup made
-/// with mkdir), timed with no other runtime
-/// container registered and with `others` registered, since a registration checks the new
-/// cgroup against every registered one. Unregistered (untimed) between calls.
+/// with mkdir), timed with no other runtime container registered and with `others`
+/// registered, since a registration checks the new cgroup against every registered one.
+/// Unregistered (untimed) between calls.
 fn bench_registration(socket: &std::path::Path, n: usize) {
+    use integration_tests::CgroupGuard;
     const OTHERS: usize = 100;
     let socket = socket.to_str().unwrap();
-    let root = std::path::Path::new(integration_tests::OCI_CGROUPS);
-    std::fs::create_dir_all(root).unwrap();
-    let all = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap();
-    let enable: Vec<String> = all.split_whitespace().map(|c| format!("+{c}")).collect();
-    std::fs::write(root.join("cgroup.subtree_control"), enable.join(" ")).unwrap();
-    let cgroup = |name: &str| root.join(name).display().to_string();
-    let register = |name: &str| {
+    let cgroup = |name: &str| CgroupGuard::new(name);
+    let register = |g: &CgroupGuard| {
+        let name = g.path().file_name().unwrap().to_str().unwrap();
         let body = serde_json::json!({
             "name": name,
-            "cgroup": cgroup(name),
+            "cgroup": g.path(),
             "limits": {"memory": "64M", "egress": "10mbit"},
         });
         api_call_with(
@@ -1335,9 +1329,10 @@ fn bench_registration(socket: &std::path::Path, n: usize) {
             "201",
         );
     };
-    let unregister = |name: &str| {
+    let unregister = |g: &CgroupGuard| {
+        let name = g.path().file_name().unwrap().to_str().unwrap();
         let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair("cgroup", &cgroup(name))
+            .append_pair("cgroup", &g.path().display().to_string())
             .finish();
         api_call(
             socket,
@@ -1348,30 +1343,30 @@ fn bench_registration(socket: &std::path::Path, n: usize) {
         );
     };
     let timed_registration = || {
-        std::fs::create_dir(cgroup("bench-reg")).unwrap();
-        let mut us: Vec<u128> = (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                register("bench-reg");
-                let took = t.elapsed().as_micros();
-                unregister("bench-reg");
-                took
-            })
-            .collect();
-        std::fs::remove_dir(cgroup("bench-reg")).unwrap();
-        us.sort_unstable();
-        serde_json::json!({"median_us": us[n / 2], "p99_us": us[(n * 99 / 100).min(n - 1)]})
+        let g = cgroup("bench-reg");
+        let (median, p99) = median_p99(
+            (0..n)
+                .map(|_| {
+                    let t = Instant::now();
+                    register(&g);
+                    let took = t.elapsed().as_micros();
+                    unregister(&g);
+                    took
+                })
+                .collect(),
+        );
+        serde_json::json!({"median_us": median, "p99_us": p99})
     };
     let alone = timed_registration();
-    let others: Vec<String> = (0..OTHERS).map(|i| format!("bench-other-{i}")).collect();
+    let others: Vec<CgroupGuard> = (0..OTHERS)
+        .map(|i| cgroup(&format!("bench-other-{i}")))
+        .collect();
     for o in &others {
-        std::fs::create_dir(cgroup(o)).unwrap();
         register(o);
     }
     let crowded = timed_registration();
     for o in &others {
         unregister(o);
-        std::fs::remove_dir(cgroup(o)).unwrap();
     }
     println!(
         "BENCH {}",
@@ -1381,14 +1376,21 @@ fn bench_registration(socket: &std::path::Path, n: usize) {
 
 /// Median and p99 in microseconds of `n` runs of `f`.
 fn timed(n: usize, mut f: impl FnMut(usize)) -> (u128, u128) {
-    let mut us: Vec<u128> = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed().as_micros()
-        })
-        .collect();
+    median_p99(
+        (0..n)
+            .map(|i| {
+                let t = Instant::now();
+                f(i);
+                t.elapsed().as_micros()
+            })
+            .collect(),
+    )
+}
+
+/// The median and p99 of `us` (not empty).
+fn median_p99(mut us: Vec<u128>) -> (u128, u128) {
     us.sort_unstable();
+    let n = us.len();
     (us[n / 2], us[(n * 99 / 100).min(n - 1)])
 }
 

@@ -219,14 +219,9 @@ fn crun_container_is_limited_shaped_and_labelled() {
 #[test]
 fn a_registration_asking_for_a_minimal_answer_is_made_and_answered_without_a_body() {
     let agent = AgentGuard::start("rein-oci-minimal");
-    // Made as a runtime makes it: every controller enabled for it.
-    let parent = Path::new(integration_tests::OCI_CGROUPS);
-    std::fs::create_dir_all(parent).unwrap();
-    let all = read(parent, "cgroup.controllers");
-    let enable: Vec<String> = all.split_whitespace().map(|c| format!("+{c}")).collect();
-    std::fs::write(parent.join("cgroup.subtree_control"), enable.join(" ")).unwrap();
-    let cgroup = parent.join("minimal");
-    std::fs::create_dir_all(&cgroup).unwrap();
+    // Made as a runtime makes it, outside rein's root, with the controllers enabled.
+    let guard = integration_tests::CgroupGuard::new("minimal");
+    let cgroup = guard.path().to_owned();
     // The whole answer, read to the close its `connection: close` asks for.
     let post = |prefer: &str| {
         use std::io::{Read as _, Write as _};
@@ -275,7 +270,6 @@ fn a_registration_asking_for_a_minimal_answer_is_made_and_answered_without_a_bod
     assert_eq!(c["path"], cgroup.display().to_string(), "{answer}");
     assert_eq!(c["limits"]["memory"], "64M", "{answer}");
     agent.rein_ok(&["rm", "minimal"]);
-    std::fs::remove_dir(&cgroup).unwrap();
 }
 
 #[test]
